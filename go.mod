@@ -1,0 +1,24 @@
+module github.com/porthole-dev/porthole
+
+go 1.26.8
+
+require (
+	github.com/davecgh/go-spew v1.1.1 // indirect
+	github.com/huin/goupnp v1.3.0 // indirect
+	github.com/jackpal/gateway v1.1.1 // indirect
+	github.com/jackpal/go-nat-pmp v1.1.0 // indirect
+	github.com/libdns/cloudflare v0.2.2 // indirect
+	github.com/libdns/libdns v1.1.1 // indirect
+	github.com/miekg/dns v1.1.68 // indirect
+	github.com/pmezard/go-difflib v1.0.0 // indirect
+	github.com/quic-go/quic-go v0.65.0 // indirect
+	github.com/stretchr/objx v0.5.3 // indirect
+	github.com/stretchr/testify v1.12.1 // indirect
+	golang.org/x/crypto v0.54.0 // indirect
+	golang.org/x/mod v0.37.0 // indirect
+	golang.org/x/net v0.56.0 // indirect
+	golang.org/x/sync v0.24.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+	golang.org/x/tools v0.47.0 // indirect
+	gopkg.in/yaml.v3 v3.0.1 // indirect
+)

@@ -1,0 +1,150 @@
+package config
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Relay is porthole-relay's configuration (relay.yaml).
+type Relay struct {
+	// Listen is the UDP address agents connect to. Default "0.0.0.0:7443".
+	Listen string `yaml:"listen"`
+	// ViewerBind is the address service listeners bind to. Default "0.0.0.0".
+	ViewerBind string `yaml:"viewer_bind"`
+	// PublicIP is the address DNS gets in relayed mode; zero if unset.
+	PublicIP netip.Addr `yaml:"-"`
+	// StateDir holds the relay's TLS key/cert and stateless-reset key.
+	// Default "/var/lib/porthole-relay".
+	StateDir string `yaml:"state_dir"`
+	// Agents maps agent name to its credentials and port range. Required, non-empty.
+	Agents map[string]RelayAgent `yaml:"-"`
+	// Metrics is an optional listen address for /metrics (Prometheus); empty = off.
+	Metrics string `yaml:"metrics"`
+}
+
+// RelayAgent is one agent the relay accepts.
+type RelayAgent struct {
+	// Token is the shared secret (resolved from token or token_file).
+	Token string `yaml:"-"`
+	// Ports is the range of public ports the agent may register.
+	Ports PortRange `yaml:"-"`
+}
+
+// PortRange is an inclusive range of TCP/UDP ports.
+type PortRange struct {
+	Lo, Hi uint16
+}
+
+// Contains reports whether p lies inside r.
+func (r PortRange) Contains(p uint16) bool { return p >= r.Lo && p <= r.Hi }
+
+// Agent is porthole-agent's configuration (agent.yaml).
+type Agent struct {
+	// Name identifies the agent to the relay. Required.
+	Name string
+	// StateDir holds last-published DNS state and similar. Default "/var/lib/porthole-agent".
+	StateDir string
+	// Relay is nil when the agent runs without a tunnel (plain DDNS updater / direct only).
+	Relay *AgentRelay
+	// Services are the exposed LAN services.
+	Services []Service
+	// Direct configures router port mapping and the agent's own gateway listeners.
+	Direct Direct
+	// PublicIP configures public address detection.
+	PublicIP PublicIP
+	// DDNS is nil when no hostname is managed.
+	DDNS *DDNS
+}
+
+// AgentRelay says how to reach and authenticate to the relay.
+type AgentRelay struct {
+	// Address is host:port of the relay's UDP listener. Required.
+	Address string
+	// Token is the shared secret (resolved from token or token_file). Required.
+	Token string
+}
+
+// Service is one LAN service exposed on one public port.
+type Service struct {
+	// Name is unique within the agent. Required.
+	Name string
+	// Target is the LAN host:port. Required.
+	Target string
+	// Port is the public port, the same on the relay and the router. Required.
+	Port uint16
+	// Allow is the access rule: CIDR prefixes; AllowAny is set for [any]. Required (non-empty).
+	Allow    []netip.Prefix
+	AllowAny bool
+}
+
+// Direct configures the direct path.
+type Direct struct {
+	// Enabled turns on router port mapping. Default true.
+	Enabled bool
+	// Listen is the address the agent's gateway listeners bind to. Default "0.0.0.0".
+	Listen string
+	// Protocols limits the mapping protocols tried: "upnp", "natpmp", "pcp". Default all.
+	Protocols []string
+	// Gateway overrides gateway discovery (an IP address); zero = discover.
+	Gateway netip.Addr
+}
+
+// PublicIP configures public address detection.
+type PublicIP struct {
+	// Sources in use: "relay", "https", "dns", "router". Default all four
+	// ("relay" only counts when a relay is configured).
+	Sources []string
+	// HTTPS lists echo URLs. Default a built-in list.
+	HTTPS []string
+	// DNS lists whoami resolvers ("cloudflare", "opendns", or host:port/name forms). Default built-in.
+	DNS []string
+	// MinAgree is how many sources must agree. Default 2.
+	MinAgree int
+	// Accept lists prefixes accepted although not global unicast (labs and tests only).
+	Accept []netip.Prefix
+	// Interval between checks. Default 5m (jittered).
+	Interval time.Duration
+	// IPv6 enables AAAA detection/publishing. Default true.
+	IPv6 bool
+	// IPv6InterfaceID, when set, replaces the interface identifier (low 64 bits)
+	// of the detected IPv6 prefix, to publish a device's own AAAA.
+	IPv6InterfaceID netip.Addr
+}
+
+// DDNS configures the managed hostname.
+type DDNS struct {
+	// Hostname is the fully qualified name to keep right. Required.
+	Hostname string
+	// TTL of published records. Default 60s.
+	TTL time.Duration
+	// MinInterval is the least time between two writes for the same record. Default 1m.
+	MinInterval time.Duration
+	// DeleteOnExit removes our records on clean shutdown. Default false.
+	DeleteOnExit bool
+	// Provider says where the records live.
+	Provider Provider
+}
+
+// Provider is a DNS provider's settings. Type selects which fields apply;
+// validation rejects fields that don't belong to the type.
+type Provider struct {
+	// Type: "cloudflare", "dyndns2", "noip", "dynu", "rfc2136", "duckdns".
+	Type string
+	// Zone: cloudflare, rfc2136 (the zone the hostname is in).
+	Zone string
+	// APIToken: cloudflare (a token with Zone.DNS edit).
+	APIToken string
+	// BaseURL overrides the API endpoint (cloudflare API base, dyndns2 server URL).
+	// A documented test hook for cloudflare; the server for generic dyndns2.
+	BaseURL string
+	// Username, Password: dyndns2 family.
+	Username string
+	Password string
+	// Token: duckdns.
+	Token string
+	// Server (host:port), KeyName, KeyAlg (e.g. hmac-sha256), Key (base64): rfc2136.
+	Server  string
+	KeyName string
+	KeyAlg  string
+	Key     string
+}
