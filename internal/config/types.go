@@ -54,6 +54,9 @@ type Agent struct {
 	PublicIP PublicIP
 	// DDNS is nil when no hostname is managed.
 	DDNS *DDNS
+	// Warnings are non-fatal problems found while loading ("file:line: key:
+	// msg"), e.g. a plain http:// URL; the program should log them.
+	Warnings []string
 }
 
 // AgentRelay says how to reach and authenticate to the relay.
@@ -147,4 +150,29 @@ type Provider struct {
 	KeyName string
 	KeyAlg  string
 	Key     string
+}
+
+// String describes a without its token, so logging a config can't leak it.
+func (a RelayAgent) String() string {
+	return "{Token:" + redact(a.Token) + " Ports:" + a.Ports.String() + "}"
+}
+
+// String describes r without its token.
+func (r AgentRelay) String() string {
+	return "{Address:" + r.Address + " Token:" + redact(r.Token) + "}"
+}
+
+// String describes p without its secrets (api_token, password, token, key).
+func (p Provider) String() string {
+	return "{Type:" + p.Type + " Zone:" + p.Zone + " APIToken:" + redact(p.APIToken) +
+		" BaseURL:" + p.BaseURL + " Username:" + p.Username + " Password:" + redact(p.Password) +
+		" Token:" + redact(p.Token) + " Server:" + p.Server + " KeyName:" + p.KeyName +
+		" KeyAlg:" + p.KeyAlg + " Key:" + redact(p.Key) + "}"
+}
+
+func redact(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
 }
