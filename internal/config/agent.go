@@ -84,8 +84,9 @@ func (p *parser) agent(data []byte) (*Agent, error) {
 	if df := p.section(f, "ddns", ddnsKeys); df != nil {
 		a.DDNS = p.ddns(df)
 	}
-	a.Services = p.services(f)
-	if len(a.Services) == 0 && a.DDNS == nil {
+	var listed bool
+	a.Services, listed = p.services(f)
+	if !listed && a.DDNS == nil {
 		line := f.line
 		if e, ok := f.m["services"]; ok {
 			line = e.key.Line
@@ -125,18 +126,20 @@ func (p *parser) agentRelay(f *fields) *AgentRelay {
 	return r
 }
 
-func (p *parser) services(f *fields) []Service {
+// services reads the services list; listed is false when there is none
+// (absent, null or empty) and true when there is one, even a broken one.
+func (p *parser) services(f *fields) (out []Service, listed bool) {
 	e, ok := f.m["services"]
 	if !ok {
-		return nil
+		return nil, false
 	}
 	n := resolve(e.val)
 	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
-		return nil
+		return nil, false
 	}
 	if n.Kind != yaml.SequenceNode {
 		p.errorf(n.Line, "services", "expected a list of services (- name: ...), got %s", kindName(n))
-		return nil
+		return nil, true
 	}
 	type seen struct {
 		name string
@@ -144,7 +147,6 @@ func (p *parser) services(f *fields) []Service {
 	}
 	names := map[string]int{}
 	ports := map[uint16]seen{}
-	var out []Service
 	for i, item := range n.Content {
 		path := fmt.Sprintf("services[%d]", i)
 		sf := p.mapping(item, path, serviceKeys)
@@ -184,7 +186,7 @@ func (p *parser) services(f *fields) []Service {
 		p.allow(sf, &s)
 		out = append(out, s)
 	}
-	return out
+	return out, len(n.Content) > 0
 }
 
 // allow reads a service's access rule.

@@ -1,0 +1,101 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+)
+
+// fuzzParser is a parser whose environment and secret files are fixed, so
+// fuzzing never touches the real file system.
+func fuzzParser() *parser {
+	p := newParser("/etc/porthole/fuzz.yaml", envOf("TOK", tokA, "EMPTY", ""))
+	p.readFile = func(path string) ([]byte, error) {
+		if strings.HasSuffix(path, ".missing") {
+			return nil, os.ErrNotExist
+		}
+		return []byte(" " + tokA + "\n"), nil
+	}
+	return p
+}
+
+func addSeeds(f *testing.F, seeds ...string) {
+	for _, s := range seeds {
+		f.Add([]byte(s))
+	}
+	for _, name := range []string{"../../deploy/examples/relay.yaml", "../../deploy/examples/agent.yaml"} {
+		if b, err := os.ReadFile(name); err == nil {
+			f.Add(b)
+		}
+	}
+}
+
+// checkResult asserts the parser's contract: a config xor Errors, every
+// problem with a message, and a config that satisfies the basic rules.
+func checkResult[T any](t *testing.T, cfg *T, err error) {
+	if (cfg == nil) == (err == nil) {
+		t.Fatalf("cfg %v and err %v: want exactly one", cfg, err)
+	}
+	if err != nil {
+		var es Errors
+		if !errors.As(err, &es) || len(es) == 0 {
+			t.Fatalf("error %T %v is not a non-empty Errors", err, err)
+		}
+		for i, e := range es {
+			if e.Msg == "" || (i > 0 && es[i-1].Line > e.Line) {
+				t.Fatalf("bad problem list:\n%v", err)
+			}
+		}
+	}
+}
+
+func FuzzParseRelay(f *testing.F) {
+	addSeeds(f, designRelay,
+		"agents:\n  a: {token_file: x, ports: 1-2}\n  b: {token: ${TOK}, ports: \"2\"}\n",
+		"agents: &a {x: *a}\n",
+		"listen: [\n")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := fuzzParser().relay(data)
+		checkResult(t, r, err)
+		if r == nil {
+			return
+		}
+		if len(r.Agents) == 0 {
+			t.Fatal("relay config without agents")
+		}
+		for name, a := range r.Agents {
+			if !nameRE.MatchString(name) || CheckToken(a.Token) != nil || a.Ports.Lo == 0 || a.Ports.Lo > a.Ports.Hi {
+				t.Fatalf("invalid agent %q accepted: %v", name, a)
+			}
+		}
+	})
+}
+
+func FuzzParseAgent(f *testing.F) {
+	addSeeds(f, designAgent,
+		"name: h\nddns: {hostname: h.example.com, provider: {type: rfc2136, server: 'n:53', zone: example.com, key_name: k, key_file: k.missing}}\n",
+		"name: h\nservices: [{name: a, target: 'c:1', port: 1, allow: &l [any]}, {name: b, target: 'c:1', port: 2, allow: *l}]\n",
+		"name: h\npublicip: {sources: [dns], https: ['http://x'], min_agree: ${N:-1}}\nddns: {hostname: a.b, provider: {type: duckdns, token: $$}}\n")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		a, err := fuzzParser().agent(data)
+		checkResult(t, a, err)
+		if a == nil {
+			return
+		}
+		if !nameRE.MatchString(a.Name) || (len(a.Services) == 0 && a.DDNS == nil) {
+			t.Fatalf("invalid agent accepted: %+v", a)
+		}
+		if a.Relay != nil && CheckToken(a.Relay.Token) != nil {
+			t.Fatal("weak relay token accepted")
+		}
+		for _, s := range a.Services {
+			if s.Port == 0 || s.Name == "" || s.Target == "" || (s.AllowAny == (len(s.Allow) > 0)) {
+				t.Fatalf("invalid service accepted: %+v", s)
+			}
+		}
+		if a.PublicIP.MinAgree < 1 || a.PublicIP.Interval < MinPublicIPInterval {
+			t.Fatalf("invalid publicip accepted: %+v", a.PublicIP)
+		}
+	})
+}
