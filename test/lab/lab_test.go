@@ -252,9 +252,10 @@ func TestLabProc(t *testing.T) {
 	t.Parallel()
 	l := lab.Up(t, lab.Options{NoUPnP: true, NoNATPMP: true, NoSTUN: true})
 	p := l.StartSpec(t, lab.LAN, "env", lab.Spec{
-		Path: "sh",
-		Args: []string{"-c", `echo "x=$LAB_X dir=$(pwd)"; echo oops >&2; ip -4 -o addr show dev eth0; exit 3`},
-		Env:  []string{"LAB_X=42"},
+		Path:  "sh",
+		Args:  []string{"-c", `echo "x=$LAB_X dir=$(pwd) file=$(cat conf.txt) mode=$(stat -c %a conf.txt)"; echo oops >&2; ip -4 -o addr show dev eth0; exit 3`},
+		Env:   []string{"LAB_X=42"},
+		Files: map[string][]byte{"conf.txt": []byte("secret")},
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -266,7 +267,7 @@ func TestLabProc(t *testing.T) {
 		t.Fatalf("exit status %v, want 3", p.Err())
 	}
 	out := p.Output()
-	for _, want := range []string{"x=42 dir=" + p.Dir, "oops", lab.AgentAddr + "/24"} {
+	for _, want := range []string{"x=42 dir=" + p.Dir + " file=secret mode=600", "oops", lab.AgentAddr + "/24"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}

@@ -29,8 +29,12 @@ type Spec struct {
 	// Env is added to the test process's environment (later entries win).
 	Env []string
 	// Dir is the working directory; empty means the Proc's own directory
-	// under the lab's temporary directory, a good place for config files.
+	// under the lab's temporary directory.
 	Dir string
+	// Files are written into the Proc's own directory before the program
+	// starts, mode 0600 (configs may hold tokens): name -> content. With
+	// the default Dir, Args can name them by relative path.
+	Files map[string][]byte
 	// StopTimeout is how long Stop waits after SIGTERM before SIGKILL;
 	// zero means 3s.
 	StopTimeout time.Duration
@@ -122,6 +126,14 @@ func (l *Lab) start(r Role, name string, spec Spec) (*Proc, error) {
 	}
 	if err := os.MkdirAll(p.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	for fname, content := range spec.Files {
+		if fname != filepath.Base(fname) {
+			return nil, fmt.Errorf("start %s: file %q: want a plain name", name, fname)
+		}
+		if err := os.WriteFile(filepath.Join(p.Dir, fname), content, 0o600); err != nil {
+			return nil, fmt.Errorf("start %s: %w", name, err)
+		}
 	}
 	p.StdoutPath = filepath.Join(p.Dir, name+".stdout")
 	p.StderrPath = filepath.Join(p.Dir, name+".stderr")
