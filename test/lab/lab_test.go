@@ -4,10 +4,16 @@ package lab_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/netip"
 	"strings"
 	"syscall"
 	"testing"
@@ -155,6 +161,59 @@ func TestLabRouterWorks(t *testing.T) {
 		wantNoMappings(t, l)
 		wantRefused(t, l)
 	})
+
+	t.Run("PCP", func(t *testing.T) {
+		nonce := make([]byte, 12)
+		rand.Read(nonce)
+		code, ext := pcpMap(t, l, nonce, 3600)
+		if code != 0 || ext.String() != publicTarget {
+			t.Fatalf("PCP MAP: result %d, external %s; want 0, %s", code, ext, publicTarget)
+		}
+		wantReachable(t, l)
+		// miniupnpd deletes only with the nonce that created the mapping
+		if code, _ := pcpMap(t, l, nonce, 0); code != 0 {
+			t.Fatalf("PCP delete: result %d", code)
+		}
+		wantNoMappings(t, l)
+		wantRefused(t, l)
+	})
+}
+
+// pcpMap sends one PCP MAP request (RFC 6887) for TCP lanPort -> publicPort
+// from AgentAddr and returns the result code and the external address.
+func pcpMap(t *testing.T, l *lab.Lab, nonce []byte, lifetime uint32) (byte, netip.AddrPort) {
+	t.Helper()
+	pc, err := l.ListenPacket(lab.LAN, "udp4", lab.AgentAddr+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	client := netip.MustParseAddr(lab.AgentAddr).As16() // IPv4-mapped
+	req := []byte{2, 1, 0, 0}                           // version 2, MAP request
+	req = binary.BigEndian.AppendUint32(req, lifetime)
+	req = append(req, client[:]...)
+	req = append(req, nonce...)
+	req = append(req, 6, 0, 0, 0) // TCP, reserved
+	req = binary.BigEndian.AppendUint16(req, lanPort)
+	req = binary.BigEndian.AppendUint16(req, publicPort)
+	any4 := netip.IPv4Unspecified().As16()
+	req = append(req, any4[:]...)
+	gw := &net.UDPAddr{IP: net.ParseIP(lab.RouterLANAddr), Port: lab.NATPMPPort}
+	if _, err := pc.WriteTo(req, gw); err != nil {
+		t.Fatalf("PCP MAP: %v", err)
+	}
+	pc.SetReadDeadline(time.Now().Add(3 * time.Second))
+	resp := make([]byte, 1100)
+	n, _, err := pc.ReadFrom(resp)
+	if err != nil {
+		t.Fatalf("PCP MAP: no answer: %v", err)
+	}
+	resp = resp[:n]
+	if n < 60 || resp[0] != 2 || resp[1] != 0x81 || !bytes.Equal(resp[24:36], nonce) {
+		t.Fatalf("PCP MAP: unexpected answer % x", resp)
+	}
+	ext, _ := netip.AddrFromSlice(resp[44:60])
+	return resp[3], netip.AddrPortFrom(ext.Unmap(), binary.BigEndian.Uint16(resp[42:44]))
 }
 
 // TestLabLyingRouter: behind CGNAT with STUN the router grants mappings and
@@ -244,6 +303,58 @@ func TestLabRouterRestart(t *testing.T) {
 		t.Fatalf("natpmpc -a after restart: %v\n%s", err, out)
 	}
 	wantReachable(t, l)
+}
+
+// TestLabIGDv1 checks the IGDv1 variant's description and SSDP discovery
+// over the LAN's multicast route, with UPnP only.
+func TestLabIGDv1(t *testing.T) {
+	t.Parallel()
+	l := lab.Up(t, lab.Options{IGDv1: true, NoNATPMP: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	pc, err := l.ListenPacket(lab.LAN, "udp4", lab.AgentAddr+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	msearch := "M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\nMX: 1\r\n" +
+		"ST: urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n\r\n"
+	if _, err := pc.WriteTo([]byte(msearch), &net.UDPAddr{IP: net.IPv4(239, 255, 255, 250), Port: 1900}); err != nil {
+		t.Fatalf("M-SEARCH: %v", err)
+	}
+	pc.SetReadDeadline(time.Now().Add(3 * time.Second))
+	buf := make([]byte, 2048)
+	n, from, err := pc.ReadFrom(buf)
+	if err != nil {
+		t.Fatalf("no SSDP answer: %v", err)
+	}
+	if !strings.Contains(string(buf[:n]), "LOCATION: "+lab.RootDescURL) {
+		t.Errorf("SSDP answer from %s lacks LOCATION %s:\n%s", from, lab.RootDescURL, buf[:n])
+	}
+
+	hc := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return l.DialContext(ctx, lab.LAN, network, addr)
+		},
+	}}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, lab.RootDescURL, nil)
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(desc), "urn:schemas-upnp-org:service:WANIPConnection:1") ||
+		strings.Contains(string(desc), "WANIPConnection:2") {
+		t.Errorf("rootDesc.xml is not IGDv1-only:\n%s", desc)
+	}
+	if out, err := natpmpAdd(l, 3600); err == nil || strings.Contains(out, natpmpGranted) {
+		t.Errorf("natpmpc with NAT-PMP off: %v\n%s", err, out)
+	}
 }
 
 // TestLabProc covers Start's plumbing: environment, working directory,
