@@ -386,7 +386,8 @@ func (p *parser) provider(f *fields, hostname string) Provider {
 		return pr
 	}
 	pr.Type = typ
-	for key, e := range f.m {
+	for _, key := range f.keys {
+		e := f.m[key]
 		if key != "type" && !contains(allowed, key) {
 			p.errorf(e.key.Line, f.sub(key), "not used by provider type %s (it takes %s)", typ, strings.Join(allowed, ", "))
 			delete(f.m, key)

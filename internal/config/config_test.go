@@ -327,6 +327,11 @@ func TestRelayErrors(t *testing.T) {
 			{5, "agents.d.token", "empty"},
 			{6, "agents.e.token_file", "set either token or token_file, not both"},
 		}},
+		{"document order on one line", "agents: {b: {ports: 1}, a: {ports: 2}, c: {token: " + tokA + ", ports: 1}}\n", []want{
+			{1, "agents.b.token", "required"},
+			{1, "agents.a.token", "required"},
+			{1, "agents.c.ports", "overlaps agent b's ports 1"},
+		}},
 		{"wrong types", "agents: [a, b]\nlisten: {a: 1}\n",
 			[]want{{1, "agents", "expected a mapping"}, {2, "listen", "expected a single value, got a mapping"}}},
 		{"duplicate agent", "agents:\n  a: {token: " + tokA + ", ports: 1}\n  a: {token: " + tokA + ", ports: 2}\n",

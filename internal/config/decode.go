@@ -189,6 +189,7 @@ type fields struct {
 	path string
 	line int
 	m    map[string]entry
+	keys []string // in document order
 }
 
 // has reports whether key is present.
@@ -243,6 +244,7 @@ func (p *parser) mapping(n *yaml.Node, path string, known []string) *fields {
 			continue
 		}
 		f.m[name] = entry{key: k, val: v}
+		f.keys = append(f.keys, name)
 	}
 	return f
 }

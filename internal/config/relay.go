@@ -118,7 +118,8 @@ func (p *parser) relayAgents(f *fields) map[string]RelayAgent {
 	}
 	agents := make(map[string]RelayAgent, len(af.m))
 	var ranges []agentRange
-	for name, ae := range af.m {
+	for _, name := range af.keys {
+		ae := af.m[name]
 		path := "agents." + name
 		p.checkName(name, ae.key.Line, path)
 		m := p.mapping(ae.val, path, relayAgentKeys)

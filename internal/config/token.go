@@ -34,7 +34,7 @@ func CheckToken(tok string) error {
 	}
 	var (
 		distinct       = map[rune]bool{}
-		lowHex, upHex  = true, true
+		hex            = true
 		base64ish      = true
 		printableASCII = true
 	)
@@ -43,11 +43,10 @@ func CheckToken(tok string) error {
 		isDigit := c >= '0' && c <= '9'
 		isLower := c >= 'a' && c <= 'z'
 		isUpper := c >= 'A' && c <= 'Z'
-		if !isDigit && !(c >= 'a' && c <= 'f') {
-			lowHex = false
-		}
-		if !isDigit && !(c >= 'A' && c <= 'F') {
-			upHex = false
+		// Mixed-case hex still counts as hex: case adds no randomness
+		// to a hex dump.
+		if !isDigit && !(c >= 'a' && c <= 'f') && !(c >= 'A' && c <= 'F') {
+			hex = false
 		}
 		if !isDigit && !isLower && !isUpper && c != '+' && c != '/' && c != '-' && c != '_' && c != '=' {
 			base64ish = false
@@ -64,7 +63,7 @@ func CheckToken(tok string) error {
 	}
 	alphabet := 95.0
 	switch {
-	case lowHex || upHex:
+	case hex:
 		alphabet = 16
 	case base64ish:
 		alphabet = 64

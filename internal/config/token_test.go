@@ -35,7 +35,7 @@ func TestCheckToken(t *testing.T) {
 		{"0123456789abcdef0123456789abcdef", true},     // 32 hex = 128 bits
 		{"0123456789ABCDEF0123456789ABCDEF", true},     // upper-case hex
 		{"0123456789abcdef0123456789abcde", false},     // 31 hex = 124 bits
-		{"0123456789abcdEF0123456789abcde", true},      // mixed case: base64 alphabet, 186 bits
+		{"0123456789abcdEF0123456789abcde", false},     // mixed-case hex is still hex: 124 bits
 		{"3q2-7wG_cVf1xYpZ0mKsLt", true},               // 22 base64url = 132 bits
 		{"3q2-7wG_cVf1xYpZ0mKsL", false},               // 21 = 126 bits
 		{"Zm9vYmFyYmF6cXV4+/==", false},                // 20 base64 = 120 bits
