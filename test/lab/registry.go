@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -83,6 +84,16 @@ func ownerAlive(rec string) bool {
 	}
 	now, err := ownerOf(pid)
 	return err == nil && now == strings.TrimSpace(rec)
+}
+
+// ownedByUs reports whether path belongs to the effective user.
+func ownedByUs(path string) bool {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && int(st.Uid) == os.Geteuid()
 }
 
 // register creates root/<id> with this process as owner, atomically (a dir
@@ -161,8 +172,8 @@ func reap(root string, nc nsCleaner) ([]string, error) {
 			}
 			continue
 		}
-		if ownerAlive(string(rec)) {
-			continue
+		if ownerAlive(string(rec)) || !ownedByUs(dir) {
+			continue // in use, or planted by another user in the shared /tmp
 		}
 		list, _ := os.ReadFile(filepath.Join(dir, nsFile))
 		ok := true
