@@ -1,0 +1,68 @@
+// Command camsim runs a simulated IP camera: an HTML page, a JPEG snapshot and an MJPEG
+// stream over HTTP, and MJPEG over RTSP at /stream1. It prints one URL per line once
+// listening, for people and for the lab tests.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/porthole-dev/porthole/internal/camsim"
+)
+
+func main() {
+	httpAddr := flag.String("http", "127.0.0.1:8080", "HTTP listen address (page, snapshot.jpg, stream.mjpg); empty disables")
+	rtspAddr := flag.String("rtsp", "127.0.0.1:8554", "RTSP listen address (rtsp://ADDR/stream1, TCP transport); empty disables")
+	name := flag.String("name", "Porthole camera", "camera name, shown in the page and the picture")
+	fps := flag.Int("fps", 10, "frames per second")
+	verbose := flag.Bool("v", false, "debug logging")
+	flag.Parse()
+
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, log, *httpAddr, *rtspAddr, camsim.Config{Name: *name, FPS: *fps, Logger: log}); err != nil {
+		log.Error("camsim failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, log *slog.Logger, httpAddr, rtspAddr string, cfg camsim.Config) error {
+	if httpAddr == "" && rtspAddr == "" {
+		return fmt.Errorf("nothing to serve: both -http and -rtsp are empty")
+	}
+	var httpLn, rtspLn net.Listener
+	var err error
+	if httpAddr != "" {
+		if httpLn, err = net.Listen("tcp", httpAddr); err != nil {
+			return fmt.Errorf("listen http: %w", err)
+		}
+		fmt.Printf("http://%s/\n", httpLn.Addr())
+	}
+	if rtspAddr != "" {
+		if rtspLn, err = net.Listen("tcp", rtspAddr); err != nil {
+			if httpLn != nil {
+				_ = httpLn.Close()
+			}
+			return fmt.Errorf("listen rtsp: %w", err)
+		}
+		fmt.Printf("rtsp://%s%s\n", rtspLn.Addr(), camsim.RTSPPath)
+	}
+
+	cam := camsim.New(cfg)
+	defer cam.Close()
+	err = cam.Run(ctx, httpLn, rtspLn)
+	log.Info("camsim stopped")
+	return err
+}
