@@ -77,8 +77,10 @@ type Answer struct {
 // String formats the answer for a log line: "source=addr" or "source=error: ...".
 func (a Answer) String() string {
 	switch {
+	case a.Late && a.Err == nil:
+		return fmt.Sprintf("%s=%s (late, not counted)", a.Source, a.Addr)
 	case a.Late:
-		return fmt.Sprintf("%s=late", a.Source)
+		return fmt.Sprintf("%s=late: %s", a.Source, a.Err)
 	case a.Err != nil && a.Addr.IsValid():
 		return fmt.Sprintf("%s=%s (rejected: %s)", a.Source, a.Addr, a.Err)
 	case a.Err != nil:
@@ -307,13 +309,7 @@ func (d *Detector) Detect(ctx context.Context) (Result, error) {
 		}
 	}
 	if d.cfg.Router != "" {
-		for _, a := range answers {
-			if a.Source == d.cfg.Router && a.Family == IPv4 && !a.Late {
-				res.RouterExternal = a.Addr
-			}
-		}
-		res.NAT = ClassifyNAT(res.RouterExternal, res.V4, d.cfg.Accept)
-		d.logNAT(res.NAT, res.RouterExternal, res.V4)
+		res.NAT, res.RouterExternal = d.classify(answers, res.V4)
 	}
 	if !res.V4.IsValid() && !res.V6.IsValid() {
 		return res, fmt.Errorf("detect public address: %w", errors.Join(res.V4Err, res.V6Err))
@@ -346,6 +342,7 @@ func (d *Detector) check(src string, fam Family, a netip.Addr, err error, took t
 func (d *Detector) decide(fam Family, answers []Answer) (addr netip.Addr, err error, ambiguous bool) {
 	var mine []Answer
 	votes := map[netip.Prefix]int{}
+	dissent := false // a valid answer, maybe late, for another address
 	for _, a := range answers {
 		if a.Family != fam {
 			continue
@@ -371,7 +368,10 @@ func (d *Detector) decide(fam Family, answers []Answer) (addr netip.Addr, err er
 			"family", fam.String(), "min_agree", d.cfg.MinAgree, "answers", summary)
 		return netip.Addr{}, err, ambiguous
 	}
-	if len(votes) > 1 {
+	for _, a := range mine {
+		dissent = dissent || (a.Err == nil && voteKey(a.Addr) != key)
+	}
+	if dissent {
 		d.log.Warn("publicip: some sources disagree with the consensus",
 			"family", fam.String(), "consensus", key.String(), "votes", n1, "answers", summary)
 	}
@@ -408,7 +408,7 @@ func (d *Detector) pickIPv6(p netip.Prefix, answers []Answer) (netip.Addr, error
 	seen := map[netip.Addr]int{}
 	var order []netip.Addr
 	for _, a := range answers {
-		if a.Err == nil && !a.Late && p.Contains(a.Addr) {
+		if a.Err == nil && p.Contains(a.Addr) { // late answers too: they say which address is in use
 			if seen[a.Addr] == 0 {
 				order = append(order, a.Addr)
 			}
@@ -433,15 +433,34 @@ func (d *Detector) logState(fam Family, state string, level slog.Level, msg stri
 	d.log.Log(context.Background(), level, msg, args...)
 }
 
-// logNAT logs one clear line when the NAT classification changes.
-func (d *Detector) logNAT(k NATKind, router, public netip.Addr) {
+// classify finds the router's answer and classifies the NAT, logging one
+// clear line when the classification changes. The router's answer counts even
+// when it came after the decision; when the decision cut it off, the previous
+// classification stands.
+func (d *Detector) classify(answers []Answer, public netip.Addr) (NATKind, netip.Addr) {
+	var router netip.Addr
+	cutOff := false
+	for _, a := range answers {
+		if a.Source == d.cfg.Router && a.Family == IPv4 {
+			router, cutOff = a.Addr, a.Late && !a.Addr.IsValid()
+		}
+	}
+	k := ClassifyNAT(router, public, d.cfg.Accept)
 	d.mu.Lock()
+	if cutOff {
+		k = d.lastNAT
+	}
 	changed := d.lastNAT != k
 	d.lastNAT = k
 	d.mu.Unlock()
-	if !changed {
-		return
+	if changed {
+		d.logNAT(k, router, public)
 	}
+	return k, router
+}
+
+// logNAT logs one clear line saying what the NAT kind means.
+func (d *Detector) logNAT(k NATKind, router, public netip.Addr) {
 	level := slog.LevelInfo
 	if k.RelayOnly() {
 		level = slog.LevelWarn

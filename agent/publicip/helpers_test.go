@@ -2,11 +2,13 @@ package publicip
 
 import (
 	"bytes"
+	"context"
 	"log/slog"
 	"net/netip"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // logBuf is a concurrency-safe log sink for checking what was logged.
@@ -62,4 +64,8 @@ var testAccept = []netip.Prefix{
 	netip.MustParsePrefix("198.51.100.0/24"),
 	netip.MustParsePrefix("192.0.2.0/24"),
 	netip.MustParsePrefix("2001:db8::/32"),
+}
+
+func contextWithTimeout(t *testing.T, ms int) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(t.Context(), time.Duration(ms)*time.Millisecond)
 }
