@@ -181,9 +181,9 @@ func TestFamilyClientNoProxy(t *testing.T) {
 
 func TestParseEchoBody(t *testing.T) {
 	good := map[string]string{
-		"203.0.113.9":         "203.0.113.9",
-		"\t203.0.113.9 \n":    "203.0.113.9",
-		"2001:db8::1\n":       "2001:db8::1",
+		"203.0.113.9":        "203.0.113.9",
+		"\t203.0.113.9 \n":   "203.0.113.9",
+		"2001:db8::1\n":      "2001:db8::1",
 		"::ffff:203.0.113.9": "::ffff:203.0.113.9", // parsed; Valid rejects it
 	}
 	for in, want := range good {
