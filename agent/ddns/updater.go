@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/porthole-dev/porthole/internal/config"
 )
 
 // UpdaterConfig configures an Updater. Zero values take the documented defaults.
@@ -369,4 +371,23 @@ func (u *Updater) saveState() {
 		u.stateFailing = false
 		u.log.Info("ddns: state file writable again", "dir", u.cfg.StateDir)
 	}
+}
+
+// NewFromConfig builds the provider and the Updater for the agent's ddns
+// section, with the state file in stateDir. Delete-on-exit
+// (c.DeleteOnExit) is the caller's to do: call Delete with a fresh context
+// on clean shutdown.
+func NewFromConfig(c config.DDNS, stateDir string, opts ProviderOptions) (*Updater, error) {
+	p, err := NewProvider(c.Provider, opts)
+	if err != nil {
+		return nil, err
+	}
+	return New(UpdaterConfig{
+		Provider:    p,
+		Hostname:    c.Hostname,
+		TTL:         c.TTL,
+		MinInterval: c.MinInterval,
+		StateDir:    stateDir,
+		Logger:      opts.Logger,
+	})
 }

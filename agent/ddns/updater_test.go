@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/test/fakecloudflare"
 	"github.com/porthole-dev/porthole/test/fakedyndns"
 )
@@ -550,5 +551,27 @@ func TestNewUpdaterConfig(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "state file unusable") {
 		t.Fatalf("corrupt state not logged: %s", logs.String())
+	}
+}
+
+func TestNewFromConfig(t *testing.T) {
+	srv := fakecloudflare.New(t, cfToken, "example.com")
+	u, err := NewFromConfig(config.DDNS{
+		Hostname: "Home.Example.com.",
+		TTL:      2 * time.Minute,
+		Provider: config.Provider{Type: "cloudflare", Zone: "example.com", APIToken: cfToken, BaseURL: srv.URL},
+	}, t.TempDir(), ProviderOptions{HTTPClient: srv.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustUpdate(t, u, Records{V4: v4a}, ActionUpdated)
+	if r := srv.All(); len(r) != 1 || r[0].Name != "home.example.com" || r[0].TTL != 120 {
+		t.Fatalf("records %+v", r)
+	}
+	if s := u.Status(); s.Hostname != "home.example.com" || s.Provider != "cloudflare" || s.Published.V4 != v4a {
+		t.Fatalf("status %+v", s)
+	}
+	if _, err := NewFromConfig(config.DDNS{Hostname: "h.example.com", Provider: config.Provider{Type: "nope"}}, "", ProviderOptions{}); !errors.Is(err, ErrBadConfig) {
+		t.Fatal(err)
 	}
 }
