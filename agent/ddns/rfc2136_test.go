@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -127,5 +128,80 @@ func TestRFC2136Config(t *testing.T) {
 	}
 	if _, err := NewProvider(base, ProviderOptions{}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// countingProvider counts Set and Get calls of the provider it wraps.
+type countingProvider struct {
+	Provider
+	mu         sync.Mutex // guards gets, sets
+	gets, sets int
+}
+
+func (c *countingProvider) Get(ctx context.Context, host string) (Records, error) {
+	c.mu.Lock()
+	c.gets++
+	c.mu.Unlock()
+	return c.Provider.Get(ctx, host)
+}
+
+func (c *countingProvider) Set(ctx context.Context, host string, want Records, ttl time.Duration) error {
+	c.mu.Lock()
+	c.sets++
+	c.mu.Unlock()
+	return c.Provider.Set(ctx, host, want, ttl)
+}
+
+// TestUpdaterKnot drives the Updater against the real server: relay address
+// first, then the home's verified addresses, then back to the relay without
+// IPv6, 100 steady cycles in between.
+func TestUpdaterKnot(t *testing.T) {
+	s := dnsserver.Start(t, "example.com")
+	p, err := NewProvider(rfc2136Config(s), ProviderOptions{DNSTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := &countingProvider{Provider: p}
+	clk := newClock()
+	u := newUpdater(t, UpdaterConfig{Provider: cp, Now: clk.Now, StateDir: t.TempDir()})
+	const host = "home.example.com"
+	relay := netip.MustParseAddr("198.51.100.7")
+
+	steps := []struct {
+		want     Records
+		a, aaaa  []netip.Addr
+		nowrites bool
+	}{
+		{want: Records{V4: relay, NoV6: true}, a: []netip.Addr{relay}},
+		{want: Records{V4: v4a, V6: v6a}, a: []netip.Addr{v4a}, aaaa: []netip.Addr{v6a}},
+		{want: Records{V4: relay, NoV6: true}, a: []netip.Addr{relay}},
+	}
+	for i, st := range steps {
+		clk.Advance(5 * time.Minute)
+		mustUpdate(t, u, st.want, ActionUpdated)
+		cp.mu.Lock()
+		before := cp.sets
+		cp.mu.Unlock()
+		for range 100 {
+			clk.Advance(5 * time.Minute)
+			mustUpdate(t, u, st.want, ActionUnchanged)
+		}
+		cp.mu.Lock()
+		if cp.sets != before {
+			t.Fatalf("step %d: %d writes in steady state", i, cp.sets-before)
+		}
+		cp.mu.Unlock()
+		if got := addrs(t, s, host, dns.TypeA); !reflect.DeepEqual(got, st.a) {
+			t.Fatalf("step %d: A = %v, want %v", i, got, st.a)
+		}
+		if got := addrs(t, s, host, dns.TypeAAAA); !reflect.DeepEqual(got, st.aaaa) {
+			t.Fatalf("step %d: AAAA = %v, want %v", i, got, st.aaaa)
+		}
+	}
+	if err := u.Delete(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := addrs(t, s, host, dns.TypeA); len(got) != 0 {
+		t.Fatalf("A after delete: %v", got)
 	}
 }
