@@ -618,7 +618,9 @@ func isRouterAnswer(err error) bool {
 
 // check is the periodic cheap check. It returns false if the router is gone.
 func (c *Client) check(ctx context.Context) bool {
-	addr, reported, err := c.m.check(ctx)
+	octx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	addr, reported, err := c.m.check(octx)
+	cancel()
 	if ctx.Err() != nil {
 		return false
 	}
@@ -638,7 +640,9 @@ func (c *Client) check(ctx context.Context) bool {
 		if !e.active {
 			continue
 		}
-		ok, err := c.m.verify(ctx, c.req(e, e.m), e.granted)
+		octx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+		ok, err := c.m.verify(octx, c.req(e, e.m), e.granted)
+		cancel()
 		if ctx.Err() != nil {
 			return false
 		}
@@ -722,7 +726,9 @@ func (c *Client) removeEntry(ctx context.Context, e *entry, m Mapping) {
 	if granted == 0 {
 		granted = m.ExternalPort
 	}
-	if err := c.m.remove(ctx, c.req(e, m), granted); err != nil && ctx.Err() == nil {
+	octx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	if err := c.m.remove(octx, c.req(e, m), granted); err != nil && ctx.Err() == nil {
 		c.log.Warn("portmap: could not delete mapping; it will expire", "mapping", m, "err", err)
 	}
 }
@@ -731,7 +737,10 @@ func (c *Client) removeEntry(ctx context.Context, e *entry, m Mapping) {
 func (c *Client) mapOne(ctx context.Context, e *entry) {
 	r := c.req(e, e.m)
 	e.inFlight = true
-	g, err := c.m.add(ctx, r)
+	// UPnP may need a few calls for one add (retry without lease, read the lease back).
+	octx, cancel := context.WithTimeout(ctx, 2*c.cfg.Timeout)
+	defer cancel()
+	g, err := c.m.add(octx, r)
 	if ctx.Err() != nil {
 		return // shutdown deletes it, in case the router made it
 	}
@@ -748,7 +757,7 @@ func (c *Client) mapOne(ctx context.Context, e *entry) {
 		return
 	}
 	if g.ExternalPort != e.m.ExternalPort {
-		if rerr := c.m.remove(ctx, r, g.ExternalPort); rerr != nil && ctx.Err() == nil {
+		if rerr := c.m.remove(octx, r, g.ExternalPort); rerr != nil && ctx.Err() == nil {
 			c.log.Warn("portmap: could not release the port granted instead", "mapping", e.m, "granted", g.ExternalPort, "err", rerr)
 		}
 		e.inFlight = false
@@ -809,10 +818,16 @@ func (c *Client) removeStale(ctx context.Context) {
 			continue
 		}
 		r := request{Mapping: s.mapping(), Nonce: s.nonce(), Local: c.local}
-		if ok, err := m.verify(ctx, r, s.Granted); err != nil || !ok {
+		octx, cancel := context.WithTimeout(ctx, 2*c.cfg.Timeout)
+		ok, err := m.verify(octx, r, s.Granted)
+		if err == nil && ok {
+			err = m.remove(octx, r, s.Granted)
+		}
+		cancel()
+		if err == nil && !ok {
 			continue // gone already, or now someone else's
 		}
-		if err := m.remove(ctx, r, s.Granted); err != nil {
+		if err != nil {
 			c.log.Warn("portmap: could not delete a mapping left by an earlier run", "mapping", r.Mapping, "protocol", s.Protocol, "err", err)
 			continue
 		}

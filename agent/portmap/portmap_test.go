@@ -734,3 +734,22 @@ func TestNewValidates(t *testing.T) {
 		t.Error("ftp root URL accepted")
 	}
 }
+
+func TestRouterGoesSilent(t *testing.T) {
+	h := newHarness(t, fakerouter.Config{}, ProtoNATPMP)
+	h.cfg.Timeout = 200 * time.Millisecond
+	h.start(rtsp)
+	h.wantActive(rtsp)
+	h.r.SetSilent("natpmp", true)
+	h.advance(time.Minute) // the check times out; discovery finds nobody
+	st := h.status()
+	if st.Protocol != "" || st.Mappings[0].Active {
+		t.Fatalf("status %+v", st)
+	}
+	h.wantProblem("no router answered")
+	h.r.SetSilent("natpmp", false)
+	h.advance(time.Minute)
+	h.wantActive(rtsp)
+	h.stop()
+	h.wantRouterEmpty()
+}
