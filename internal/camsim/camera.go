@@ -102,6 +102,8 @@ type Camera struct {
 	latest   *frame        // newest frame of the running encoder; nil when it is stopped
 	fresh    chan struct{} // closed and replaced whenever latest changes
 	seq      uint64        // last frame number handed out
+
+	testHookEncoderStopped func() // if set (before use), called when the encoder goroutine exits
 }
 
 // New returns a camera. Nothing runs until someone watches or Serve/ServeRTSP/Run is called.
@@ -195,6 +197,9 @@ func (c *Camera) encodeLoop() {
 			c.latest = nil
 			c.mu.Unlock()
 			c.log.Debug("encoder stopped")
+			if c.testHookEncoderStopped != nil {
+				c.testHookEncoderStopped()
+			}
 			return
 		}
 		c.seq++

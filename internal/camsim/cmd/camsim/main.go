@@ -7,6 +7,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -32,13 +33,14 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, log, *httpAddr, *rtspAddr, camsim.Config{Name: *name, FPS: *fps, Logger: log}); err != nil {
+	if err := run(ctx, os.Stdout, log, *httpAddr, *rtspAddr, camsim.Config{Name: *name, FPS: *fps, Logger: log}); err != nil {
 		log.Error("camsim failed", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, log *slog.Logger, httpAddr, rtspAddr string, cfg camsim.Config) error {
+// run listens, prints the URLs to out, one per line, and serves until ctx ends.
+func run(ctx context.Context, out io.Writer, log *slog.Logger, httpAddr, rtspAddr string, cfg camsim.Config) error {
 	if httpAddr == "" && rtspAddr == "" {
 		return fmt.Errorf("nothing to serve: both -http and -rtsp are empty")
 	}
@@ -48,7 +50,7 @@ func run(ctx context.Context, log *slog.Logger, httpAddr, rtspAddr string, cfg c
 		if httpLn, err = net.Listen("tcp", httpAddr); err != nil {
 			return fmt.Errorf("listen http: %w", err)
 		}
-		fmt.Printf("http://%s/\n", httpLn.Addr())
+		fmt.Fprintf(out, "http://%s/\n", httpLn.Addr())
 	}
 	if rtspAddr != "" {
 		if rtspLn, err = net.Listen("tcp", rtspAddr); err != nil {
@@ -57,7 +59,7 @@ func run(ctx context.Context, log *slog.Logger, httpAddr, rtspAddr string, cfg c
 			}
 			return fmt.Errorf("listen rtsp: %w", err)
 		}
-		fmt.Printf("rtsp://%s%s\n", rtspLn.Addr(), camsim.RTSPPath)
+		fmt.Fprintf(out, "rtsp://%s%s\n", rtspLn.Addr(), camsim.RTSPPath)
 	}
 
 	cam := camsim.New(cfg)
