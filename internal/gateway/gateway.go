@@ -34,7 +34,7 @@ type Config struct {
 	Dial DialFunc
 	// DialTimeout bounds Dial. Zero means 10s.
 	DialTimeout time.Duration
-	// Intercept, if set, sees each allowed connection first; when it returns true
+	// Intercept, if set, sees each connection first, before the access rule; when it returns true
 	// it has taken the connection and the gateway neither dials nor splices.
 	// The agent uses it to answer the relay's reachability probes.
 	Intercept func(c *net.TCPConn, viewer netip.AddrPort) bool
@@ -141,14 +141,14 @@ func (l *Listener) handle(ctx context.Context, c net.Conn) {
 	viewer := tc.RemoteAddr().(*net.TCPAddr).AddrPort()
 	viewer = netip.AddrPortFrom(viewer.Addr().Unmap(), viewer.Port())
 	l.total.Add(1)
+	if l.cfg.Intercept != nil && l.cfg.Intercept(tc, viewer) {
+		return
+	}
 	if !l.cfg.Policy.Allows(viewer.Addr()) {
 		l.denied.Add(1)
 		l.logDenied(viewer)
 		tc.SetLinger(0)
 		tc.Close()
-		return
-	}
-	if l.cfg.Intercept != nil && l.cfg.Intercept(tc, viewer) {
 		return
 	}
 	l.active.Add(1)
