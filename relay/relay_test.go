@@ -1,0 +1,160 @@
+package relay_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/porthole-dev/porthole/agent/tunnel"
+	"github.com/porthole-dev/porthole/internal/config"
+	"github.com/porthole-dev/porthole/internal/gateway"
+	"github.com/porthole-dev/porthole/relay"
+)
+
+func freePort(t *testing.T) uint16 {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return uint16(ln.Addr().(*net.TCPAddr).Port)
+}
+
+func echoServer(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.(*net.TCPConn).CloseWrite(); c.Close() }()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func logger(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return nil
+}
+
+type env struct {
+	relay    *relay.Server
+	port     uint16
+	stopRly  context.CancelFunc
+	rlyDone  chan struct{}
+	token    string
+	relayCfg *config.Relay
+}
+
+func startRelay(t *testing.T, port uint16, token string) *env {
+	rc := &config.Relay{
+		Listen: "127.0.0.1:0", ViewerBind: "127.0.0.1", StateDir: t.TempDir(),
+		Agents: map[string]config.RelayAgent{"home": {Token: token, Ports: config.PortRange{Lo: port, Hi: port}}},
+	}
+	s, err := relay.New(relay.Config{Relay: rc, Logger: logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &env{relay: s, port: port, stopRly: cancel, rlyDone: make(chan struct{}), token: token, relayCfg: rc}
+	go func() { s.Run(ctx); close(e.rlyDone) }()
+	t.Cleanup(func() { cancel(); <-e.rlyDone })
+	return e
+}
+
+func startAgent(t *testing.T, addr string, token string, svcPort uint16, target string, allow []string) *tunnel.Client {
+	pol, err := gateway.ParsePolicy(allow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	connected := make(chan tunnel.Session, 1)
+	c, err := tunnel.New(tunnel.Config{
+		Address: addr, Name: "home", Token: token, Logger: logger(t),
+		Services:  []tunnel.Service{{Name: "cam", Port: svcPort, Target: target, Policy: pol}},
+		OnConnect: func(s tunnel.Session) { connected <- s },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case s := <-connected:
+		for _, r := range s.Results {
+			if !r.Accepted {
+				t.Logf("service refused: %s", r.Reason)
+			}
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("agent did not connect: %+v", c.Status())
+	}
+	return c
+}
+
+func roundTrip(t *testing.T, port uint16, size int) {
+	t.Helper()
+	c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(int(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	data := make([]byte, size)
+	rand.Read(data)
+	go func() { c.Write(data); c.(*net.TCPConn).CloseWrite() }()
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("round trip: got %d bytes (err %v), want %d identical", len(got), err, size)
+	}
+}
+
+func TestViewerThroughTunnel(t *testing.T) {
+	tok := config.NewToken()
+	port := freePort(t)
+	e := startRelay(t, port, tok)
+	startAgent(t, e.relay.Addr().String(), tok, port, echoServer(t), []string{"any"})
+	roundTrip(t, port, 4<<20)
+	roundTrip(t, port, 1)
+}
+
+func TestWrongTokenRefused(t *testing.T) {
+	port := freePort(t)
+	e := startRelay(t, port, config.NewToken())
+	pol, _ := gateway.ParsePolicy([]string{"any"})
+	c, _ := tunnel.New(tunnel.Config{Address: e.relay.Addr().String(), Name: "home", Token: config.NewToken(),
+		Services: []tunnel.Service{{Name: "cam", Port: port, Target: "127.0.0.1:1", Policy: pol}}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Status().LastError == "" && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if st := c.Status(); st.Connected || st.LastError == "" {
+		t.Fatalf("status %+v", st)
+	} else {
+		t.Log(st.LastError)
+	}
+	if _, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(int(port))); err == nil {
+		t.Fatal("service port open although the agent was refused")
+	}
+}
