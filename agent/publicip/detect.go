@@ -68,7 +68,8 @@ type Answer struct {
 	Addr netip.Addr
 	// Err is nil for a valid, counted answer; otherwise why it doesn't count.
 	Err error
-	// Late marks an answer that came after the decision and was not counted.
+	// Late marks a lookup cut off when Detect stopped waiting (see
+	// Config.Settle); Err then says how it ended.
 	Late bool
 	// Took is how long the lookup took.
 	Took time.Duration
@@ -77,10 +78,8 @@ type Answer struct {
 // String formats the answer for a log line: "source=addr" or "source=error: ...".
 func (a Answer) String() string {
 	switch {
-	case a.Late && a.Err == nil:
-		return fmt.Sprintf("%s=%s (late, not counted)", a.Source, a.Addr)
 	case a.Late:
-		return fmt.Sprintf("%s=late: %s", a.Source, a.Err)
+		return fmt.Sprintf("%s=cut off: %s", a.Source, a.Err)
 	case a.Err != nil && a.Addr.IsValid():
 		return fmt.Sprintf("%s=%s (rejected: %s)", a.Source, a.Addr, a.Err)
 	case a.Err != nil:
@@ -293,9 +292,10 @@ func (d *Detector) Detect(ctx context.Context) (Result, error) {
 	cancel()
 	wg.Wait()
 	close(ch)
+	// Lookups that finished anyway count; the others are marked cut off.
 	for it := range ch {
 		answers[it.i] = it.a
-		answers[it.i].Late = true
+		answers[it.i].Late = errors.Is(it.a.Err, context.Canceled)
 	}
 	res.Answers = answers
 
@@ -342,13 +342,12 @@ func (d *Detector) check(src string, fam Family, a netip.Addr, err error, took t
 func (d *Detector) decide(fam Family, answers []Answer) (addr netip.Addr, err error, ambiguous bool) {
 	var mine []Answer
 	votes := map[netip.Prefix]int{}
-	dissent := false // a valid answer, maybe late, for another address
 	for _, a := range answers {
 		if a.Family != fam {
 			continue
 		}
 		mine = append(mine, a)
-		if a.Err == nil && !a.Late {
+		if a.Err == nil {
 			votes[voteKey(a.Addr)]++
 		}
 	}
@@ -368,10 +367,7 @@ func (d *Detector) decide(fam Family, answers []Answer) (addr netip.Addr, err er
 			"family", fam.String(), "min_agree", d.cfg.MinAgree, "answers", summary)
 		return netip.Addr{}, err, ambiguous
 	}
-	for _, a := range mine {
-		dissent = dissent || (a.Err == nil && voteKey(a.Addr) != key)
-	}
-	if dissent {
+	if len(votes) > 1 {
 		d.log.Warn("publicip: some sources disagree with the consensus",
 			"family", fam.String(), "consensus", key.String(), "votes", n1, "answers", summary)
 	}
@@ -408,7 +404,7 @@ func (d *Detector) pickIPv6(p netip.Prefix, answers []Answer) (netip.Addr, error
 	seen := map[netip.Addr]int{}
 	var order []netip.Addr
 	for _, a := range answers {
-		if a.Err == nil && p.Contains(a.Addr) { // late answers too: they say which address is in use
+		if a.Err == nil && p.Contains(a.Addr) {
 			if seen[a.Addr] == 0 {
 				order = append(order, a.Addr)
 			}
@@ -442,7 +438,7 @@ func (d *Detector) classify(answers []Answer, public netip.Addr) (NATKind, netip
 	cutOff := false
 	for _, a := range answers {
 		if a.Source == d.cfg.Router && a.Family == IPv4 {
-			router, cutOff = a.Addr, a.Late && !a.Addr.IsValid()
+			router, cutOff = a.Addr, a.Late
 		}
 	}
 	k := ClassifyNAT(router, public, d.cfg.Accept)
