@@ -1,0 +1,550 @@
+// Package agent is porthole-agent, the home daemon. It wires the parts together:
+// the QUIC tunnel to the relay (agent/tunnel), the direct listeners and router port
+// mappings (internal/gateway, agent/portmap), public address detection
+// (agent/publicip) and the DNS record (agent/ddns), and it decides which path DNS
+// points at: the home, once the relay has verified the direct path from outside for
+// every service, or the relay otherwise.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/porthole-dev/porthole/agent/ddns"
+	"github.com/porthole-dev/porthole/agent/portmap"
+	"github.com/porthole-dev/porthole/agent/publicip"
+	"github.com/porthole-dev/porthole/agent/tunnel"
+	"github.com/porthole-dev/porthole/internal/config"
+	"github.com/porthole-dev/porthole/internal/gateway"
+)
+
+// Config configures an Agent. Only Agent is required; the rest are hooks for tests.
+type Config struct {
+	// Agent is the loaded agent.yaml. Required.
+	Agent *config.Agent
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// Version is reported to the relay and DNS providers.
+	Version string
+	// HTTPClient is used by DNS providers; nil = their default.
+	HTTPClient *http.Client
+	// Sources replaces the public-address sources built from the config (tests).
+	Sources []publicip.Source
+	// DialLAN dials camera targets; nil = net.Dialer.
+	DialLAN func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Portmap is the base port-mapping config; the agent fills in what the agent
+	// config says (protocols, gateway, logger, state file).
+	Portmap portmap.Config
+}
+
+// Agent is a running home agent.
+type Agent struct {
+	cfg Config
+	ac  *config.Agent
+	log *slog.Logger
+
+	tun     *tunnel.Client     // nil without a relay section
+	pm      *portmap.Client    // nil unless direct.enabled
+	direct  []*gateway.Listener
+	det     *publicip.Detector // nil without ddns
+	updater *ddns.Updater      // nil without ddns
+	kick    chan struct{}      // asks the path loop to re-check now
+
+	mu     sync.Mutex // guards status
+	status Status
+}
+
+// Status is the agent's state as `porthole-agent status` prints it.
+type Status struct {
+	Name    string    `json:"name"`
+	Updated time.Time `json:"updated"`
+	Tunnel  struct {
+		Connected bool   `json:"connected"`
+		Relay     string `json:"relay,omitempty"`
+		Observed  string `json:"observed,omitempty"`
+		LastError string `json:"last_error,omitempty"`
+	} `json:"tunnel"`
+	PublicV4 string `json:"public_v4,omitempty"`
+	PublicV6 string `json:"public_v6,omitempty"`
+	NAT      string `json:"nat,omitempty"`
+	Router   struct {
+		Gateway  string   `json:"gateway,omitempty"`
+		Protocol string   `json:"protocol,omitempty"`
+		External string   `json:"external,omitempty"`
+		Mappings []string `json:"mappings,omitempty"`
+		Problem  string   `json:"problem,omitempty"`
+	} `json:"router"`
+	Path      string `json:"path"`        // "direct", "relay", "home" (no relay) or "unknown"
+	PathWhy   string `json:"path_reason"` // why
+	DNS       string `json:"dns,omitempty"`
+	DNSAction string `json:"dns_action,omitempty"`
+}
+
+// New builds the agent's parts from cfg without starting anything.
+func New(cfg Config) (*Agent, error) {
+	ac := cfg.Agent
+	if ac == nil {
+		return nil, errors.New("agent: Config.Agent is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.DialLAN == nil {
+		d := &net.Dialer{KeepAlive: 30 * time.Second}
+		cfg.DialLAN = d.DialContext
+	}
+	a := &Agent{cfg: cfg, ac: ac, log: cfg.Logger, kick: make(chan struct{}, 1)}
+	a.status.Name = ac.Name
+
+	if ac.Relay != nil {
+		var svcs []tunnel.Service
+		for _, s := range ac.Services {
+			pol, err := gateway.NewPolicy(s.Allow, s.AllowAny)
+			if err != nil {
+				return nil, fmt.Errorf("agent: service %s: %w", s.Name, err)
+			}
+			svcs = append(svcs, tunnel.Service{Name: s.Name, Port: s.Port, Target: s.Target, Policy: pol})
+		}
+		tun, err := tunnel.New(tunnel.Config{
+			Address: ac.Relay.Address, Name: ac.Name, Token: ac.Relay.Token,
+			Services: svcs, DialLAN: cfg.DialLAN, Logger: cfg.Logger.With("part", "tunnel"),
+			OnConnect:  func(tunnel.Session) { a.poke() },
+			OnObserved: func(netip.AddrPort) { a.poke() },
+		})
+		if err != nil {
+			return nil, err
+		}
+		a.tun = tun
+	}
+	if ac.Direct.Enabled && len(ac.Services) > 0 {
+		pc := cfg.Portmap
+		if len(ac.Direct.Protocols) > 0 {
+			pc.Protocols = ac.Direct.Protocols
+		}
+		if ac.Direct.Gateway.IsValid() && pc.Gateway == nil {
+			gw := ac.Direct.Gateway
+			pc.Gateway = func() (netip.Addr, error) { return gw, nil }
+		}
+		pc.Logger = cfg.Logger.With("part", "portmap")
+		if pc.StateFile == "" {
+			pc.StateFile = filepath.Join(ac.StateDir, "portmap-state.json")
+		}
+		pm, err := portmap.New(pc)
+		if err != nil {
+			return nil, fmt.Errorf("agent: port mapping: %w", err)
+		}
+		a.pm = pm
+	}
+	if ac.DDNS != nil {
+		u, err := ddns.NewFromConfig(*ac.DDNS, ac.StateDir, ddns.ProviderOptions{
+			HTTPClient: cfg.HTTPClient, UserAgent: ddns.UserAgent(cfg.Version), Logger: cfg.Logger.With("part", "ddns"),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("agent: ddns: %w", err)
+		}
+		a.updater = u
+		srcs := cfg.Sources
+		if srcs == nil {
+			if srcs, err = a.sources(); err != nil {
+				return nil, err
+			}
+		}
+		a.det = publicip.New(publicip.Config{
+			Sources: srcs, MinAgree: ac.PublicIP.MinAgree, Accept: ac.PublicIP.Accept,
+			Logger: cfg.Logger.With("part", "publicip"), IPv6: ac.PublicIP.IPv6 && ac.Relay == nil,
+			IPv6InterfaceID: ac.PublicIP.IPv6InterfaceID, Router: "router",
+		})
+	}
+	return a, nil
+}
+
+// sources builds the public-address sources the config lists.
+func (a *Agent) sources() ([]publicip.Source, error) {
+	var out []publicip.Source
+	for _, name := range a.ac.PublicIP.Sources {
+		switch name {
+		case "relay":
+			if a.tun == nil {
+				continue
+			}
+			out = append(out, publicip.NewFuncSource("relay", func(ctx context.Context, fam publicip.Family) (netip.Addr, error) {
+				st := a.tun.Status()
+				if !st.Connected {
+					return netip.Addr{}, tunnel.ErrNotConnected
+				}
+				ip := st.Session.Observed.Addr().Unmap()
+				if (fam == publicip.IPv4) != ip.Is4() {
+					return netip.Addr{}, publicip.ErrNoAnswer
+				}
+				return ip, nil
+			}))
+		case "https":
+			s, err := publicip.HTTPSources(a.ac.PublicIP.HTTPS, a.log)
+			if err != nil {
+				return nil, fmt.Errorf("agent: publicip.https: %w", err)
+			}
+			out = append(out, s...)
+		case "dns":
+			s, err := publicip.DNSSources(a.ac.PublicIP.DNS, a.log)
+			if err != nil {
+				return nil, fmt.Errorf("agent: publicip.dns: %w", err)
+			}
+			out = append(out, s...)
+		case "router":
+			if a.pm == nil {
+				continue
+			}
+			out = append(out, publicip.NewFuncSource("router", func(ctx context.Context, fam publicip.Family) (netip.Addr, error) {
+				ext := a.pm.Status().ExternalAddr
+				if fam != publicip.IPv4 || !ext.IsValid() {
+					return netip.Addr{}, publicip.ErrNoAnswer
+				}
+				return ext, nil
+			}))
+		}
+	}
+	return out, nil
+}
+
+func (a *Agent) poke() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Status returns the current state.
+func (a *Agent) Status() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := a.status
+	if a.tun != nil {
+		ts := a.tun.Status()
+		st.Tunnel.Connected = ts.Connected
+		st.Tunnel.Relay = a.ac.Relay.Address
+		st.Tunnel.LastError = ts.LastError
+		if ts.Session.Observed.IsValid() {
+			st.Tunnel.Observed = ts.Session.Observed.String()
+		}
+	}
+	if a.pm != nil {
+		ps := a.pm.Status()
+		st.Router.Protocol = ps.Protocol
+		st.Router.Problem = ps.Problem
+		st.Router.Mappings = nil
+		if ps.Gateway.IsValid() {
+			st.Router.Gateway = ps.Gateway.String()
+		}
+		if ps.ExternalAddr.IsValid() {
+			st.Router.External = ps.ExternalAddr.String()
+		}
+		for _, m := range ps.Mappings {
+			s := m.Mapping.String()
+			switch {
+			case m.Active && m.Expires.IsZero():
+				s += " active (permanent)"
+			case m.Active:
+				s += " active until " + m.Expires.Format(time.RFC3339)
+			case m.Err != nil:
+				s += " failed: " + m.Err.Error()
+			default:
+				s += " pending"
+			}
+			st.Router.Mappings = append(st.Router.Mappings, s)
+		}
+	}
+	return st
+}
+
+// Run runs the agent until ctx ends, then shuts down cleanly: direct listeners stop,
+// router mappings are deleted, the tunnel closes (and, if configured, DNS records are deleted).
+func (a *Agent) Run(ctx context.Context) error {
+	if err := os.MkdirAll(a.ac.StateDir, 0o700); err != nil {
+		a.log.Warn("state_dir is not writable; running without saved state", "dir", a.ac.StateDir, "err", err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	run := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil && ctx.Err() == nil {
+				a.log.Error("part stopped", "part", name, "err", err)
+			}
+		}()
+	}
+	if a.tun != nil {
+		run("tunnel", a.tun.Run)
+	}
+	if a.pm != nil {
+		if err := a.startDirect(ctx, run); err != nil {
+			return err
+		}
+	}
+	if a.det != nil {
+		w := publicip.NewWatcher(publicip.WatcherConfig{Logger: a.log})
+		run("watcher", w.Run)
+		run("path", func(ctx context.Context) error { return a.pathLoop(ctx, w.C()) })
+	} else if a.tun != nil {
+		run("status", func(ctx context.Context) error { return a.statusLoop(ctx) })
+	}
+	a.log.Info("agent running", "name", a.ac.Name, "services", len(a.ac.Services),
+		"relay", a.tun != nil, "direct", a.pm != nil, "ddns", a.updater != nil)
+	<-ctx.Done()
+	if a.updater != nil && a.ac.DDNS.DeleteOnExit {
+		dctx, c := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := a.updater.Delete(dctx); err != nil {
+			a.log.Warn("deleting DNS records on exit failed", "err", err)
+		}
+		c()
+	}
+	sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+	defer c()
+	for _, l := range a.direct {
+		l.Shutdown(sctx)
+	}
+	return nil
+}
+
+// startDirect opens the agent's own gateway listeners (what the router forwards
+// to) and starts port mapping.
+func (a *Agent) startDirect(ctx context.Context, run func(string, func(context.Context) error)) error {
+	var maps []portmap.Mapping
+	for _, s := range a.ac.Services {
+		pol, err := gateway.NewPolicy(s.Allow, s.AllowAny)
+		if err != nil {
+			return err
+		}
+		target := s.Target
+		var intercept func(*net.TCPConn, netip.AddrPort) bool
+		if a.tun != nil {
+			intercept = a.tun.AnswerProbe
+		}
+		l, err := gateway.Listen(gateway.Config{
+			Service: s.Name,
+			Addr:    net.JoinHostPort(a.ac.Direct.Listen, strconv.Itoa(int(s.Port))),
+			Policy:  pol,
+			Dial: func(ctx context.Context, _ netip.AddrPort) (gateway.Conn, error) {
+				c, err := a.cfg.DialLAN(ctx, "tcp", target)
+				if err != nil {
+					return nil, err
+				}
+				gc, ok := c.(gateway.Conn)
+				if !ok {
+					c.Close()
+					return nil, fmt.Errorf("dial %s: not a TCP connection", target)
+				}
+				return gc, nil
+			},
+			Intercept: intercept,
+			Logger:    a.log.With("part", "direct"),
+		})
+		if err != nil {
+			return fmt.Errorf("agent: direct listener: %w (is another program using the port? set direct.enabled: false to run relay-only)", err)
+		}
+		a.direct = append(a.direct, l)
+		run("direct "+s.Name, l.Serve)
+		maps = append(maps, portmap.Mapping{Proto: "tcp", ExternalPort: s.Port, InternalPort: s.Port, Description: "porthole " + s.Name})
+	}
+	if err := a.pm.SetMappings(maps); err != nil {
+		return err
+	}
+	run("portmap", a.pm.Run)
+	go func() { // forward mapping changes to the path loop
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-a.pm.Changes():
+				a.poke()
+			}
+		}
+	}()
+	return nil
+}
+
+// statusLoop keeps status.json fresh when there is no DNS to manage.
+func (a *Agent) statusLoop(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		a.saveStatus()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-a.kick:
+		}
+	}
+}
+
+// pathLoop re-checks the public address and the path on an interval (jittered),
+// at once when the tunnel reconnects or sees a new address, when a local address
+// changes, or when the router's mappings change; then it brings DNS in line.
+func (a *Agent) pathLoop(ctx context.Context, localChange <-chan struct{}) error {
+	interval := a.ac.PublicIP.Interval
+	if interval <= 0 {
+		interval = 5 * time.Minute
+	}
+	var verified bool
+	for {
+		rep := a.pass(ctx, &verified)
+		a.saveStatus()
+		wait := interval/2 + rand.N(interval) // [0.5, 1.5) interval, mean interval
+		if !rep.ok {
+			wait = min(wait, 30*time.Second)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		case <-a.kick:
+			t.Stop()
+		case <-localChange:
+			t.Stop()
+			a.log.Info("local address changed; re-checking the public address")
+		}
+	}
+}
+
+type passReport struct {
+	ok     bool
+	action string
+	reason string
+	target ddns.Records
+}
+
+// pass is one detect-decide-publish cycle.
+func (a *Agent) pass(ctx context.Context, verified *bool) passReport {
+	var rep passReport
+	res, err := a.det.Detect(ctx)
+	a.mu.Lock()
+	a.status.PublicV4, a.status.PublicV6 = addrString(res.V4), addrString(res.V6)
+	a.status.NAT = res.NAT.String()
+	a.mu.Unlock()
+	if err != nil && !res.V4.IsValid() && a.tun == nil {
+		rep.reason = fmt.Sprintf("public address not detected: %v", err)
+		a.setPath("unknown", rep.reason, "")
+		return rep
+	}
+	path, why := "home", "no relay configured: the record follows the home's address"
+	want := ddns.Records{V4: res.V4, V6: res.V6}
+	if a.tun != nil {
+		path, why, want = a.choosePath(ctx, res, verified)
+	}
+	if want.IsZero() {
+		rep.reason = why
+		a.setPath(path, why, "")
+		return rep
+	}
+	out, err := a.updater.Update(ctx, want)
+	a.setPath(path, why, want.String())
+	a.mu.Lock()
+	a.status.DNSAction = string(out.Action) + ": " + out.Reason
+	a.mu.Unlock()
+	rep.action, rep.reason, rep.target = string(out.Action), out.Reason, want
+	if err != nil {
+		rep.reason = err.Error()
+		return rep
+	}
+	rep.ok = true
+	return rep
+}
+
+// choosePath decides between the direct path and the relay for a relay-configured agent.
+func (a *Agent) choosePath(ctx context.Context, res publicip.Result, verified *bool) (string, string, ddns.Records) {
+	ts := a.tun.Status()
+	relayIP := ts.Session.RelayPublicIP
+	if !relayIP.IsValid() && ts.Session.RelayAddr.IsValid() {
+		relayIP = ts.Session.RelayAddr.Addr().Unmap()
+	}
+	relayRec := ddns.Records{V4: relayIP, NoV6: true}
+	if relayIP.Is6() {
+		relayRec = ddns.Records{V6: relayIP, NoV4: true}
+	}
+	if !relayIP.IsValid() {
+		return "relay", "tunnel not connected yet; relay address unknown", ddns.Records{}
+	}
+	if a.pm == nil {
+		return "relay", "direct path disabled (direct.enabled: false)", relayRec
+	}
+	if res.NAT == publicip.NATCGNAT || res.NAT == publicip.NATDouble {
+		*verified = false
+		return "relay", res.NAT.Explain(), relayRec
+	}
+	ps := a.pm.Status()
+	if ps.Problem != "" {
+		*verified = false
+		return "relay", "router: " + ps.Problem, relayRec
+	}
+	home := res.V4
+	if !home.IsValid() {
+		home = ps.ExternalAddr
+	}
+	if !home.IsValid() || len(ps.Mappings) == 0 {
+		*verified = false
+		return "relay", "no verified public address or mapping yet", relayRec
+	}
+	for _, m := range ps.Mappings {
+		if !m.Active {
+			*verified = false
+			return "relay", "mapping " + m.Mapping.String() + " not active", relayRec
+		}
+	}
+	for _, s := range a.ac.Services {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		r, err := a.tun.Probe(pctx, netip.AddrPortFrom(home, s.Port), s.Name)
+		cancel()
+		if err != nil {
+			*verified = false
+			return "relay", "probe could not run: " + err.Error(), relayRec
+		}
+		if !r.OK {
+			if *verified {
+				a.log.Warn("direct path lost; DNS goes back to the relay", "service", s.Name, "reason", r.Reason)
+			}
+			*verified = false
+			return "relay", "relay could not reach " + s.Name + " directly: " + r.Reason, relayRec
+		}
+	}
+	if !*verified {
+		a.log.Info("direct path verified from outside for every service; DNS points home", "home", home)
+	}
+	*verified = true
+	return "direct", "the relay reached every service at " + home.String() + " from outside", ddns.Records{V4: home, NoV6: true}
+}
+
+func (a *Agent) setPath(path, why, dns string) {
+	a.mu.Lock()
+	changed := a.status.Path != path
+	a.status.Path, a.status.PathWhy = path, why
+	if dns != "" {
+		a.status.DNS = dns
+	}
+	a.mu.Unlock()
+	if changed {
+		a.log.Info("path", "path", path, "reason", why)
+	}
+}
+
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}

@@ -1,0 +1,68 @@
+// Command porthole-relay runs the Porthole relay on a VPS: agents connect to it over
+// QUIC and viewers reach their cameras through it. See the README.
+//
+//	porthole-relay -config relay.yaml     run
+//	porthole-relay -config relay.yaml -check
+//	porthole-relay token                  print a new agent token
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/porthole-dev/porthole/internal/config"
+	"github.com/porthole-dev/porthole/relay"
+)
+
+// version is set at build time (-ldflags "-X main.version=...").
+var version = "dev"
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "token" {
+		fmt.Println(config.NewToken())
+		return
+	}
+	cfgPath := flag.String("config", "/etc/porthole/relay.yaml", "config file")
+	check := flag.Bool("check", false, "validate the config, print problems, exit")
+	showVersion := flag.Bool("version", false, "print the version and exit")
+	verbose := flag.Bool("v", false, "debug logging")
+	flag.Usage = func() {
+		fmt.Fprintf(os.Stderr, "usage: porthole-relay [-config relay.yaml] [-check] [-v] | porthole-relay token | -version\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if *showVersion {
+		fmt.Println("porthole-relay", version)
+		return
+	}
+	rc, err := config.LoadRelay(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if *check {
+		fmt.Printf("%s: ok (%d agents)\n", *cfgPath, len(rc.Agents))
+		return
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	srv, err := relay.New(relay.Config{Relay: rc, Logger: log})
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		os.Exit(1)
+	}
+	if err := srv.Run(ctx); err != nil {
+		log.Error("relay failed", "err", err)
+		os.Exit(1)
+	}
+}
