@@ -54,8 +54,8 @@ type Agent struct {
 	ac  *config.Agent
 	log *slog.Logger
 
-	tun     *tunnel.Client     // nil without a relay section
-	pm      *portmap.Client    // nil unless direct.enabled
+	tun     *tunnel.Client  // nil without a relay section
+	pm      *portmap.Client // nil unless direct.enabled
 	direct  []*gateway.Listener
 	det     *publicip.Detector // nil without ddns
 	updater *ddns.Updater      // nil without ddns

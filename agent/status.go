@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"time"
-
 )
 
 // StatusFile is where a running agent keeps its status, inside state_dir; the
@@ -120,4 +119,3 @@ func (a *Agent) Once(ctx context.Context, w io.Writer) error {
 	}
 	return nil
 }
-
