@@ -27,8 +27,9 @@ var (
 type Config struct {
 	// Sources are asked in parallel on each Detect. Required.
 	Sources []Source
-	// MinAgree is how many sources must agree before an address is reported.
-	// Default (0) 2. 1 trusts a single source: only for tests and labs.
+	// MinAgree is how many sources must agree before an address is reported;
+	// sources of one operator (see Operated) count once. Default (0) 2. 1
+	// trusts a single source: only for tests and labs.
 	MinAgree int
 	// Accept lists prefixes accepted although not global unicast (labs, tests).
 	Accept []netip.Prefix
@@ -62,7 +63,9 @@ type Config struct {
 // Answer is what one source said for one family.
 type Answer struct {
 	Source string
-	Family Family
+	// Operator runs the source (see Operated); one operator is one vote.
+	Operator string
+	Family   Family
 	// Addr is the address the source answered, also when Err rejects it
 	// (a private router address is how double NAT is seen).
 	Addr netip.Addr
@@ -153,9 +156,9 @@ func (d *Detector) families() []Family {
 	return []Family{IPv4}
 }
 
-// tally counts valid answers of one family by vote key.
+// tally counts the operators behind valid answers of one family, by vote key.
 type tally struct {
-	votes   map[netip.Prefix]int
+	votes   map[netip.Prefix]map[string]bool
 	pending int
 	decided bool
 	settle  *time.Timer // running once a provisional winner appeared
@@ -169,8 +172,8 @@ func (t *tally) leader() (netip.Prefix, int, int) {
 		n int
 	}
 	s := make([]kv, 0, len(t.votes))
-	for k, n := range t.votes {
-		s = append(s, kv{k, n})
+	for k, ops := range t.votes {
+		s = append(s, kv{k, len(ops)})
 	}
 	if len(s) == 0 {
 		return netip.Prefix{}, 0, 0
@@ -185,6 +188,15 @@ func (t *tally) leader() (netip.Prefix, int, int) {
 		return s[0].k, s[0].n, 0
 	}
 	return s[0].k, s[0].n, s[1].n
+}
+
+// vote counts a's operator for a's address.
+func (t *tally) vote(a Answer) {
+	k := voteKey(a.Addr)
+	if t.votes[k] == nil {
+		t.votes[k] = map[string]bool{}
+	}
+	t.votes[k][a.Operator] = true
 }
 
 // voteKey is what sources vote on: the IPv4 address, or the IPv6 /64. Hosts
@@ -217,20 +229,23 @@ func (d *Detector) Detect(ctx context.Context) (Result, error) {
 	for _, fam := range fams {
 		for _, src := range d.cfg.Sources {
 			i := len(answers)
-			answers = append(answers, Answer{Source: src.Name(), Family: fam})
+			op := OperatorOf(src)
+			answers = append(answers, Answer{Source: src.Name(), Operator: op, Family: fam})
 			wg.Go(func() {
 				sctx, scancel := context.WithTimeout(lctx, d.cfg.Timeout)
 				defer scancel()
 				t0 := d.cfg.Now()
 				a, err := src.Lookup(sctx, fam)
-				ch <- item{i, d.check(src.Name(), fam, a, err, d.cfg.Now().Sub(t0))}
+				ans := d.check(src.Name(), fam, a, err, d.cfg.Now().Sub(t0))
+				ans.Operator = op
+				ch <- item{i, ans}
 			})
 		}
 	}
 
 	tallies := map[Family]*tally{}
 	for _, fam := range fams {
-		tallies[fam] = &tally{votes: map[netip.Prefix]int{}, pending: len(d.cfg.Sources)}
+		tallies[fam] = &tally{votes: map[netip.Prefix]map[string]bool{}, pending: len(d.cfg.Sources)}
 	}
 	settleC := func(f Family) <-chan time.Time {
 		if t := tallies[f]; t != nil && t.settle != nil {
@@ -253,7 +268,7 @@ func (d *Detector) Detect(ctx context.Context) (Result, error) {
 			t := tallies[it.a.Family]
 			t.pending--
 			if it.a.Err == nil {
-				t.votes[voteKey(it.a.Addr)]++
+				t.vote(it.a)
 			}
 		case <-settleC(IPv4):
 			fired = IPv4
@@ -341,17 +356,17 @@ func (d *Detector) check(src string, fam Family, a netip.Addr, err error, took t
 // decide computes one family's consensus from the counted answers.
 func (d *Detector) decide(fam Family, answers []Answer) (addr netip.Addr, err error, ambiguous bool) {
 	var mine []Answer
-	votes := map[netip.Prefix]int{}
+	t := tally{votes: map[netip.Prefix]map[string]bool{}}
 	for _, a := range answers {
 		if a.Family != fam {
 			continue
 		}
 		mine = append(mine, a)
 		if a.Err == nil {
-			votes[voteKey(a.Addr)]++
+			t.vote(a)
 		}
 	}
-	t := tally{votes: votes}
+	votes := t.votes
 	key, n1, n2 := t.leader()
 	summary := summarize(mine)
 	switch {

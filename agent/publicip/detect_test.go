@@ -135,6 +135,49 @@ func TestDetectLogsBadAnswers(t *testing.T) {
 	}
 }
 
+// opSource is a static source with an operator.
+type opSource struct {
+	StaticSource
+	op string
+}
+
+func (s opSource) Operator() string { return s.op }
+
+func TestDetectOperatorsVoteOnce(t *testing.T) {
+	a, b := netip.MustParseAddr("203.0.113.7"), netip.MustParseAddr("198.51.100.9")
+	ipify1 := opSource{StaticSource{Label: "https://api.ipify.org", V4: b}, "ipify"}
+	ipify2 := opSource{StaticSource{Label: "https://api64.ipify.org", V4: b}, "ipify"}
+	// One operator agreeing with itself is not a consensus.
+	d := New(Config{Sources: []Source{ipify1, ipify2}, Accept: testAccept, LocalAddrs: noLocal})
+	if res, err := d.Detect(t.Context()); err == nil || !errors.Is(res.V4Err, ErrNoConsensus) {
+		t.Fatalf("one operator twice: %s, %v", res.V4, err)
+	}
+	// Two independent sources outvote one operator's two answers.
+	d = New(Config{Sources: []Source{ipify1, ipify2, StaticSource{Label: "relay", V4: a}, StaticSource{Label: "dns", V4: a}},
+		Accept: testAccept, LocalAddrs: noLocal})
+	res, err := d.Detect(t.Context())
+	if err != nil || res.V4 != a {
+		t.Fatalf("Detect = %s, %v", res.V4, err)
+	}
+	if res.Answers[0].Operator != "ipify" || res.Answers[2].Operator != "relay" {
+		t.Fatalf("operators: %+v", res.Answers)
+	}
+	// Real sources name their operators.
+	for _, tc := range []struct{ url, op string }{
+		{"https://api64.ipify.org", "ipify"}, {"https://icanhazip.com", "cloudflare"},
+		{"https://ipv4.icanhazip.com", "cloudflare"}, {"https://ifconfig.co/ip", "ifconfig.co"},
+		{"https://Echo.Example:8443/ip", "https://Echo.Example:8443/ip"}, // unknown: on its own
+	} {
+		s, err := NewHTTPSource(HTTPConfig{URL: tc.url})
+		if err != nil || OperatorOf(s) != tc.op {
+			t.Errorf("%s: operator %q, %v", tc.url, OperatorOf(s), err)
+		}
+	}
+	if OperatorOf(CloudflareDoH()) != OperatorOf(CloudflareDNS()) {
+		t.Error("Cloudflare's DoH and UDP whoami should be one operator")
+	}
+}
+
 func TestDetectWrongFamilyFromSource(t *testing.T) {
 	// A source that ignores the family is caught by the Detector too.
 	liar := NewFuncSource("liar", func(context.Context, Family) (netip.Addr, error) {

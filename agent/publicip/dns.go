@@ -2,30 +2,32 @@ package publicip
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"mime"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/miekg/dns"
 )
 
-// DNSKind says how a whoami service answers.
+// DNSKind says which record a whoami service answers with.
 type DNSKind uint8
 
 const (
-	// WhoamiTXT asks a TXT record in class CHAOS and reads the address from
-	// its text (Cloudflare's whoami.cloudflare). One query serves both families.
+	// WhoamiTXT asks a TXT record and reads the address from its text
+	// (Cloudflare's whoami.cloudflare in class CH, Google's
+	// o-o.myaddr.l.google.com in class IN). One query serves both families.
 	WhoamiTXT DNSKind = iota
-	// WhoamiAddr asks an A record for IPv4 and AAAA for IPv6, class IN
+	// WhoamiAddr asks an A record for IPv4 and AAAA for IPv6
 	// (OpenDNS's myip.opendns.com).
 	WhoamiAddr
 )
@@ -34,6 +36,7 @@ const (
 const (
 	CloudflareWhoami = "whoami.cloudflare."
 	OpenDNSWhoami    = "myip.opendns.com."
+	GoogleWhoami     = "o-o.myaddr.l.google.com."
 	CloudflareDoHURL = "https://cloudflare-dns.com/dns-query"
 )
 
@@ -45,12 +48,20 @@ const maxDNSMessage = 65535
 type DNSConfig struct {
 	// Name identifies the source in logs. Default "dns:<server>" or "doh:<url>".
 	Name string
+	// Operator runs the service; answers of one operator are one vote.
+	// Default: the well-known operator of the DoH or server host name, else
+	// none (the source counts on its own).
+	Operator string
 	// QName is the name to ask, e.g. CloudflareWhoami. Required.
 	QName string
 	// Kind says which record answers. Default WhoamiTXT.
 	Kind DNSKind
-	// Server4 and Server6 are the UDP servers (IP literal host:port) asked for
-	// each family; a family without a server answers ErrNoAnswer. Ignored with DoH.
+	// Class of the question. Default CH for QName whoami.cloudflare, else IN.
+	Class uint16
+	// Server4 and Server6 are the UDP servers (host:port) asked for each
+	// family; a family without a server answers ErrNoAnswer. An IP literal
+	// must be of that family; a host name is resolved for the family at each
+	// lookup. Ignored with DoH.
 	Server4, Server6 string
 	// DoH is an RFC 8484 endpoint URL; set, it replaces UDP for both families.
 	DoH string
@@ -60,6 +71,9 @@ type DNSConfig struct {
 	Client func(Family) *http.Client
 	// Dialer dials UDP. Nil: a zero net.Dialer.
 	Dialer *net.Dialer
+	// Resolve looks up a server host name for network "ip4" or "ip6".
+	// Nil: net.DefaultResolver.LookupNetIP.
+	Resolve func(ctx context.Context, network, host string) ([]netip.Addr, error)
 }
 
 // DNSSource asks a DNS whoami service for the address it sees.
@@ -68,6 +82,7 @@ type DNSSource struct {
 }
 
 var _ Source = (*DNSSource)(nil)
+var _ Operated = (*DNSSource)(nil)
 
 // NewDNSSource checks cfg and returns the source.
 func NewDNSSource(cfg DNSConfig) (*DNSSource, error) {
@@ -81,16 +96,25 @@ func NewDNSSource(cfg DNSConfig) (*DNSSource, error) {
 	if cfg.Kind != WhoamiTXT && cfg.Kind != WhoamiAddr {
 		return nil, fmt.Errorf("dns source: unknown kind %d", cfg.Kind)
 	}
+	if cfg.Class == 0 {
+		cfg.Class = dns.ClassINET
+		if strings.EqualFold(cfg.QName, CloudflareWhoami) {
+			cfg.Class = dns.ClassCHAOS
+		}
+	}
 	if cfg.DoH != "" {
 		u, err := url.Parse(cfg.DoH)
 		if err != nil {
 			return nil, fmt.Errorf("dns source: doh url: %w", err)
 		}
 		if u.Scheme != "https" || u.Host == "" {
-			return nil, fmt.Errorf("dns source: doh url %q: want https://host/path", cfg.DoH)
+			return nil, fmt.Errorf("dns source: doh url %q: want https://host/path", u.Redacted())
 		}
 		if cfg.Name == "" {
-			cfg.Name = "doh:" + cfg.DoH
+			cfg.Name = "doh:" + u.Redacted()
+		}
+		if cfg.Operator == "" {
+			cfg.Operator = operatorOfHost(u.Hostname())
 		}
 		if cfg.Client == nil {
 			c4, c6 := FamilyClient(IPv4, nil), FamilyClient(IPv6, nil)
@@ -101,46 +125,74 @@ func NewDNSSource(cfg DNSConfig) (*DNSSource, error) {
 				return c4
 			}
 		}
-	} else {
-		if cfg.Server4 == "" && cfg.Server6 == "" {
-			return nil, errors.New("dns source: no server")
+		return &DNSSource{cfg: cfg}, nil
+	}
+	if cfg.Server4 == "" && cfg.Server6 == "" {
+		return nil, errors.New("dns source: no server")
+	}
+	for _, fs := range []struct {
+		fam    Family
+		server string
+	}{{IPv4, cfg.Server4}, {IPv6, cfg.Server6}} {
+		if fs.server == "" {
+			continue
 		}
-		for fam, s := range map[Family]string{IPv4: cfg.Server4, IPv6: cfg.Server6} {
-			if s == "" {
-				continue
+		host, port, err := net.SplitHostPort(fs.server)
+		if err != nil || port == "" {
+			return nil, fmt.Errorf("dns source: %s server %q: want host:port", fs.fam, fs.server)
+		}
+		if a, err := netip.ParseAddr(host); err == nil {
+			if !fs.fam.Matches(a) {
+				return nil, fmt.Errorf("dns source: %s server %q is not an %s address", fs.fam, fs.server, fs.fam)
 			}
-			ap, err := netip.ParseAddrPort(s)
-			if err != nil || !fam.Matches(ap.Addr()) {
-				return nil, fmt.Errorf("dns source: %s server %q: want an %s literal host:port", fam, s, fam)
-			}
+		} else if _, ok := dns.IsDomainName(host); !ok {
+			return nil, fmt.Errorf("dns source: %s server %q: bad host", fs.fam, fs.server)
 		}
-		if cfg.Name == "" {
-			cfg.Name = "dns:" + strings.Trim(cfg.Server4+","+cfg.Server6, ",")
+	}
+	if cfg.Name == "" {
+		if cfg.Server4 == cfg.Server6 || cfg.Server6 == "" {
+			cfg.Name = "dns:" + cfg.Server4
+		} else if cfg.Server4 == "" {
+			cfg.Name = "dns:" + cfg.Server6
+		} else {
+			cfg.Name = "dns:" + cfg.Server4 + "," + cfg.Server6
 		}
-		if cfg.Dialer == nil {
-			cfg.Dialer = &net.Dialer{}
-		}
+	}
+	if cfg.Operator == "" {
+		host, _, _ := net.SplitHostPort(cmp.Or(cfg.Server4, cfg.Server6))
+		cfg.Operator = operatorOfHost(host)
+	}
+	if cfg.Dialer == nil {
+		cfg.Dialer = &net.Dialer{}
+	}
+	if cfg.Resolve == nil {
+		cfg.Resolve = net.DefaultResolver.LookupNetIP
 	}
 	return &DNSSource{cfg: cfg}, nil
 }
 
 // CloudflareDNS asks whoami.cloudflare (TXT, CH) at 1.1.1.1 and 2606:4700:4700::1111 over UDP.
 func CloudflareDNS() *DNSSource {
-	return mustDNS(DNSConfig{Name: "dns:cloudflare", QName: CloudflareWhoami, Kind: WhoamiTXT,
+	return mustDNS(DNSConfig{Name: "dns:cloudflare", Operator: "cloudflare", QName: CloudflareWhoami,
 		Server4: "1.1.1.1:53", Server6: "[2606:4700:4700::1111]:53"})
 }
 
 // OpenDNS asks myip.opendns.com (A, AAAA) at resolver1.opendns.com over UDP.
 func OpenDNS() *DNSSource {
-	return mustDNS(DNSConfig{Name: "dns:opendns", QName: OpenDNSWhoami, Kind: WhoamiAddr,
+	return mustDNS(DNSConfig{Name: "dns:opendns", Operator: "opendns", QName: OpenDNSWhoami, Kind: WhoamiAddr,
 		Server4: "208.67.222.222:53", Server6: "[2620:119:35::35]:53"})
+}
+
+// GoogleDNS asks o-o.myaddr.l.google.com (TXT, IN) at ns1.google.com over UDP.
+func GoogleDNS() *DNSSource {
+	return mustDNS(DNSConfig{Name: "dns:google", Operator: "google", QName: GoogleWhoami,
+		Server4: "216.239.32.10:53", Server6: "[2001:4860:4802:32::a]:53"})
 }
 
 // CloudflareDoH asks whoami.cloudflare (TXT, CH) over DNS over HTTPS; works
 // where outgoing port 53 is blocked.
 func CloudflareDoH() *DNSSource {
-	return mustDNS(DNSConfig{Name: "doh:cloudflare", QName: CloudflareWhoami, Kind: WhoamiTXT,
-		DoH: CloudflareDoHURL})
+	return mustDNS(DNSConfig{Name: "doh:cloudflare", QName: CloudflareWhoami, DoH: CloudflareDoHURL})
 }
 
 func mustDNS(cfg DNSConfig) *DNSSource {
@@ -151,64 +203,87 @@ func mustDNS(cfg DNSConfig) *DNSSource {
 	return s
 }
 
+// DefaultDNS are the publicip.dns entries used when none are configured.
+var DefaultDNS = []string{"cloudflare", "opendns", "google", "cloudflare-doh"}
+
 // ParseDNSSpec turns one publicip.dns configuration entry into a source:
 //
-//	cloudflare                       whoami.cloudflare over UDP (CloudflareDNS)
-//	opendns                          myip.opendns.com over UDP (OpenDNS)
-//	cloudflare-doh                   whoami.cloudflare over DoH (CloudflareDoH)
-//	dns://IP:PORT[/QNAME][?type=txt|addr]   UDP; the IP's family is the one it serves
-//	https://HOST/PATH                DoH asking whoami.cloudflare (TXT, CH)
+//	cloudflare       whoami.cloudflare over UDP (CloudflareDNS)
+//	opendns          myip.opendns.com over UDP (OpenDNS)
+//	google           o-o.myaddr.l.google.com over UDP (GoogleDNS)
+//	cloudflare-doh   whoami.cloudflare over DoH (CloudflareDoH)
+//	https://HOST/PATH                 DoH asking whoami.cloudflare (TXT, CH)
+//	[dns://]HOST:PORT/NAME[?type=T]   UDP: ask NAME at HOST:PORT
 //
-// The QNAME defaults to whoami.cloudflare and type to txt.
+// HOST is an IP literal (serving its own family only) or a host name
+// (resolved per family). T is addr (A/AAAA, class IN), txt (TXT, IN) or
+// chaos (TXT, CH); the default is chaos for whoami.cloudflare, else addr.
 func ParseDNSSpec(spec string) (*DNSSource, error) {
 	switch spec {
 	case "cloudflare":
 		return CloudflareDNS(), nil
 	case "opendns":
 		return OpenDNS(), nil
+	case "google":
+		return GoogleDNS(), nil
 	case "cloudflare-doh":
 		return CloudflareDoH(), nil
 	}
-	u, err := url.Parse(spec)
-	if err != nil {
-		return nil, fmt.Errorf("dns spec %q: %w", spec, err)
+	if strings.HasPrefix(spec, "https://") {
+		s, err := NewDNSSource(DNSConfig{QName: CloudflareWhoami, DoH: spec})
+		if err != nil {
+			return nil, fmt.Errorf("dns spec: %w", err)
+		}
+		return s, nil
 	}
-	switch u.Scheme {
-	case "https":
-		return NewDNSSource(DNSConfig{QName: CloudflareWhoami, Kind: WhoamiTXT, DoH: spec})
-	case "dns":
-	default:
-		return nil, fmt.Errorf("dns spec %q: want cloudflare, opendns, cloudflare-doh, dns://IP:PORT/NAME or https://...", spec)
+	u, err := url.Parse("dns://" + strings.TrimPrefix(spec, "dns://"))
+	if err != nil || u.Host == "" || u.User != nil || u.Fragment != "" {
+		return nil, fmt.Errorf("dns spec %q: want cloudflare, opendns, google, cloudflare-doh, HOST:PORT/NAME or https://...", spec)
 	}
-	cfg := DNSConfig{QName: strings.TrimPrefix(u.Path, "/"), Name: "dns:" + u.Host}
+	cfg := DNSConfig{QName: strings.TrimPrefix(u.Path, "/")}
 	if cfg.QName == "" {
-		cfg.QName = CloudflareWhoami
+		return nil, fmt.Errorf("dns spec %q: no name to ask (HOST:PORT/NAME)", spec)
 	}
-	switch t := u.Query().Get("type"); t {
-	case "", "txt":
-		cfg.Kind = WhoamiTXT
-	case "addr", "a", "aaaa":
-		cfg.Kind = WhoamiAddr
+	t := u.Query().Get("type")
+	if t == "" {
+		t = "addr"
+		if strings.EqualFold(dns.Fqdn(cfg.QName), CloudflareWhoami) {
+			t = "chaos"
+		}
+	}
+	switch t {
+	case "addr":
+		cfg.Kind, cfg.Class = WhoamiAddr, dns.ClassINET
+	case "txt":
+		cfg.Kind, cfg.Class = WhoamiTXT, dns.ClassINET
+	case "chaos":
+		cfg.Kind, cfg.Class = WhoamiTXT, dns.ClassCHAOS
 	default:
-		return nil, fmt.Errorf("dns spec %q: unknown type %q (want txt or addr)", spec, t)
+		return nil, fmt.Errorf("dns spec %q: unknown type %q (want addr, txt or chaos)", spec, t)
 	}
-	ap, err := netip.ParseAddrPort(u.Host)
+	host, _, err := net.SplitHostPort(u.Host)
 	if err != nil {
-		return nil, fmt.Errorf("dns spec %q: want dns://IP:PORT: %w", spec, err)
+		return nil, fmt.Errorf("dns spec %q: want HOST:PORT: %w", spec, err)
 	}
-	if ap.Addr().Is4() {
-		cfg.Server4 = ap.String()
-	} else {
-		cfg.Server6 = ap.String()
+	switch a, err := netip.ParseAddr(host); {
+	case err != nil:
+		cfg.Server4, cfg.Server6 = u.Host, u.Host
+	case a.Is4():
+		cfg.Server4 = u.Host
+	default:
+		cfg.Server6 = u.Host
 	}
-	return NewDNSSource(cfg)
+	s, err := NewDNSSource(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("dns spec: %w", err)
+	}
+	return s, nil
 }
 
-// DNSSources parses each spec (see ParseDNSSpec); nil or empty specs means
-// cloudflare, opendns and cloudflare-doh.
-func DNSSources(specs []string, _ *slog.Logger) ([]Source, error) {
+// DNSSources parses each spec (see ParseDNSSpec); nil or empty specs means DefaultDNS.
+func DNSSources(specs []string) ([]Source, error) {
 	if len(specs) == 0 {
-		specs = []string{"cloudflare", "opendns", "cloudflare-doh"}
+		specs = DefaultDNS
 	}
 	out := make([]Source, 0, len(specs))
 	for _, sp := range specs {
@@ -221,6 +296,9 @@ func DNSSources(specs []string, _ *slog.Logger) ([]Source, error) {
 	return out, nil
 }
 
+// Operator implements Operated: a well-known operator, or "".
+func (s *DNSSource) Operator() string { return s.cfg.Operator }
+
 // Name implements Source.
 func (s *DNSSource) Name() string { return s.cfg.Name }
 
@@ -230,12 +308,12 @@ func (s *DNSSource) Query(fam Family) *dns.Msg {
 	switch {
 	case s.cfg.Kind == WhoamiTXT:
 		m.SetQuestion(s.cfg.QName, dns.TypeTXT)
-		m.Question[0].Qclass = dns.ClassCHAOS
 	case fam == IPv6:
 		m.SetQuestion(s.cfg.QName, dns.TypeAAAA)
 	default:
 		m.SetQuestion(s.cfg.QName, dns.TypeA)
 	}
+	m.Question[0].Qclass = s.cfg.Class
 	return m
 }
 
@@ -257,7 +335,7 @@ func (s *DNSSource) Lookup(ctx context.Context, fam Family) (netip.Addr, error) 
 		if server == "" {
 			return netip.Addr{}, ErrNoAnswer
 		}
-		a, err = s.udp(ctx, server, q)
+		a, err = s.udp(ctx, fam, server, q)
 	}
 	if err != nil {
 		return netip.Addr{}, err
@@ -271,12 +349,32 @@ func (s *DNSSource) Lookup(ctx context.Context, fam Family) (netip.Addr, error) 
 // errOtherID marks a reply to another query (a late answer to an earlier one).
 var errOtherID = errors.New("reply to another query")
 
-func (s *DNSSource) udp(ctx context.Context, server string, q *dns.Msg) (netip.Addr, error) {
+func (s *DNSSource) udp(ctx context.Context, fam Family, server string, q *dns.Msg) (netip.Addr, error) {
 	wire, err := q.Pack()
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("pack query: %w", err)
 	}
-	c, err := s.cfg.Dialer.DialContext(ctx, "udp", server)
+	host, port, err := net.SplitHostPort(server)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("server %q: %w", server, err)
+	}
+	if _, err := netip.ParseAddr(host); err != nil {
+		// A host name: use its address of this family.
+		addrs, err := s.cfg.Resolve(ctx, "ip"+fam.suffix(), host)
+		if err != nil {
+			return netip.Addr{}, fmt.Errorf("resolve server %s: %w", host, err)
+		}
+		i := slices.IndexFunc(addrs, func(a netip.Addr) bool { return fam.Matches(a.Unmap()) || fam.Matches(a) })
+		if i < 0 {
+			return netip.Addr{}, fmt.Errorf("server %s has no %s address: %w", host, fam, ErrNoAnswer)
+		}
+		a := addrs[i]
+		if fam == IPv4 {
+			a = a.Unmap()
+		}
+		server = net.JoinHostPort(a.String(), port)
+	}
+	c, err := s.cfg.Dialer.DialContext(ctx, "udp"+fam.suffix(), server)
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("dial: %w", err)
 	}

@@ -1,6 +1,7 @@
 package publicip
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -357,17 +358,22 @@ func TestParseDNSAnswer(t *testing.T) {
 
 func TestParseDNSSpec(t *testing.T) {
 	tests := []struct {
-		spec, name string
-		kind       DNSKind
-		s4, s6     string
-		doh        string
+		spec, name, op string
+		kind           DNSKind
+		class          uint16
+		s4, s6         string
+		doh            string
 	}{
-		{"cloudflare", "dns:cloudflare", WhoamiTXT, "1.1.1.1:53", "[2606:4700:4700::1111]:53", ""},
-		{"opendns", "dns:opendns", WhoamiAddr, "208.67.222.222:53", "[2620:119:35::35]:53", ""},
-		{"cloudflare-doh", "doh:cloudflare", WhoamiTXT, "", "", CloudflareDoHURL},
-		{"dns://127.0.0.1:5353", "dns:127.0.0.1:5353", WhoamiTXT, "127.0.0.1:5353", "", ""},
-		{"dns://[::1]:53/myip.lab?type=addr", "dns:[::1]:53", WhoamiAddr, "", "[::1]:53", ""},
-		{"https://127.0.0.1:8443/dns-query", "doh:https://127.0.0.1:8443/dns-query", WhoamiTXT, "", "", "https://127.0.0.1:8443/dns-query"},
+		{"cloudflare", "dns:cloudflare", "cloudflare", WhoamiTXT, dns.ClassCHAOS, "1.1.1.1:53", "[2606:4700:4700::1111]:53", ""},
+		{"opendns", "dns:opendns", "opendns", WhoamiAddr, dns.ClassINET, "208.67.222.222:53", "[2620:119:35::35]:53", ""},
+		{"google", "dns:google", "google", WhoamiTXT, dns.ClassINET, "216.239.32.10:53", "[2001:4860:4802:32::a]:53", ""},
+		{"cloudflare-doh", "doh:cloudflare", "cloudflare", WhoamiTXT, dns.ClassCHAOS, "", "", CloudflareDoHURL},
+		{"127.0.0.1:5353/whoami.cloudflare", "dns:127.0.0.1:5353", "", WhoamiTXT, dns.ClassCHAOS, "127.0.0.1:5353", "", ""},
+		{"dns://[::1]:53/myip.lab", "dns:[::1]:53", "", WhoamiAddr, dns.ClassINET, "", "[::1]:53", ""},
+		{"ns1.example.net:53/whoami.example.net", "dns:ns1.example.net:53", "", WhoamiAddr, dns.ClassINET, "ns1.example.net:53", "ns1.example.net:53", ""},
+		{"ns1.google.com:53/o-o.myaddr.l.google.com?type=txt", "dns:ns1.google.com:53", "google", WhoamiTXT, dns.ClassINET, "ns1.google.com:53", "ns1.google.com:53", ""},
+		{"10.0.0.53:53/who.lab?type=chaos", "dns:10.0.0.53:53", "", WhoamiTXT, dns.ClassCHAOS, "10.0.0.53:53", "", ""},
+		{"https://127.0.0.1:8443/dns-query", "doh:https://127.0.0.1:8443/dns-query", "", WhoamiTXT, dns.ClassCHAOS, "", "", "https://127.0.0.1:8443/dns-query"},
 	}
 	for _, tt := range tests {
 		s, err := ParseDNSSpec(tt.spec)
@@ -376,24 +382,57 @@ func TestParseDNSSpec(t *testing.T) {
 			continue
 		}
 		c := s.cfg
-		if s.Name() != tt.name || c.Kind != tt.kind || c.Server4 != tt.s4 || c.Server6 != tt.s6 || c.DoH != tt.doh {
-			t.Errorf("%s: got %+v", tt.spec, c)
+		if s.Name() != tt.name || s.Operator() != tt.op || c.Kind != tt.kind || c.Class != tt.class ||
+			c.Server4 != tt.s4 || c.Server6 != tt.s6 || c.DoH != tt.doh {
+			t.Errorf("%s: got name %q operator %q %+v", tt.spec, s.Name(), s.Operator(), c)
 		}
 	}
-	for _, bad := range []string{"", "google", "dns://resolver.example:53", "dns://127.0.0.1", "dns://127.0.0.1:53/x?type=mx", "http://127.0.0.1/dns-query", "udp://1.2.3.4:53"} {
+	for _, bad := range []string{"", "quad9", "dns://127.0.0.1:53", "127.0.0.1/x", "127.0.0.1:53/x?type=mx",
+		"http://127.0.0.1/dns-query", "udp://1.2.3.4:53/x", "bad host:53/x", "https://"} {
 		if _, err := ParseDNSSpec(bad); err == nil {
 			t.Errorf("ParseDNSSpec(%q) accepted", bad)
 		}
 	}
-	srcs, err := DNSSources(nil, nil)
-	if err != nil || len(srcs) != 3 {
+	srcs, err := DNSSources(nil)
+	if err != nil || len(srcs) != len(DefaultDNS) {
 		t.Fatalf("DNSSources(nil) = %d, %v", len(srcs), err)
+	}
+	if _, err := DNSSources([]string{"cloudflare", "nope"}); err == nil {
+		t.Fatal("DNSSources accepted a bad spec")
 	}
 	if _, err := NewDNSSource(DNSConfig{QName: "x.test", Server4: "[::1]:53"}); err == nil {
 		t.Error("IPv6 server as Server4 accepted")
 	}
 	if _, err := NewDNSSource(DNSConfig{QName: "x.test"}); err == nil {
 		t.Error("no server accepted")
+	}
+}
+
+// TestDNSSourceHostName: a server given by name is resolved for the family.
+func TestDNSSourceHostName(t *testing.T) {
+	srv := dnsServer(t, whoamiHandler("203.0.113.7"))
+	_, port, _ := net.SplitHostPort(srv)
+	var asked []string
+	s, err := NewDNSSource(DNSConfig{QName: "myip.lab", Kind: WhoamiAddr,
+		Server4: "ns.lab:" + port, Server6: "ns.lab:" + port,
+		Resolve: func(_ context.Context, network, host string) ([]netip.Addr, error) {
+			asked = append(asked, network+" "+host)
+			if network == "ip6" {
+				return nil, nil // no AAAA for the server
+			}
+			return []netip.Addr{netip.MustParseAddr("::ffff:127.0.0.1")}, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := s.Lookup(t.Context(), IPv4); err != nil || a != netip.MustParseAddr("203.0.113.7") {
+		t.Fatalf("IPv4: %s, %v", a, err)
+	}
+	if _, err := s.Lookup(t.Context(), IPv6); !errors.Is(err, ErrNoAnswer) {
+		t.Fatalf("IPv6 without a server address: %v", err)
+	}
+	if strings.Join(asked, ",") != "ip4 ns.lab,ip6 ns.lab" {
+		t.Fatalf("resolved %v", asked)
 	}
 }
 

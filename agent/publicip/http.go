@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -40,8 +41,9 @@ type HTTPConfig struct {
 
 // HTTPSource asks an HTTP echo service for the address it sees.
 type HTTPSource struct {
-	url    string
-	client func(Family) *http.Client
+	url      string
+	operator string
+	client   func(Family) *http.Client
 }
 
 var _ Source = (*HTTPSource)(nil)
@@ -63,7 +65,7 @@ func NewHTTPSource(cfg HTTPConfig) (*HTTPSource, error) {
 		logger(cfg.Logger).Warn("publicip: echo service over plain http; anyone on the path can change its answer, consensus with other sources is what protects you",
 			"url", cfg.URL)
 	}
-	s := &HTTPSource{url: cfg.URL, client: cfg.Client}
+	s := &HTTPSource{url: cfg.URL, operator: operatorOfHost(u.Hostname()), client: cfg.Client}
 	if s.client == nil {
 		c4, c6 := FamilyClient(IPv4, nil), FamilyClient(IPv6, nil)
 		s.client = func(f Family) *http.Client {
@@ -94,6 +96,36 @@ func HTTPSources(urls []string, log *slog.Logger) ([]Source, error) {
 
 // Name implements Source: the URL.
 func (s *HTTPSource) Name() string { return s.url }
+
+// Operator implements Operated: who runs a well-known service, or "" (then
+// the source counts on its own).
+func (s *HTTPSource) Operator() string { return s.operator }
+
+// knownOperators maps host name suffixes of well-known echo and whoami
+// services to who runs them, so one company's services vote once.
+var knownOperators = []struct{ suffix, operator string }{
+	{"ipify.org", "ipify"},
+	{"icanhazip.com", "cloudflare"}, // run by Cloudflare since 2021
+	{"cloudflare-dns.com", "cloudflare"},
+	{"one.one.one.one", "cloudflare"},
+	{"cloudflare.com", "cloudflare"},
+	{"ifconfig.co", "ifconfig.co"},
+	{"opendns.com", "opendns"},
+	{"google.com", "google"},
+	{"dns.google", "google"},
+}
+
+// operatorOfHost returns who runs host if it is a well-known service, else
+// "": other sources (a lab's fakes, a self-hosted echo) each count on their own.
+func operatorOfHost(host string) string {
+	h := strings.ToLower(strings.TrimSuffix(host, "."))
+	for _, k := range knownOperators {
+		if h == k.suffix || strings.HasSuffix(h, "."+k.suffix) {
+			return k.operator
+		}
+	}
+	return ""
+}
 
 // Lookup implements Source.
 func (s *HTTPSource) Lookup(ctx context.Context, fam Family) (netip.Addr, error) {

@@ -70,6 +70,23 @@ type Source interface {
 	Lookup(ctx context.Context, fam Family) (netip.Addr, error)
 }
 
+// Operated is implemented by sources that know who runs the service they
+// ask. Answers from one operator count as one vote: api.ipify.org and
+// api64.ipify.org agreeing is one opinion, not two.
+type Operated interface {
+	Operator() string
+}
+
+// OperatorOf returns s's operator, or its name when it doesn't say.
+func OperatorOf(s Source) string {
+	if o, ok := s.(Operated); ok {
+		if op := o.Operator(); op != "" {
+			return op
+		}
+	}
+	return s.Name()
+}
+
 // LookupFunc is the signature of Source.Lookup.
 type LookupFunc func(ctx context.Context, fam Family) (netip.Addr, error)
 
