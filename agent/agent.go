@@ -196,7 +196,7 @@ func (a *Agent) sources() ([]publicip.Source, error) {
 			}
 			out = append(out, s...)
 		case "dns":
-			s, err := publicip.DNSSources(a.ac.PublicIP.DNS, a.log)
+			s, err := publicip.DNSSources(a.ac.PublicIP.DNS)
 			if err != nil {
 				return nil, fmt.Errorf("agent: publicip.dns: %w", err)
 			}

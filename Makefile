@@ -1,0 +1,52 @@
+# One Makefile defines what CI runs (.ci/run calls `make test`).
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
+GO ?= go
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+# Everything except the namespace lab, which runs separately so its skip or pass is visible.
+PKGS = $(shell $(GO) list ./... | grep -v /test/lab)
+
+.PHONY: build demo test test-unit test-lab lint bench fuzz lab-deps clean
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./agent/cmd/porthole-agent ./relay/cmd/porthole-relay
+
+demo:
+	$(GO) run ./internal/demo/cmd/porthole-demo
+
+test: lint test-unit test-lab
+
+test-unit:
+	$(GO) test -race -shuffle=on -timeout 10m $(PKGS)
+	$(GO) test -run='^$$' -bench=. -benchtime=1x -timeout 5m ./test/bench/...
+
+# The lab needs root and Debian's miniupnpd-nftables (make lab-deps). -v so that a
+# skip says LAB SKIPPED loudly; PORTHOLE_LAB=require (set by .ci/run) turns a skip into a failure.
+test-lab:
+	@echo "== namespace lab (test/lab) =="
+	$(GO) test -race -v -timeout 8m ./test/lab/... 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|LAB SKIPPED|_test.go:' ; \
+	  if $(GO) test -run XXX_none ./test/lab/ >/dev/null 2>&1 && [ "$$(id -u)" != 0 ]; then \
+	    echo "!! LAB SKIPPED: not root. Run 'sudo make lab-deps test-lab' to run the router scenarios. !!"; fi
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) mod tidy -diff
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchtime=1x -v ./test/bench/... 2>&1 | tee bench.out
+
+# Every fuzz target for 60 s each (FUZZTIME=10s for a quick pass).
+FUZZTIME ?= 60s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) $$pkg || exit 1; \
+	  done; done
+
+lab-deps:
+	bash test/lab/deps.sh
+
+clean:
+	rm -rf bin bench.out

@@ -1,0 +1,5 @@
+package demo
+
+import "time"
+
+func retryTick() <-chan time.Time { return time.After(50 * time.Millisecond) }
