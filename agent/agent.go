@@ -60,6 +60,7 @@ type Agent struct {
 	det     *publicip.Detector // nil without ddns
 	updater *ddns.Updater      // nil without ddns
 	kick    chan struct{}      // asks the path loop to re-check now
+	onPass  func(passReport)   // tests: called after each path-loop pass; nil in production
 
 	mu     sync.Mutex // guards status
 	status Status
@@ -403,9 +404,17 @@ func (a *Agent) pathLoop(ctx context.Context, localChange <-chan struct{}) error
 	for {
 		rep := a.pass(ctx, &verified)
 		a.saveStatus()
+		if a.onPass != nil {
+			a.onPass(rep)
+		}
 		wait := interval/2 + rand.N(interval) // [0.5, 1.5) interval, mean interval
 		if !rep.ok {
 			wait = min(wait, 30*time.Second)
+		}
+		if !rep.retryAt.IsZero() {
+			// A deferred write (minimum interval, backoff) is due then, not a
+			// whole interval later.
+			wait = min(wait, max(time.Until(rep.retryAt), 0))
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -423,10 +432,11 @@ func (a *Agent) pathLoop(ctx context.Context, localChange <-chan struct{}) error
 }
 
 type passReport struct {
-	ok     bool
-	action string
-	reason string
-	target ddns.Records
+	ok      bool
+	action  string
+	reason  string
+	target  ddns.Records
+	retryAt time.Time // when a deferred write may go ahead; zero if none
 }
 
 // pass is one detect-decide-publish cycle.
@@ -457,7 +467,7 @@ func (a *Agent) pass(ctx context.Context, verified *bool) passReport {
 	a.mu.Lock()
 	a.status.DNSAction = string(out.Action) + ": " + out.Reason
 	a.mu.Unlock()
-	rep.action, rep.reason, rep.target = string(out.Action), out.Reason, want
+	rep.action, rep.reason, rep.target, rep.retryAt = string(out.Action), out.Reason, want, out.RetryAt
 	if err != nil {
 		rep.reason = err.Error()
 		return rep

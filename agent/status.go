@@ -108,6 +108,8 @@ func (a *Agent) Once(ctx context.Context, w io.Writer) error {
 	}
 	var verified bool
 	rep := a.pass(ctx, &verified)
+	os.MkdirAll(a.ac.StateDir, 0o700) // best effort: status is informational
+	a.saveStatus()                    // so `porthole-agent status` can show the last run
 	st := a.Status()
 	fmt.Fprintf(w, "public address: v4 %s v6 %s\n", orNone(st.PublicV4), orNone(st.PublicV6))
 	fmt.Fprintf(w, "path: %s (%s)\n", orNone(st.Path), st.PathWhy)
