@@ -57,6 +57,7 @@ type Server struct {
 	pc  net.PacketConn
 	tr  *quic.Transport
 	ln  *quic.Listener
+	mln net.Listener // metrics; nil when off
 
 	wg       sync.WaitGroup // one per agent connection
 	mu       sync.Mutex     // guards the fields below
@@ -134,7 +135,15 @@ func New(cfg Config) (*Server, error) {
 		pc.Close()
 		return nil, fmt.Errorf("relay: quic listen: %w", err)
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, pc: pc, tr: tr, ln: ln, sessions: map[string]*session{}}, nil
+	var mln net.Listener
+	if rc.Metrics != "" {
+		if mln, err = net.Listen("tcp", rc.Metrics); err != nil {
+			ln.Close()
+			pc.Close()
+			return nil, fmt.Errorf("relay: metrics listener: %w", err)
+		}
+	}
+	return &Server{cfg: cfg, log: cfg.Logger, pc: pc, tr: tr, ln: ln, mln: mln, sessions: map[string]*session{}}, nil
 }
 
 // Addr is the UDP address agents connect to.
@@ -146,6 +155,16 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("relay listening", "udp", s.Addr().String(), "agents", len(s.cfg.Relay.Agents))
 	sctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	if s.mln != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.serveMetrics(sctx, s.mln); err != nil {
+				s.log.Warn("metrics server stopped", "err", err)
+			}
+		}()
+		s.log.Info("metrics", "url", "http://"+s.mln.Addr().String()+"/metrics")
+	}
 	go func() {
 		<-ctx.Done()
 		s.mu.Lock()

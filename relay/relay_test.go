@@ -7,8 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,7 +65,7 @@ type env struct {
 
 func startRelay(t *testing.T, port uint16, token string) *env {
 	rc := &config.Relay{
-		Listen: "127.0.0.1:0", ViewerBind: "127.0.0.1", StateDir: t.TempDir(),
+		Listen: "127.0.0.1:0", ViewerBind: "127.0.0.1", StateDir: t.TempDir(), Metrics: "127.0.0.1:0",
 		Agents: map[string]config.RelayAgent{"home": {Token: token, Ports: config.PortRange{Lo: port, Hi: port}}},
 	}
 	s, err := relay.New(relay.Config{Relay: rc, Logger: logger(t)})
@@ -132,6 +134,22 @@ func TestViewerThroughTunnel(t *testing.T) {
 	startAgent(t, e.relay.Addr().String(), tok, port, echoServer(t), []string{"any"})
 	roundTrip(t, port, 4<<20)
 	roundTrip(t, port, 1)
+
+	resp, err := http.Get("http://" + e.relay.MetricsAddr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		"porthole_relay_agents_connected 1",
+		`porthole_relay_viewer_connections_total{agent="home",service="cam"} 2`,
+		`porthole_relay_bytes_total{agent="home",direction="in",service="cam"} 4.194305e+06`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q:\n%s", want, body)
+		}
+	}
 }
 
 func TestWrongTokenRefused(t *testing.T) {

@@ -55,13 +55,16 @@ type Listener struct {
 	active   atomic.Int64
 	total    atomic.Int64
 	denied   atomic.Int64
+	bytesIn  atomic.Int64 // viewer to backend, counted when a connection ends
+	bytesOut atomic.Int64
 	lastDeny atomic.Int64 // unix nanos of the last logged denial
 	closing  atomic.Bool
 }
 
-// Stats are a listener's counters.
+// Stats are a listener's counters. Bytes are counted when a connection ends.
 type Stats struct {
 	Active, Total, Denied int64
+	BytesIn, BytesOut     int64
 }
 
 // Listen binds the listener; Serve then accepts.
@@ -92,7 +95,8 @@ func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 
 // Stats returns the counters.
 func (l *Listener) Stats() Stats {
-	return Stats{Active: l.active.Load(), Total: l.total.Load(), Denied: l.denied.Load()}
+	return Stats{Active: l.active.Load(), Total: l.total.Load(), Denied: l.denied.Load(),
+		BytesIn: l.bytesIn.Load(), BytesOut: l.bytesOut.Load()}
 }
 
 // Serve accepts until Close or ctx ends, handling each viewer in its own goroutine.
@@ -167,6 +171,8 @@ func (l *Listener) handle(ctx context.Context, c net.Conn) {
 		return
 	}
 	aToB, bToA, err := Splice(tc, back)
+	l.bytesIn.Add(aToB)
+	l.bytesOut.Add(bToA)
 	if err != nil {
 		l.log.Debug("viewer connection ended with error", "viewer", viewer, "in", aToB, "out", bToA, "err", err)
 	} else {
