@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -156,21 +157,31 @@ func TestWrongTokenRefused(t *testing.T) {
 	port := freePort(t)
 	e := startRelay(t, port, config.NewToken())
 	pol, _ := gateway.ParsePolicy([]string{"any"})
+	failed := make(chan error, 1)
 	c, _ := tunnel.New(tunnel.Config{Address: e.relay.Addr().String(), Name: "home", Token: config.NewToken(),
-		Services: []tunnel.Service{{Name: "cam", Port: port, Target: "127.0.0.1:1", Policy: pol}}})
+		Services: []tunnel.Service{{Name: "cam", Port: port, Target: "127.0.0.1:1", Policy: pol}},
+		OnRetry: func(err error, _ time.Duration) {
+			select {
+			case failed <- err:
+			default:
+			}
+		}})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for c.Status().LastError == "" && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	var err error
+	select {
+	case err = <-failed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no failed attempt within 10s")
 	}
 	cancel()
 	<-done
-	if st := c.Status(); st.Connected || st.LastError == "" {
-		t.Fatalf("status %+v", st)
-	} else {
-		t.Log(st.LastError)
+	if !errors.Is(err, tunnel.ErrAuth) {
+		t.Fatalf("attempt failed with %v, want an authentication error", err)
+	}
+	if c.Status().Connected {
+		t.Fatal("connected with a wrong token")
 	}
 	if _, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(int(port))); err == nil {
 		t.Fatal("service port open although the agent was refused")

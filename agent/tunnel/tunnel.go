@@ -65,6 +65,8 @@ type Config struct {
 	OnObserved func(netip.AddrPort)
 	// OnDisconnect is called when an established session ends.
 	OnDisconnect func(error)
+	// OnRetry is called after each failed or ended session, before the backoff wait.
+	OnRetry func(err error, wait time.Duration)
 	// BackoffMin and BackoffMax bound reconnect delays. Zero means 250ms and 30s.
 	BackoffMin, BackoffMax time.Duration
 	// PongTimeout: a session with no pong for this long is dropped. Zero means 10s.
@@ -224,6 +226,9 @@ func (c *Client) Run(ctx context.Context) error {
 		c.status.LastError = err.Error()
 		c.status.Reconnects++
 		c.mu.Unlock()
+		if c.cfg.OnRetry != nil {
+			c.cfg.OnRetry(err, wait)
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
