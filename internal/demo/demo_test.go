@@ -1,0 +1,67 @@
+package demo
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func freePort(t *testing.T) uint16 {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return uint16(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// TestDemoServesCameraThroughRelay runs the demo and reads the printed URL's page
+// and a frame of its MJPEG stream, which travel through the relay and the tunnel.
+func TestDemoServesCameraThroughRelay(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, pw, Options{HTTPPort: freePort(t), RTSPPort: freePort(t)}); pw.Close() }()
+	defer func() { cancel(); <-done }()
+
+	var url string
+	lines := bufio.NewScanner(pr)
+	for lines.Scan() {
+		if l := lines.Text(); strings.HasPrefix(l, "http://") {
+			url = l
+			break
+		}
+	}
+	go io.Copy(io.Discard, pr)
+	if url == "" {
+		t.Fatal("demo printed no http:// URL")
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(page), "stream.mjpg") {
+		t.Fatalf("page has no MJPEG stream: %s", page)
+	}
+	resp, err = client.Get(url + "stream.mjpg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "multipart/x-mixed-replace") {
+		t.Fatalf("stream content type %q", ct)
+	}
+	buf := make([]byte, 64<<10)
+	n, _ := io.ReadAtLeast(resp.Body, buf, 4096)
+	if !strings.Contains(string(buf[:n]), "\xff\xd8") {
+		t.Fatalf("no JPEG frame in the first %d bytes of the stream", n)
+	}
+}
