@@ -19,6 +19,7 @@ import (
 	"github.com/porthole-dev/porthole/agent/publicip"
 	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/test/fakecloudflare"
+	"github.com/porthole-dev/porthole/test/fakedyndns"
 )
 
 // In-process tests of the agent's DDNS path (issue 3): a plain DNS updater
@@ -122,6 +123,8 @@ type harnessOpts struct {
 	seed        netip.Addr        // a record the provider already holds
 	addr        netip.Addr        // what boxSources answer at start
 	before      func(*fakecloudflare.Server)
+	provider    *config.Provider // nil: the fake Cloudflare
+	client      *http.Client     // with provider
 }
 
 func startAgent(t *testing.T, o harnessOpts) *harness {
@@ -147,6 +150,10 @@ func startAgent(t *testing.T, o harnessOpts) *harness {
 		o.minInterval = config.DefaultDDNSMinInterval
 	}
 	client := cf.Client()
+	prov := config.Provider{Type: "cloudflare", Zone: testZone, APIToken: cfToken, BaseURL: cf.URL}
+	if o.provider != nil {
+		prov, client = *o.provider, o.client
+	}
 	client.Transport = &writeSignal{next: client.Transport, writes: h.writes}
 	ac := &config.Agent{
 		Name:     "home",
@@ -158,7 +165,7 @@ func startAgent(t *testing.T, o harnessOpts) *harness {
 		},
 		DDNS: &config.DDNS{
 			Hostname: testHost, TTL: time.Minute, MinInterval: o.minInterval,
-			Provider: config.Provider{Type: "cloudflare", Zone: testZone, APIToken: cfToken, BaseURL: cf.URL},
+			Provider: prov,
 		},
 	}
 	a, err := New(Config{
@@ -423,6 +430,40 @@ func TestAgentDDNSProviderErrors(t *testing.T) {
 			}
 			if st := h.a.Status(); st.DNSAction == "" || strings.HasPrefix(st.DNSAction, "updated") {
 				t.Errorf("status dns action %q", st.DNSAction)
+			}
+		})
+	}
+}
+
+func TestAgentDDNSDynDNS2Refusals(t *testing.T) {
+	const user, pass = "porthole", "dyndns-secret-0123456789"
+	for _, body := range []string{"abuse", "badauth", "nohost", "911"} {
+		t.Run(body, func(t *testing.T) {
+			dd := fakedyndns.New(t, user, pass, testHost)
+			dd.Script(fakedyndns.Answer{Body: body})
+			h := startAgent(t, harnessOpts{addr: newAddr, client: dd.Client(), provider: &config.Provider{
+				Type: "dyndns2", BaseURL: dd.URL, Username: user, Password: pass}})
+			if r := h.pass(); r.ok || r.action == "updated" {
+				t.Fatalf("first pass answered %q: %+v", body, r)
+			}
+			for range 3 {
+				if r := h.cycle(); r.action == "updated" || r.action == "unchanged" {
+					t.Fatalf("pass after %q: %+v", body, r)
+				}
+			}
+			h.alive()
+			if n := len(dd.Requests()); n != 1 {
+				t.Errorf("%d update requests after %q, want 1 (no retry storm)", n, body)
+			}
+			if v4, _ := dd.Published(testHost); v4.IsValid() {
+				t.Errorf("published %s despite %q", v4, body)
+			}
+			logs := h.logs.String()
+			if !strings.Contains(logs, "level=ERROR") && !strings.Contains(logs, "level=WARN") {
+				t.Errorf("nothing logged about %q:\n%s", body, logs)
+			}
+			if strings.Contains(logs, pass) {
+				t.Errorf("the dyndns2 password was logged")
 			}
 		})
 	}
