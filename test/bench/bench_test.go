@@ -1,0 +1,184 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"math"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestPercentile(t *testing.T) {
+	xs := []time.Duration{5, 1, 4, 2, 3, 6, 7, 8, 9, 10}
+	for _, c := range []struct {
+		p    float64
+		want time.Duration
+	}{{50, 5}, {99, 10}, {100, 10}, {0, 1}, {10, 1}, {11, 2}} {
+		if got := percentile(xs, c.p); got != c.want {
+			t.Errorf("percentile(%v) = %v, want %v", c.p, got, c.want)
+		}
+	}
+	if percentile(nil, 50) != 0 {
+		t.Error("percentile of nothing is not 0")
+	}
+}
+
+func TestWriteTable(t *testing.T) {
+	var b bytes.Buffer
+	WriteTable(&b, []Figure{
+		{Name: "tp", Value: 2.5, Unit: "Gbit/s", Direct: 20, Ratio: 0.125, Target: ">= 2 Gbit/s", Pass: true},
+		{Name: "mem", Value: 120, Unit: "KiB", Direct: NoBaseline, Ratio: NoBaseline, Target: "< 100 KiB"},
+		{Name: "p99", Value: 60, Unit: "µs", Direct: 30, Ratio: 3},
+	})
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("%d lines:\n%s", len(lines), b.String())
+	}
+	for i, want := range [][]string{
+		{"FIGURE", "VALUE", "DIRECT", "RATIO", "TARGET", "RESULT"},
+		{"tp", "2.50 Gbit/s", "20.0 Gbit/s", "0.12x", "PASS"},
+		{"mem", "120 KiB", "MISS"},
+		{"p99", "60.0 µs", "30.0 µs", "3.00x"},
+	} {
+		for _, w := range want {
+			if !strings.Contains(lines[i], w) {
+				t.Errorf("line %d %q lacks %q", i, lines[i], w)
+			}
+		}
+	}
+	if strings.Contains(lines[3], "PASS") || strings.Contains(lines[3], "MISS") {
+		t.Errorf("figure without target judged: %q", lines[3])
+	}
+}
+
+// TestWatchDetectsLoss feeds the viewer's checker a stream with a chunk missing.
+func TestWatchDetectsLoss(t *testing.T) {
+	epoch := time.Now()
+	chunk := func(k int) []byte {
+		b := make([]byte, chunkSize)
+		binary.BigEndian.PutUint64(b[8:], uint64(k))
+		for i := 16; i < len(b); i++ {
+			b[i] = byte(k*7 + 1)
+		}
+		return b
+	}
+	for _, c := range []struct {
+		name   string
+		chunks []int
+		bad    bool
+	}{{"complete", []int{0, 1, 2}, false}, {"gap", []int{0, 2}, true}} {
+		a, b := net.Pipe()
+		go func() {
+			for _, k := range c.chunks {
+				a.Write(chunk(k))
+			}
+			a.Close()
+		}()
+		r := watch(b, epoch)
+		if (r.err != nil) != c.bad || (!c.bad && r.bytes != int64(len(c.chunks))*chunkSize) {
+			t.Errorf("%s: err %v, %d bytes", c.name, r.err, r.bytes)
+		}
+	}
+}
+
+// check fails the benchmark on errors, never on numbers.
+func check(b *testing.B, figs ...Figure) {
+	b.Helper()
+	for _, f := range figs {
+		if math.IsNaN(f.Value) {
+			b.Fatalf("%s: %s", f.Name, f.Note)
+		}
+		b.Logf("%s: %.2f %s (direct %.2f) %s", f.Name, f.Value, f.Unit, f.Direct, f.Note)
+	}
+}
+
+func BenchmarkThroughput(b *testing.B) {
+	const size = 8 << 20
+	src, err := serve(bulkSource(size))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.close()
+	tun, err := StartTunnel(context.Background(), src.addr())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tun.Close()
+	for _, path := range []struct{ name, addr string }{{"direct", src.addr()}, {"tunnel", tun.ViewerAddr}} {
+		b.Run(path.name, func(b *testing.B) {
+			b.SetBytes(size)
+			for b.Loop() {
+				if n, _, err := download(context.Background(), path.addr); err != nil || n != size {
+					b.Fatalf("%d bytes, %v", n, err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkPingPong(b *testing.B) {
+	src, err := serve(echo)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.close()
+	tun, err := StartTunnel(context.Background(), src.addr())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tun.Close()
+	for _, path := range []struct{ name, addr string }{{"direct", src.addr()}, {"tunnel", tun.ViewerAddr}} {
+		b.Run(path.name, func(b *testing.B) {
+			rtts, err := pingPong(context.Background(), path.addr, b.N)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(micros(percentile(rtts, 50)), "p50-µs")
+			b.ReportMetric(micros(percentile(rtts, 99)), "p99-µs")
+		})
+	}
+}
+
+func BenchmarkViewers(b *testing.B) {
+	for range b.N {
+		f := Viewers(context.Background(), Smoke.Viewers, Smoke.ViewerTime)
+		check(b, f)
+		b.ReportMetric(f.Value, "p99-ms")
+	}
+}
+
+var relayBin = sync.OnceValues(func() (string, error) {
+	dir, err := tempDir()
+	if err != nil {
+		return "", err
+	}
+	return BuildRelay(context.Background(), dir)
+})
+
+func BenchmarkRelayMemory(b *testing.B) {
+	bin, err := relayBin()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for range b.N {
+		f := MemoryPerAgent(context.Background(), bin, Smoke.Agents, Smoke.Settle)
+		check(b, f)
+		b.ReportMetric(f.Value, "KiB/agent")
+	}
+}
+
+func BenchmarkRelayRestart(b *testing.B) {
+	bin, err := relayBin()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for range b.N {
+		figs := Restart(context.Background(), bin, 1, 0)
+		check(b, figs...)
+		b.ReportMetric(figs[0].Value, "s-to-answer")
+	}
+}

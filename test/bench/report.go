@@ -1,0 +1,99 @@
+// Package bench measures Porthole's data path against direct connections on
+// loopback: bulk throughput, added ping-pong latency, many paced camera viewers,
+// relay memory per idle agent, and time to recover from a relay restart. Every
+// figure is printed beside a direct baseline measured in the same run where one
+// applies; nothing here asserts on timing. `go run ./test/bench/cmd/benchreport`
+// prints the full table; the Benchmark functions run the same code at smoke scale.
+package bench
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Figure is one line of the report.
+type Figure struct {
+	// Name says what was measured.
+	Name string
+	// Value is the measured figure in Unit.
+	Value float64
+	// Unit of Value and Direct.
+	Unit string
+	// Direct is the same quantity over a direct connection; NaN when there is none.
+	Direct float64
+	// Ratio compares the tunnel with the direct path (through/direct); NaN when none.
+	Ratio float64
+	// Target is the goal in words, empty when there is none.
+	Target string
+	// Pass reports whether Target was met; ignored when Target is empty.
+	Pass bool
+	// Note adds detail (spread, sample count, what the direct figure is).
+	Note string
+}
+
+// NoBaseline is Direct and Ratio for figures without a direct counterpart.
+var NoBaseline = math.NaN()
+
+func fmtNum(v float64) string {
+	switch {
+	case math.IsNaN(v):
+		return "-"
+	case math.Abs(v) >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case math.Abs(v) >= 10:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}
+
+// WriteTable prints figures as an aligned table.
+func WriteTable(w io.Writer, figs []Figure) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "FIGURE\tVALUE\tDIRECT\tRATIO\tTARGET\tRESULT\tNOTE")
+	for _, f := range figs {
+		result := "-"
+		if f.Target != "" {
+			result = "MISS"
+			if f.Pass {
+				result = "PASS"
+			}
+		}
+		ratio := "-"
+		if !math.IsNaN(f.Ratio) {
+			ratio = fmtNum(f.Ratio) + "x"
+		}
+		direct := fmtNum(f.Direct)
+		if direct != "-" {
+			direct += " " + f.Unit
+		}
+		target := f.Target
+		if target == "" {
+			target = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s %s\t%s\t%s\t%s\t%s\t%s\n", f.Name, fmtNum(f.Value), f.Unit, direct, ratio, target, result, f.Note)
+	}
+	return tw.Flush()
+}
+
+// percentile returns the p-th percentile (0..100) of xs by nearest rank; xs is sorted in place.
+func percentile(xs []time.Duration, p float64) time.Duration {
+	if len(xs) == 0 {
+		return 0
+	}
+	slices.Sort(xs)
+	rank := int(math.Ceil(p/100*float64(len(xs)))) - 1
+	return xs[min(max(rank, 0), len(xs)-1)]
+}
+
+func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+func millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func errorFigure(name string, err error) Figure {
+	return Figure{Name: name, Value: math.NaN(), Direct: NoBaseline, Ratio: NoBaseline, Target: "runs", Note: "error: " + strings.ReplaceAll(err.Error(), "\n", " ")}
+}
