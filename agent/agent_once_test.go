@@ -38,11 +38,8 @@ func buildAgent(t *testing.T) string {
 	return bin
 }
 
-// onceMinAgree is 1 because internal/config counts source kinds, not URLs:
-// "sources: [https]" with two https URLs is one source to it, and min_agree: 2
-// is refused. Two echo servers that disagree still tie, so nothing is
-// published; the in-process tests cover min_agree 2 over two echo URLs.
-const onceMinAgree = 1
+// onceMinAgree: both echo servers must agree before anything is published.
+const onceMinAgree = 2
 
 type onceEnv struct {
 	bin  string

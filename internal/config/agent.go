@@ -284,7 +284,7 @@ func (p *parser) publicIP(f *fields, haveRelay bool) PublicIP {
 		IPv6:     true,
 	}
 	if f == nil {
-		pi.MinAgree = min(defaultPublicIPMinimum, countSources(pi.Sources, haveRelay))
+		pi.MinAgree = min(defaultPublicIPMinimum, countSources(pi.Sources, haveRelay, &pi))
 		return pi
 	}
 	explicit := p.subset(f, "sources", PublicIPSources)
@@ -308,7 +308,7 @@ func (p *parser) publicIP(f *fields, haveRelay bool) PublicIP {
 		}
 		pi.DNS = append(pi.DNS, n)
 	}
-	count := countSources(pi.Sources, haveRelay)
+	count := countSources(pi.Sources, haveRelay, &pi)
 	pi.MinAgree = min(defaultPublicIPMinimum, count)
 	if v, line, present, ok := p.integer(f, "min_agree"); ok && present {
 		switch {
@@ -342,12 +342,33 @@ func (p *parser) publicIP(f *fields, haveRelay bool) PublicIP {
 }
 
 // countSources is how many sources can vote: relay only with a relay.
-func countSources(sources []string, haveRelay bool) int {
-	n := len(sources)
-	if contains(sources, "relay") && !haveRelay {
-		n--
+// countSources is how many independent answers the listed sources can give: each
+// https URL and dns resolver counts (the built-in lists at least 2 each), the relay
+// and the router one each. The detector may count less (one vote per operator).
+func countSources(sources []string, haveRelay bool, pi *PublicIP) int {
+	n := 0
+	for _, s := range sources {
+		switch s {
+		case "relay":
+			if haveRelay {
+				n++
+			}
+		case "router":
+			n++
+		case "https":
+			n += max(len(pi.HTTPS), 2*boolInt(len(pi.HTTPS) == 0))
+		case "dns":
+			n += max(len(pi.DNS), 2*boolInt(len(pi.DNS) == 0))
+		}
 	}
 	return n
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func (p *parser) ddns(f *fields) *DDNS {

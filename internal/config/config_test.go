@@ -230,10 +230,16 @@ direct:
 	}
 
 	// One source: the default min_agree shrinks to 1; relay doesn't count without a relay.
-	a, err = ParseAgent("a.yaml", []byte("name: h\nddns: {hostname: h.example.com, provider: {type: duckdns, token: t}}\npublicip: {sources: [dns]}\n"), envOf())
+	a, err = ParseAgent("a.yaml", []byte("name: h\nddns: {hostname: h.example.com, provider: {type: duckdns, token: t}}\npublicip: {sources: [router]}\n"), envOf())
 	checkErrs(t, err)
 	if a.PublicIP.MinAgree != 1 {
 		t.Errorf("min_agree = %d, want 1", a.PublicIP.MinAgree)
+	}
+	// Each listed echo URL is a source of its own.
+	a, err = ParseAgent("a.yaml", []byte("name: h\nddns: {hostname: h.example.com, provider: {type: duckdns, token: t}}\npublicip: {sources: [https], https: [\"https://a.example/\", \"https://b.example/\"], min_agree: 2}\n"), envOf())
+	checkErrs(t, err)
+	if a.PublicIP.MinAgree != 2 {
+		t.Errorf("min_agree = %d, want 2", a.PublicIP.MinAgree)
 	}
 }
 
@@ -459,7 +465,7 @@ func TestAgentErrors(t *testing.T) {
 			{5, "publicip.https[0]", "expected an https:// URL"},
 			{5, "publicip.https[1]", "expected an https:// URL"},
 			{6, "publicip.dns[0]", "expected a resolver name"},
-			{7, "publicip.min_agree", "3 is more than the 1 sources in use"},
+			{7, "publicip.min_agree", "3 is more than the 2 sources in use"},
 			{8, "publicip.accept[0]", "expected a CIDR"},
 			{9, "publicip.interval", "too short: at least 30s"},
 			{10, "publicip.ipv6", "expected true or false"},
