@@ -78,7 +78,7 @@ func TestCheckRefusesBadConfigs(t *testing.T) {
 		"  - name: b\n    target: 127.0.0.1:2\n    port: %d\n    allow: [any]\n"
 	dup := writeFile(t, dir, "dup.yaml", fmt.Sprintf(agentYAML, tok, 10001))
 	code, out = runCmd(t, bins.agent, "-check", "-config", dup)
-	if code == 0 || !strings.Contains(out, "dup.yaml:17") || !strings.Contains(out, "services[1].port") || !strings.Contains(out, "10001") {
+	if code == 0 || !strings.Contains(out, "dup.yaml:15") || !strings.Contains(out, "services[1].port") || !strings.Contains(out, "10001") {
 		t.Errorf("agent -check with a duplicate port: exit %d, output %q", code, out)
 	}
 	weakAgent := writeFile(t, dir, "weak-agent.yaml", fmt.Sprintf(agentYAML, "hunter2hunter2", 10002))

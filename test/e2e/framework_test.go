@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -70,7 +71,9 @@ var ports struct {
 }
 
 // freePort returns a port on 127.0.0.1 that is free for network ("tcp" or "udp") and
-// was not handed out before in this process.
+// was not handed out before in this process. Ports come from below the kernel's
+// ephemeral range, so that a restarted process can bind its port again without an
+// outgoing connection of another test having taken it meanwhile.
 func freePort(t testing.TB, network string) int {
 	t.Helper()
 	ports.mu.Lock()
@@ -78,34 +81,48 @@ func freePort(t testing.TB, network string) int {
 	if ports.used == nil {
 		ports.used = map[string]bool{}
 	}
-	for range 100 {
-		var p int
+	lo, hi := 20000, ephemeralLow()-1
+	for range 1000 {
+		p := lo + mrand.IntN(hi-lo+1)
+		key := network + "/" + strconv.Itoa(p)
+		if ports.used[key] {
+			continue
+		}
+		addr := "127.0.0.1:" + strconv.Itoa(p)
 		switch network {
 		case "tcp":
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			ln, err := net.Listen("tcp", addr)
 			if err != nil {
-				t.Fatalf("free port: %v", err)
+				continue
 			}
-			p = ln.Addr().(*net.TCPAddr).Port
 			ln.Close()
 		case "udp":
-			pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+			pc, err := net.ListenPacket("udp", addr)
 			if err != nil {
-				t.Fatalf("free port: %v", err)
+				continue
 			}
-			p = pc.LocalAddr().(*net.UDPAddr).Port
 			pc.Close()
 		default:
 			t.Fatalf("free port: network %q", network)
 		}
-		key := network + "/" + strconv.Itoa(p)
-		if !ports.used[key] {
-			ports.used[key] = true
-			return p
+		ports.used[key] = true
+		return p
+	}
+	t.Fatalf("free port: none found in %d-%d", lo, hi)
+	return 0
+}
+
+// ephemeralLow is the start of the kernel's ephemeral port range (32768 if unknown).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 21000 {
+				return n
+			}
 		}
 	}
-	t.Fatalf("free port: none found")
-	return 0
+	return 32768
 }
 
 // ---- polling ----
