@@ -10,7 +10,7 @@ import (
 
 // Scale sizes a run.
 type Scale struct {
-	// ThroughputBytes is the size of the bulk download.
+	// ThroughputBytes is the size of one bulk download (three per path).
 	ThroughputBytes int64
 	// Pings is the number of ping-pong round trips per path.
 	Pings int
@@ -29,13 +29,13 @@ type Scale struct {
 
 // Full is the scale of `make bench`, the figures of the issue.
 var Full = Scale{
-	ThroughputBytes: 2 << 30, Pings: 20000, Agents: 200, Viewers: 200, ViewerTime: 10 * time.Second,
+	ThroughputBytes: 1 << 30, Pings: 20000, Agents: 200, Viewers: 200, ViewerTime: 10 * time.Second,
 	Restarts: 5, RestartJitter: 2 * time.Second, Settle: 3 * time.Second,
 }
 
 // Smoke is small enough for CI; its numbers only show that everything runs.
 var Smoke = Scale{
-	ThroughputBytes: 32 << 20, Pings: 200, Agents: 10, Viewers: 10, ViewerTime: time.Second,
+	ThroughputBytes: 16 << 20, Pings: 200, Agents: 10, Viewers: 10, ViewerTime: time.Second,
 	Restarts: 1, RestartJitter: 0, Settle: 200 * time.Millisecond,
 }
 
