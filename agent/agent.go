@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -483,10 +484,7 @@ func (a *Agent) choosePath(ctx context.Context, res publicip.Result, verified *b
 	if !relayIP.IsValid() && ts.Session.RelayAddr.IsValid() {
 		relayIP = ts.Session.RelayAddr.Addr().Unmap()
 	}
-	relayRec := ddns.Records{V4: relayIP, NoV6: true}
-	if relayIP.Is6() {
-		relayRec = ddns.Records{V6: relayIP, NoV4: true}
-	}
+	relayRec := a.onlyFamily(relayIP)
 	if !relayIP.IsValid() {
 		return "relay", "tunnel not connected yet; relay address unknown", ddns.Records{}
 	}
@@ -536,7 +534,23 @@ func (a *Agent) choosePath(ctx context.Context, res publicip.Result, verified *b
 		a.log.Info("direct path verified from outside for every service; DNS points home", "home", home)
 	}
 	*verified = true
-	return "direct", "the relay reached every service at " + home.String() + " from outside", ddns.Records{V4: home, NoV6: true}
+	return "direct", "the relay reached every service at " + home.String() + " from outside", a.onlyFamily(home)
+}
+
+// onlyFamily is what DNS should hold to send viewers to ip: ip, and no record
+// of the other family. The dyndns2 family (dyndns2, noip, dynu) can't remove a
+// record and fails such an update; since the agent never publishes AAAA while
+// a relay is configured, it leaves AAAA alone there instead.
+func (a *Agent) onlyFamily(ip netip.Addr) ddns.Records {
+	if ip.Is6() {
+		return ddns.Records{V6: ip, NoV4: true}
+	}
+	r := ddns.Records{V4: ip, NoV6: true}
+	switch strings.ToLower(a.ac.DDNS.Provider.Type) {
+	case "dyndns2", "noip", "dynu":
+		r.NoV6 = false
+	}
+	return r
 }
 
 func (a *Agent) setPath(path, why, dns string) {
