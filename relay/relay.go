@@ -40,7 +40,9 @@ type Config struct {
 	PacketConn net.PacketConn
 	// HandshakeTimeout bounds an agent's authentication. Zero means 10s.
 	HandshakeTimeout time.Duration
-	// Heartbeat is the interval agents are told to ping at. Zero means 2s.
+	// Heartbeat is the interval agents are told to ping at. Zero means 1s: after a
+	// relay restart the agent's next ping draws a stateless reset, so this bounds
+	// how long a restarted relay waits for its agents (about 100 bytes/s per agent).
 	Heartbeat time.Duration
 	// ShutdownTimeout is how long open viewer connections may finish on shutdown. Zero means 5s.
 	ShutdownTimeout time.Duration
@@ -94,7 +96,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.HandshakeTimeout = 10 * time.Second
 	}
 	if cfg.Heartbeat == 0 {
-		cfg.Heartbeat = 2 * time.Second
+		cfg.Heartbeat = time.Second
 	}
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 5 * time.Second

@@ -35,6 +35,10 @@ const (
 // ErrAuth means the relay and the agent don't share the token (or the relay is forged).
 var ErrAuth = errors.New("authentication failed")
 
+// ErrReplaced means another agent with the same name connected and the relay
+// dropped this session: two agents share a config. The loser backs off hard.
+var ErrReplaced = errors.New("replaced by another agent with the same name")
+
 // Service is one LAN service offered through the tunnel.
 type Service struct {
 	Name   string
@@ -86,6 +90,8 @@ type Session struct {
 	RelayAddr netip.AddrPort
 	// Results is the relay's answer to the service registration.
 	Results []proto.ServiceResult
+	// Heartbeat is the ping interval the relay asked for.
+	Heartbeat time.Duration
 }
 
 // Status is a snapshot for the status command.
@@ -207,7 +213,7 @@ func (c *Client) Run(ctx context.Context) error {
 			backoff = 0
 		}
 		switch {
-		case errors.Is(err, ErrAuth):
+		case errors.Is(err, ErrAuth), errors.Is(err, ErrReplaced):
 			backoff = c.cfg.BackoffMax
 		case backoff == 0:
 			backoff = c.cfg.BackoffMin
@@ -311,7 +317,7 @@ func (c *Client) session(ctx context.Context) error {
 		c.cfg.OnConnect(sess)
 	}
 
-	err = c.serve(ctx, cn, sess.Observed)
+	err = c.serve(ctx, cn, sess.Observed, sess.Heartbeat)
 
 	c.mu.Lock()
 	c.cur = nil
@@ -378,6 +384,8 @@ func (c *Client) handshake(ctx context.Context, qc *quic.Conn) (*conn, Session, 
 	case *proto.Welcome:
 		sess.Observed, _ = netip.ParseAddrPort(m.Observed)
 		sess.RelayPublicIP, _ = netip.ParseAddr(m.PublicIP)
+		// Clamp what the relay asks for to something sane.
+		sess.Heartbeat = min(max(time.Duration(m.HeartbeatMillis)*time.Millisecond, 250*time.Millisecond), 15*time.Second)
 	case *proto.Refused:
 		return nil, sess, fmt.Errorf("%w: relay says %s", ErrAuth, m.Reason)
 	default:
@@ -415,7 +423,7 @@ func (c *Client) handshake(ctx context.Context, qc *quic.Conn) (*conn, Session, 
 }
 
 // serve runs the heartbeat, the control reader and the stream acceptor.
-func (c *Client) serve(ctx context.Context, cn *conn, observed netip.AddrPort) error {
+func (c *Client) serve(ctx context.Context, cn *conn, observed netip.AddrPort, heartbeat time.Duration) error {
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stop := context.AfterFunc(sctx, func() { cn.ctrl.CancelRead(0) })
@@ -463,7 +471,7 @@ func (c *Client) serve(ctx context.Context, cn *conn, observed netip.AddrPort) e
 	}()
 	go func() { // heartbeat
 		defer wg.Done()
-		t := time.NewTicker(2 * time.Second)
+		t := time.NewTicker(heartbeat)
 		defer t.Stop()
 		for seq := uint64(1); ; seq++ {
 			select {
@@ -507,7 +515,7 @@ func connErr(qc *quic.Conn, err error) error {
 	if cause := context.Cause(qc.Context()); cause != nil {
 		var appErr *quic.ApplicationError
 		if errors.As(cause, &appErr) && appErr.Remote && appErr.ErrorCode == codeReplaced {
-			return fmt.Errorf("replaced by another agent with the same name: %w", cause)
+			return fmt.Errorf("%w: is a second agent running with this config? each agent needs its own name and token", ErrReplaced)
 		}
 		return cause
 	}
@@ -524,7 +532,13 @@ func (c *Client) serveStream(ctx context.Context, cn *conn, st *quic.Stream) {
 	st.SetReadDeadline(time.Now().Add(10 * time.Second))
 	hdr, err := proto.ReadStreamHeader(st)
 	if err != nil {
-		c.log.Warn("bad stream from the relay", "err", err)
+		var se *quic.StreamError
+		if errors.As(err, &se) && se.Remote {
+			// The viewer left before the stream started; nothing wrong.
+			c.log.Debug("viewer stream canceled before its header", "err", err)
+		} else {
+			c.log.Warn("bad stream from the relay", "err", err)
+		}
 		refuse()
 		return
 	}
