@@ -156,67 +156,48 @@ func New(cfg Config) (*Agent, error) {
 			return nil, fmt.Errorf("agent: ddns: %w", err)
 		}
 		a.updater = u
-		srcs := cfg.Sources
-		if srcs == nil {
-			if srcs, err = a.sources(); err != nil {
-				return nil, err
-			}
+		var relaySrc, routerSrc publicip.LookupFunc
+		if a.tun != nil {
+			relaySrc = a.relayObserved
 		}
-		a.det = publicip.New(publicip.Config{
-			Sources: srcs, MinAgree: ac.PublicIP.MinAgree, Accept: ac.PublicIP.Accept,
-			Logger: cfg.Logger.With("part", "publicip"), IPv6: ac.PublicIP.IPv6 && ac.Relay == nil,
-			IPv6InterfaceID: ac.PublicIP.IPv6InterfaceID, Router: "router",
-		})
+		if a.pm != nil {
+			routerSrc = a.routerExternal
+		}
+		pc, err := publicip.FromConfig(ac.PublicIP, relaySrc, routerSrc, cfg.Logger.With("part", "publicip"))
+		if err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+		if cfg.Sources != nil {
+			pc.Sources = cfg.Sources
+		}
+		// A relayed agent publishes the relay's address, never the home's IPv6.
+		pc.IPv6 = pc.IPv6 && ac.Relay == nil
+		a.det = publicip.New(pc)
 	}
 	return a, nil
 }
 
-// sources builds the public-address sources the config lists.
-func (a *Agent) sources() ([]publicip.Source, error) {
-	var out []publicip.Source
-	for _, name := range a.ac.PublicIP.Sources {
-		switch name {
-		case "relay":
-			if a.tun == nil {
-				continue
-			}
-			out = append(out, publicip.NewFuncSource("relay", func(ctx context.Context, fam publicip.Family) (netip.Addr, error) {
-				st := a.tun.Status()
-				if !st.Connected {
-					return netip.Addr{}, tunnel.ErrNotConnected
-				}
-				ip := st.Session.Observed.Addr().Unmap()
-				if (fam == publicip.IPv4) != ip.Is4() {
-					return netip.Addr{}, publicip.ErrNoAnswer
-				}
-				return ip, nil
-			}))
-		case "https":
-			s, err := publicip.HTTPSources(a.ac.PublicIP.HTTPS, a.log)
-			if err != nil {
-				return nil, fmt.Errorf("agent: publicip.https: %w", err)
-			}
-			out = append(out, s...)
-		case "dns":
-			s, err := publicip.DNSSources(a.ac.PublicIP.DNS)
-			if err != nil {
-				return nil, fmt.Errorf("agent: publicip.dns: %w", err)
-			}
-			out = append(out, s...)
-		case "router":
-			if a.pm == nil {
-				continue
-			}
-			out = append(out, publicip.NewFuncSource("router", func(ctx context.Context, fam publicip.Family) (netip.Addr, error) {
-				ext := a.pm.Status().ExternalAddr
-				if fam != publicip.IPv4 || !ext.IsValid() {
-					return netip.Addr{}, publicip.ErrNoAnswer
-				}
-				return ext, nil
-			}))
-		}
+// relayObserved is the "relay" public-address source: the address the relay sees
+// on the authenticated tunnel.
+func (a *Agent) relayObserved(ctx context.Context, fam publicip.Family) (netip.Addr, error) {
+	st := a.tun.Status()
+	if !st.Connected {
+		return netip.Addr{}, tunnel.ErrNotConnected
 	}
-	return out, nil
+	ip := st.Session.Observed.Addr().Unmap()
+	if (fam == publicip.IPv4) != ip.Is4() {
+		return netip.Addr{}, publicip.ErrNoAnswer
+	}
+	return ip, nil
+}
+
+// routerExternal is the "router" source: the external address the router reports.
+func (a *Agent) routerExternal(ctx context.Context, fam publicip.Family) (netip.Addr, error) {
+	ext := a.pm.Status().ExternalAddr
+	if fam != publicip.IPv4 || !ext.IsValid() {
+		return netip.Addr{}, publicip.ErrNoAnswer
+	}
+	return ext, nil
 }
 
 func (a *Agent) poke() {
