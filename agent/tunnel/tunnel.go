@@ -202,26 +202,33 @@ func (c *Client) Run(ctx context.Context) error {
 	defer c.streams.Wait()
 	backoff := time.Duration(0)
 	var lastErr string
-	for attempt := 0; ; attempt++ {
+	for {
 		start := time.Now()
 		err := c.session(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		// A session that lasted resets the backoff; auth failures back off hardest.
-		if time.Since(start) > time.Minute {
-			backoff = 0
-		}
+		since := c.Status().Since
+		established := since.After(start)
+		var reset *quic.StatelessResetError
+		wait := time.Duration(-1)
 		switch {
 		case errors.Is(err, ErrAuth), errors.Is(err, ErrReplaced):
 			backoff = c.cfg.BackoffMax
-		case backoff == 0:
+		case established && errors.As(err, &reset):
+			// A stateless reset proves the relay restarted and is back: reconnect
+			// at once. Only a restarted relay can send one, so this can't loop.
+			backoff, wait = 0, 0
+		case established && time.Since(since) > 5*time.Second, backoff == 0:
+			// A session that worked for a while starts the backoff afresh.
 			backoff = c.cfg.BackoffMin
 		default:
 			backoff = min(2*backoff, c.cfg.BackoffMax)
 		}
-		// Full jitter in [backoff/2, backoff].
-		wait := backoff/2 + rand.N(backoff/2+1)
+		if wait < 0 {
+			// Jitter in [backoff/2, backoff].
+			wait = backoff/2 + rand.N(backoff/2+1)
+		}
 		if msg := err.Error(); msg != lastErr {
 			c.log.Warn("tunnel down; reconnecting", "err", err, "retry_in", wait.Round(time.Millisecond))
 			lastErr = msg
