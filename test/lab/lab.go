@@ -32,6 +32,7 @@ const (
 // Addresses and ports of the lab (documentation and CGNAT ranges only).
 const (
 	WANAddr        = "203.0.113.1"   // WAN eth0/24: relay, STUN server, viewers
+	ViewerAddr     = "203.0.113.3"   // a second WAN eth0 address: a viewer that isn't the relay (DialFrom)
 	PublicAddr     = "203.0.113.2"   // the home's public address (router WAN, or ISP WAN with CGNAT)
 	ISPAddr        = "100.64.0.1"    // ISP inside (CGNAT), the router's gateway
 	RouterWANCGNAT = "100.64.0.2"    // router WAN/10 behind CGNAT
@@ -245,6 +246,8 @@ func (l *Lab) build(ctx context.Context) error {
 		veth(WAN, "eth0", WANAddr+"/24", Router, "wan0", PublicAddr+"/24")
 		ipn(Router, "route", "add", "default", "via", WANAddr)
 	}
+	// secondary: WANAddr stays the source of everything that doesn't ask
+	ipn(WAN, "addr", "add", ViewerAddr+"/24", "dev", "eth0")
 	veth(Router, "lan0", RouterLANAddr+"/24", LAN, "eth0", AgentAddr+"/24")
 	// the default route also carries SSDP multicast (239.255.255.250)
 	ipn(LAN, "route", "add", "default", "via", RouterLANAddr)

@@ -128,13 +128,37 @@ func inNetns(ns string, fn func() error) error {
 // (for example a viewer on the internet side: l.DialContext(ctx, WAN, "tcp",
 // PublicAddr+":18554")).
 func (l *Lab) DialContext(ctx context.Context, r Role, network, address string) (net.Conn, error) {
+	return l.dial(ctx, r, nil, network, address)
+}
+
+// DialFrom is DialContext from a given local address, e.g. a viewer that
+// isn't the relay: l.DialFrom(ctx, WAN, ViewerAddr, "tcp", PublicAddr+":10554").
+// (The agent takes any connection from the relay's address for a probe.)
+func (l *Lab) DialFrom(ctx context.Context, r Role, local, network, address string) (net.Conn, error) {
+	ip := net.ParseIP(local)
+	if ip == nil {
+		return nil, fmt.Errorf("dial from %q: not an IP address", local)
+	}
+	var laddr net.Addr
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+		laddr = &net.TCPAddr{IP: ip}
+	case "udp", "udp4", "udp6":
+		laddr = &net.UDPAddr{IP: ip}
+	default:
+		return nil, fmt.Errorf("dial from %s: network %q: %w", local, network, net.UnknownNetworkError(network))
+	}
+	return l.dial(ctx, r, laddr, network, address)
+}
+
+func (l *Lab) dial(ctx context.Context, r Role, laddr net.Addr, network, address string) (net.Conn, error) {
 	ns, err := l.nsName(r)
 	if err != nil {
 		return nil, err
 	}
 	var c net.Conn
 	err = inNetns(ns, func() error {
-		var d net.Dialer
+		d := net.Dialer{LocalAddr: laddr}
 		var derr error
 		c, derr = d.DialContext(ctx, network, address)
 		return derr
