@@ -73,7 +73,10 @@ type Config struct {
 	OnRetry func(err error, wait time.Duration)
 	// BackoffMin and BackoffMax bound reconnect delays. Zero means 250ms and 30s.
 	BackoffMin, BackoffMax time.Duration
-	// PongTimeout: a session with no pong for this long is dropped. Zero means 10s.
+	// PongTimeout: a session with no pong for this long is dropped and redialed. Zero
+	// means 3s: QUIC retransmissions back off exponentially while the relay is down,
+	// so after a relay restart the old session may not draw its stateless reset for
+	// many seconds; a fresh dial is quicker.
 	PongTimeout time.Duration
 	// Resolve resolves the relay address each attempt; nil uses net.ResolveUDPAddr.
 	Resolve func(ctx context.Context, addr string) (*net.UDPAddr, error)
@@ -156,7 +159,7 @@ func New(cfg Config) (*Client, error) {
 		cfg.BackoffMax = 30 * time.Second
 	}
 	if cfg.PongTimeout == 0 {
-		cfg.PongTimeout = 10 * time.Second
+		cfg.PongTimeout = 3 * time.Second
 	}
 	if cfg.Resolve == nil {
 		cfg.Resolve = func(ctx context.Context, addr string) (*net.UDPAddr, error) {
