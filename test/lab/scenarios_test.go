@@ -10,6 +10,7 @@ package lab_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -478,16 +479,27 @@ func TestScenarioRouterReboot(t *testing.T) {
 	s.waitStatus(ctx, "path:     direct", "protocol upnp")
 }
 
-// Scenario 7: a clean stop (SIGTERM) leaves no mapping on the router.
+// Scenario 7: a clean stop (SIGTERM) leaves no mapping on the router, with
+// each protocol.
 func TestScenarioCleanStop(t *testing.T) {
 	t.Parallel()
-	s := startScenario(t, scenarioOpts{})
+	for _, proto := range []string{"upnp", "natpmp", "pcp"} {
+		t.Run(proto, func(t *testing.T) {
+			t.Parallel()
+			cleanStop(t, proto)
+		})
+	}
+}
+
+func cleanStop(t *testing.T, proto string) {
+	s := startScenario(t, scenarioOpts{protocols: []string{proto}})
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
 	s.waitFor(ctx, "a mapping", func() (bool, string) {
 		m := s.mappings()
 		return len(m) == 1, fmt.Sprintf("%q", m)
 	})
+	s.waitStatus(ctx, "protocol "+proto)
 	if err := s.agent.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -502,9 +514,18 @@ func TestScenarioCleanStop(t *testing.T) {
 	if m := s.mappings(); len(m) != 0 {
 		t.Errorf("router mappings %q after a clean stop, want none", m)
 	}
-	// and the agent's state says nothing is left to clean up
+	// and the saved state leaves the next run nothing to clean up
 	b, err := os.ReadFile(filepath.Join(s.l.Dir(), "agent-state", "portmap-state.json"))
-	if err == nil {
-		t.Logf("portmap state after stop: %s", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var state struct {
+		Mappings []json.RawMessage `json:"mappings"`
+	}
+	if err := json.Unmarshal(b, &state); err != nil {
+		t.Fatalf("portmap state %s: %v", b, err)
+	}
+	if len(state.Mappings) != 0 {
+		t.Errorf("portmap state after a clean stop lists mappings: %s", b)
 	}
 }
