@@ -8,6 +8,7 @@ package tunnel
 import (
 	"context"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -638,7 +639,7 @@ func (c *Client) AnswerProbe(tc *net.TCPConn, from netip.AddrPort) bool {
 		return true
 	}
 	var nonce [proto.ProbeNonceLen]byte
-	if _, err := hexDecode(nonce[:], line[len(proto.ProbeMagic):len(line)-1]); err != nil {
+	if _, err := hex.Decode(nonce[:], line[len(proto.ProbeMagic):len(line)-1]); err != nil {
 		return true
 	}
 	io.WriteString(tc, proto.ProbeAnswer(cn.exporter, nonce[:])+"\n")

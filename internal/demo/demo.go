@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/porthole-dev/porthole/agent"
 	"github.com/porthole-dev/porthole/internal/camsim"
@@ -137,7 +138,7 @@ func waitServed(ctx context.Context, port uint16) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-retryTick():
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
