@@ -346,16 +346,16 @@ func (a *Agent) startDirect(ctx context.Context, run func(string, func(context.C
 		return err
 	}
 	run("portmap", a.pm.Run)
-	go func() { // forward mapping changes to the path loop
+	run("portmap changes", func(ctx context.Context) error { // forward to the path loop
 		for {
 			select {
 			case <-ctx.Done():
-				return
+				return nil
 			case <-a.pm.Changes():
 				a.poke()
 			}
 		}
-	}()
+	})
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -185,5 +186,30 @@ func TestWrongTokenRefused(t *testing.T) {
 	}
 	if _, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(int(port))); err == nil {
 		t.Fatal("service port open although the agent was refused")
+	}
+}
+
+// TestProbeOnlyAgentsOwnAddress: an agent can't make the relay dial arbitrary places.
+func TestProbeOnlyAgentsOwnAddress(t *testing.T) {
+	tok := config.NewToken()
+	port := freePort(t)
+	e := startRelay(t, port, tok)
+	c := startAgent(t, e.relay.Addr().String(), tok, port, echoServer(t), []string{"any"})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		addr string
+		want string
+	}{
+		{"192.0.2.1:" + strconv.Itoa(int(port)), "not the agent's address"},
+		{"127.0.0.1:22", "outside this agent's range"},
+	} {
+		r, err := c.Probe(ctx, netip.MustParseAddrPort(tc.addr), "cam")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.OK || !strings.Contains(r.Reason, tc.want) {
+			t.Errorf("probe %s: %+v, want refusal containing %q", tc.addr, r, tc.want)
+		}
 	}
 }

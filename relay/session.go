@@ -387,6 +387,15 @@ func (ss *session) runProbe(ctx context.Context, addr string) error {
 	if err != nil {
 		return fmt.Errorf("bad probe address %q", addr)
 	}
+	// Probe only the agent's own public address, at a port it may use, so an agent
+	// can't make the relay dial anything else (its own loopback, other hosts).
+	observed := ss.conn.RemoteAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+	if ap.Addr().Unmap() != observed {
+		return fmt.Errorf("probe address %s is not the agent's address as the relay sees it (%s)", ap.Addr(), observed)
+	}
+	if ports := ss.srv.cfg.Relay.Agents[ss.name].Ports; !ports.Contains(ap.Port()) {
+		return fmt.Errorf("probe port %d is outside this agent's range %s", ap.Port(), ports)
+	}
 	ctx, cancel := context.WithTimeout(ctx, ss.srv.cfg.ProbeTimeout)
 	defer cancel()
 	c, err := ss.srv.cfg.ProbeDial(ctx, "tcp", ap.String())
