@@ -122,7 +122,16 @@ func (l *Listener) Serve(ctx context.Context) error {
 			continue
 		}
 		delay = 0
+		// Add under mu, ordered against Shutdown's Wait: a WaitGroup must not
+		// grow from zero while someone waits on it.
+		l.mu.Lock()
+		if l.closing.Load() {
+			l.mu.Unlock()
+			c.Close()
+			return nil
+		}
 		l.conns.Add(1)
+		l.mu.Unlock()
 		go func() {
 			defer l.conns.Done()
 			l.handle(ctx, c)
@@ -192,7 +201,10 @@ func (l *Listener) logDenied(viewer netip.AddrPort) {
 
 // Close stops accepting. Open connections continue; see Shutdown.
 func (l *Listener) Close() error {
-	if l.closing.Swap(true) {
+	l.mu.Lock()
+	already := l.closing.Swap(true)
+	l.mu.Unlock()
+	if already {
 		return nil
 	}
 	return l.ln.Close()

@@ -173,6 +173,10 @@ func TestShutdownClosesLingeringConns(t *testing.T) {
 	}
 	defer c.Close()
 	c.Write([]byte("x"))
+	// The kernel completes the dial before Serve accepts; wait until the gateway holds it.
+	for l.Stats().Active == 0 {
+		time.Sleep(time.Millisecond)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	if err := l.Shutdown(ctx); err == nil {
