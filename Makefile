@@ -32,8 +32,9 @@ lint:
 	$(GO) vet ./...
 	$(GO) mod tidy -diff
 
+# The figures of the issues, each beside a direct connection measured in the same run.
 bench:
-	$(GO) test -run='^$$' -bench=. -benchtime=1x -v ./test/bench/... 2>&1 | tee bench.out
+	$(GO) run ./test/bench/cmd/benchreport | tee bench.out
 
 # Every fuzz target for 60 s each (FUZZTIME=10s for a quick pass).
 FUZZTIME ?= 60s

@@ -176,3 +176,16 @@ func FuzzReadStreamHeader(f *testing.F) {
 		}
 	})
 }
+
+// A heartbeat must be big enough on its own to draw a stateless reset from a
+// restarted relay (peers ignore packets of 42 bytes or less), so a relay restart
+// is noticed at the next ping rather than at the pong timeout.
+func TestPingFrameDrawsStatelessReset(t *testing.T) {
+	b, err := AppendFrame(nil, &Ping{Seq: 1, Pad: PingPad})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) <= 42 {
+		t.Fatalf("a ping frame is %d bytes; the packet carrying it may be too small for a stateless reset", len(b))
+	}
+}

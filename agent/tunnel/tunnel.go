@@ -495,7 +495,7 @@ func (c *Client) serve(ctx context.Context, cn *conn, observed netip.AddrPort, h
 				cn.qc.CloseWithError(codeNormal, "heartbeat timeout")
 				return
 			}
-			if err := cn.send(&proto.Ping{Seq: seq}); err != nil {
+			if err := cn.send(&proto.Ping{Seq: seq, Pad: proto.PingPad}); err != nil {
 				cancel(fmt.Errorf("heartbeat: %w", connErr(cn.qc, err)))
 				return
 			}

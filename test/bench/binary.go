@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -125,6 +126,15 @@ func rssKiB(pid int) (int64, error) {
 }
 
 // agentRunner runs in-process tunnel clients and stops them all on stop.
+// agentLog is where bench agents log: stderr at debug level when
+// PORTHOLE_BENCH_LOG is set (to see why a figure is what it is), nowhere otherwise.
+var agentLog = func() *slog.Logger {
+	if os.Getenv("PORTHOLE_BENCH_LOG") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}()
+
 type agentRunner struct {
 	wg      sync.WaitGroup
 	cancels []context.CancelFunc
@@ -138,6 +148,7 @@ func (r *agentRunner) start(relayAddr string, a benchAgent, target string, onCon
 		Address: relayAddr, Name: a.name, Token: a.token,
 		Services:  []tunnel.Service{{Name: "cam", Port: a.port, Target: target, Policy: pol}},
 		OnConnect: func(tunnel.Session) { onConnect() },
+		Logger:    agentLog,
 	})
 	if err != nil {
 		return fmt.Errorf("bench: agent %s: %w", a.name, err)
