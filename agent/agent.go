@@ -312,7 +312,7 @@ func (a *Agent) startDirect(ctx context.Context, run func(string, func(context.C
 			return err
 		}
 		target := s.Target
-		var intercept func(*net.TCPConn, netip.AddrPort) bool
+		var intercept func(*net.TCPConn, netip.AddrPort) (bool, []byte)
 		if a.tun != nil {
 			intercept = a.tun.AnswerProbe
 		}

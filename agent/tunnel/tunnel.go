@@ -16,6 +16,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -621,27 +622,70 @@ func (c *Client) Probe(ctx context.Context, addr netip.AddrPort, service string)
 	}
 }
 
+// ProbeSniff is how long AnswerProbe waits for the first bytes of a connection
+// from the relay's address before deciding it is a viewer: the relay writes its
+// challenge at once, while a player whose protocol lets the server speak first
+// writes nothing.
+const ProbeSniff = time.Second
+
 // AnswerProbe handles a connection on a direct listener if it is a relay probe for
-// the current session: it reads the challenge and writes the answer. It returns
-// false, consuming nothing, for any connection not from the relay's address.
-func (c *Client) AnswerProbe(tc *net.TCPConn, from netip.AddrPort) bool {
+// the current session: it reads the challenge and writes the answer. A connection
+// from anywhere but the relay's address is not touched. One from the relay's
+// address that doesn't start with [proto.ProbeMagic] is a viewer sharing that
+// address (a player on the VPS, or behind the same NAT): AnswerProbe returns
+// handled=false and the bytes it read, which the gateway passes on.
+func (c *Client) AnswerProbe(tc *net.TCPConn, from netip.AddrPort) (handled bool, replay []byte) {
 	c.mu.Lock()
 	cn := c.cur
 	c.mu.Unlock()
 	if cn == nil || from.Addr().Unmap() != cn.relayIP {
-		return false
+		return false, nil
+	}
+	line := make([]byte, proto.ProbeLineLen)
+	n, err := sniffProbe(tc, line)
+	if n < len(proto.ProbeMagic) || string(line[:len(proto.ProbeMagic)]) != proto.ProbeMagic {
+		if n == 0 && err != nil && !os.IsTimeout(err) {
+			tc.Close() // gone before saying anything
+			return true, nil
+		}
+		return false, line[:n]
 	}
 	defer tc.Close()
-	tc.SetDeadline(time.Now().Add(5 * time.Second))
-	line := make([]byte, proto.ProbeLineLen)
-	if _, err := io.ReadFull(tc, line); err != nil || string(line[:len(proto.ProbeMagic)]) != proto.ProbeMagic {
-		c.log.Warn("connection from the relay's address that is not a probe dropped", "from", from)
-		return true
-	}
 	var nonce [proto.ProbeNonceLen]byte
-	if _, err := hex.Decode(nonce[:], line[len(proto.ProbeMagic):len(line)-1]); err != nil {
-		return true
+	if err != nil || line[n-1] != '\n' {
+		c.log.Warn("incomplete reachability probe dropped", "from", from, "err", err)
+		return true, nil
 	}
+	if _, err := hex.Decode(nonce[:], line[len(proto.ProbeMagic):n-1]); err != nil {
+		c.log.Warn("malformed reachability probe dropped", "from", from)
+		return true, nil
+	}
+	tc.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	io.WriteString(tc, proto.ProbeAnswer(cn.exporter, nonce[:])+"\n")
-	return true
+	return true, nil
+}
+
+// sniffProbe reads into line until it is full or cannot be a probe any more (a
+// byte differs from proto.ProbeMagic), waiting ProbeSniff for the first bytes and
+// up to 5s for the whole line once the magic has arrived. It clears the deadline.
+func sniffProbe(tc *net.TCPConn, line []byte) (int, error) {
+	defer tc.SetReadDeadline(time.Time{})
+	magic := proto.ProbeMagic
+	tc.SetReadDeadline(time.Now().Add(ProbeSniff))
+	n := 0
+	for n < len(line) {
+		m, err := tc.Read(line[n:])
+		n += m
+		k := min(n, len(magic))
+		if string(line[:k]) != magic[:k] {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		if n >= len(magic) {
+			tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		}
+	}
+	return n, nil
 }

@@ -34,10 +34,12 @@ type Config struct {
 	Dial DialFunc
 	// DialTimeout bounds Dial. Zero means 10s.
 	DialTimeout time.Duration
-	// Intercept, if set, sees each connection first, before the access rule; when it returns true
-	// it has taken the connection and the gateway neither dials nor splices.
+	// Intercept, if set, sees each connection first, before the access rule. When it
+	// returns handled it has taken the connection and the gateway neither dials nor
+	// splices. Otherwise the connection is a viewer's like any other; replay is what
+	// Intercept read from it while deciding, and the backend gets those bytes first.
 	// The agent uses it to answer the relay's reachability probes.
-	Intercept func(c *net.TCPConn, viewer netip.AddrPort) bool
+	Intercept func(c *net.TCPConn, viewer netip.AddrPort) (handled bool, replay []byte)
 	// Logger receives one line per refused or failed connection. Nil discards.
 	Logger *slog.Logger
 }
@@ -154,8 +156,12 @@ func (l *Listener) handle(ctx context.Context, c net.Conn) {
 	viewer := tc.RemoteAddr().(*net.TCPAddr).AddrPort()
 	viewer = netip.AddrPortFrom(viewer.Addr().Unmap(), viewer.Port())
 	l.total.Add(1)
-	if l.cfg.Intercept != nil && l.cfg.Intercept(tc, viewer) {
-		return
+	var replay []byte
+	if l.cfg.Intercept != nil {
+		var handled bool
+		if handled, replay = l.cfg.Intercept(tc, viewer); handled {
+			return
+		}
 	}
 	if !l.cfg.Policy.Allows(viewer.Addr()) {
 		l.denied.Add(1)
@@ -178,6 +184,14 @@ func (l *Listener) handle(ctx context.Context, c net.Conn) {
 		l.log.Warn("viewer could not be connected", "viewer", viewer, "err", err)
 		tc.Close()
 		return
+	}
+	if len(replay) > 0 {
+		if _, err := back.Write(replay); err != nil {
+			l.log.Debug("viewer connection ended with error", "viewer", viewer, "err", err)
+			tc.Close()
+			back.Close()
+			return
+		}
 	}
 	aToB, bToA, err := Splice(tc, back)
 	l.bytesIn.Add(aToB)

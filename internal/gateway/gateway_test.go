@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -185,5 +186,51 @@ func TestShutdownClosesLingeringConns(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.ReadAll(c); err != nil {
 		t.Fatalf("viewer not closed cleanly: %v", err)
+	}
+}
+
+// TestInterceptReplay: bytes an Intercept read before declining reach the backend
+// first, then the rest of the viewer's stream; a handled connection is never dialed.
+func TestInterceptReplay(t *testing.T) {
+	target := echoAfterEOF(t)
+	any, _ := ParsePolicy([]string{"any"})
+	var dials atomic.Int64
+	dial := tcpDial(target)
+	l := serve(t, Config{Service: "echo", Policy: any,
+		Dial: func(ctx context.Context, v netip.AddrPort) (Conn, error) {
+			dials.Add(1)
+			return dial(ctx, v)
+		},
+		Intercept: func(c *net.TCPConn, _ netip.AddrPort) (bool, []byte) {
+			b := make([]byte, 6)
+			if _, err := io.ReadFull(c, b); err != nil {
+				return true, nil
+			}
+			if string(b) == "PROBE!" {
+				c.Write([]byte("answered"))
+				c.Close()
+				return true, nil
+			}
+			return false, b
+		}})
+	for _, tc := range []struct{ send, want string }{
+		{"hello world", "hello world"},
+		{"PROBE!", "answered"},
+	} {
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte(tc.send))
+		c.(*net.TCPConn).CloseWrite()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got, err := io.ReadAll(c)
+		c.Close()
+		if err != nil || string(got) != tc.want {
+			t.Errorf("sent %q: got %q (%v), want %q", tc.send, got, err, tc.want)
+		}
+	}
+	if n := dials.Load(); n != 1 {
+		t.Errorf("backend dialed %d times, want once (for the viewer, not the probe)", n)
 	}
 }
