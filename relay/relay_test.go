@@ -137,12 +137,21 @@ func TestViewerThroughTunnel(t *testing.T) {
 	roundTrip(t, port, 4<<20)
 	roundTrip(t, port, 1)
 
-	resp, err := http.Get("http://" + e.relay.MetricsAddr().String() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	// Bytes are counted when the relay finishes a connection, which can be a
+	// moment after the viewer saw EOF: wait until none is active.
+	var body []byte
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		resp, err := http.Get("http://" + e.relay.MetricsAddr().String() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(body), `porthole_relay_viewer_connections_active{agent="home",service="cam"} 0`) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
 	for _, want := range []string{
 		"porthole_relay_agents_connected 1",
 		`porthole_relay_viewer_connections_total{agent="home",service="cam"} 2`,
