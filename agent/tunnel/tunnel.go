@@ -643,7 +643,7 @@ func (c *Client) AnswerProbe(tc *net.TCPConn, from netip.AddrPort) (handled bool
 	}
 	line := make([]byte, proto.ProbeLineLen)
 	n, err := sniffProbe(tc, line)
-	if n < len(proto.ProbeMagic) || string(line[:len(proto.ProbeMagic)]) != proto.ProbeMagic {
+	if !probePrefix(line[:n]) || n < len(proto.ProbeMagic) {
 		if n == 0 && err != nil && !os.IsTimeout(err) {
 			tc.Close() // gone before saying anything
 			return true, nil
@@ -651,41 +651,55 @@ func (c *Client) AnswerProbe(tc *net.TCPConn, from netip.AddrPort) (handled bool
 		return false, line[:n]
 	}
 	defer tc.Close()
-	var nonce [proto.ProbeNonceLen]byte
-	if err != nil || line[n-1] != '\n' {
-		c.log.Warn("incomplete reachability probe dropped", "from", from, "err", err)
-		return true, nil
-	}
-	if _, err := hex.Decode(nonce[:], line[len(proto.ProbeMagic):n-1]); err != nil {
-		c.log.Warn("malformed reachability probe dropped", "from", from)
+	nonce, ok := parseProbeLine(line[:n])
+	if err != nil || !ok {
+		c.log.Warn("malformed or incomplete reachability probe dropped", "from", from, "err", err)
 		return true, nil
 	}
 	tc.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	io.WriteString(tc, proto.ProbeAnswer(cn.exporter, nonce[:])+"\n")
+	io.WriteString(tc, proto.ProbeAnswer(cn.exporter, nonce)+"\n")
 	return true, nil
 }
 
-// sniffProbe reads into line until it is full or cannot be a probe any more (a
-// byte differs from proto.ProbeMagic), waiting ProbeSniff for the first bytes and
-// up to 5s for the whole line once the magic has arrived. It clears the deadline.
+// sniffProbe reads into line until it is full or cannot be a probe any more (see
+// probePrefix), waiting ProbeSniff for the first bytes and up to 5s for the whole
+// line once the magic has arrived. It clears the deadline.
 func sniffProbe(tc *net.TCPConn, line []byte) (int, error) {
 	defer tc.SetReadDeadline(time.Time{})
-	magic := proto.ProbeMagic
 	tc.SetReadDeadline(time.Now().Add(ProbeSniff))
 	n := 0
 	for n < len(line) {
 		m, err := tc.Read(line[n:])
 		n += m
-		k := min(n, len(magic))
-		if string(line[:k]) != magic[:k] {
+		if !probePrefix(line[:n]) {
 			return n, nil
 		}
 		if err != nil {
 			return n, err
 		}
-		if n >= len(magic) {
+		if n >= len(proto.ProbeMagic) {
 			tc.SetReadDeadline(time.Now().Add(5 * time.Second))
 		}
 	}
 	return n, nil
+}
+
+// probePrefix reports whether b can still be the start of a probe line: it agrees
+// with proto.ProbeMagic as far as both go.
+func probePrefix(b []byte) bool {
+	k := min(len(b), len(proto.ProbeMagic))
+	return string(b[:k]) == proto.ProbeMagic[:k]
+}
+
+// parseProbeLine returns the nonce of a complete probe line: the magic, exactly
+// 2*proto.ProbeNonceLen hex digits and a newline.
+func parseProbeLine(line []byte) ([]byte, bool) {
+	if len(line) != proto.ProbeLineLen || !probePrefix(line) || line[len(line)-1] != '\n' {
+		return nil, false
+	}
+	nonce := make([]byte, proto.ProbeNonceLen)
+	if _, err := hex.Decode(nonce, line[len(proto.ProbeMagic):len(line)-1]); err != nil {
+		return nil, false
+	}
+	return nonce, true
 }
