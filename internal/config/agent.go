@@ -3,6 +3,7 @@ package config
 import (
 	"encoding/base64"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -176,6 +177,9 @@ func (p *parser) services(f *fields) (out []Service, listed bool) {
 				p.errorf(line, sf.sub("port"), "%d is not a port (1-65535)", v)
 			default:
 				s.Port = uint16(v)
+				if BrowserBlocked(s.Port) && webTarget(s.Target) {
+					p.warnf(line, sf.sub("port"), "web browsers refuse URLs on port %d (Chrome's and Firefox's unsafe-port list), and the target looks like a web page; pick another public port", v)
+				}
 				if prev, dup := ports[s.Port]; dup {
 					p.errorf(line, sf.sub("port"), "port %d already used by service %q (line %d)", v, prev.name, prev.line)
 				} else {
@@ -510,3 +514,33 @@ func (p *parser) tsig(f *fields, pr *Provider) {
 	}
 	pr.KeyName, pr.Key, pr.KeyAlg = name, key, alg
 }
+
+// webTarget reports whether a service's target is on a port cameras serve web pages on.
+func webTarget(target string) bool {
+	_, port, err := net.SplitHostPort(target)
+	if err != nil {
+		return false
+	}
+	switch port {
+	case "80", "443", "8000", "8080", "8081", "8443", "8888":
+		return true
+	}
+	return false
+}
+
+// BrowserBlocked reports whether web browsers refuse URLs on port (the Fetch
+// standard's "bad ports", which Chrome and Firefox enforce). A service on one works
+// for RTSP and vendor apps, but a camera's web page on it won't open in a browser.
+func BrowserBlocked(port uint16) bool { return browserBlocked[port] }
+
+var browserBlocked = func() map[uint16]bool {
+	m := map[uint16]bool{}
+	for _, p := range []uint16{1, 7, 9, 11, 13, 15, 17, 19, 20, 21, 22, 23, 25, 37, 42, 43, 53, 69, 77, 79,
+		87, 95, 101, 102, 103, 104, 109, 110, 111, 113, 115, 117, 119, 123, 135, 137, 139, 143, 161, 179,
+		389, 427, 465, 512, 513, 514, 515, 526, 530, 531, 532, 540, 548, 554, 556, 563, 587, 601, 636,
+		989, 990, 993, 995, 1719, 1720, 1723, 2049, 3659, 4045, 4190, 5060, 5061, 6000, 6566, 6665,
+		6666, 6667, 6668, 6669, 6679, 6697, 10080} {
+		m[p] = true
+	}
+	return m
+}()

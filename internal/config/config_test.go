@@ -795,3 +795,21 @@ func TestSuggest(t *testing.T) {
 		}
 	}
 }
+
+// A web page on a port browsers refuse gets a warning naming the line; RTSP on
+// 554 (also on the list, but players don't care) does not.
+func TestBrowserBlockedPortWarning(t *testing.T) {
+	a, err := ParseAgent("a.yaml", []byte(`name: home
+services:
+  - {name: rtsp, target: "192.168.1.20:554", port: 554, allow: [any]}
+  - name: web
+    target: 192.168.1.20:80
+    port: 10080
+    allow: [any]
+  - {name: ok, target: "192.168.1.20:8080", port: 10088, allow: [any]}
+`), envOf())
+	checkErrs(t, err)
+	if len(a.Warnings) != 1 || !strings.HasPrefix(a.Warnings[0], "a.yaml:6: services[1].port: web browsers refuse URLs on port 10080") {
+		t.Errorf("warnings = %q", a.Warnings)
+	}
+}

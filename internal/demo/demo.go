@@ -22,9 +22,17 @@ import (
 	"github.com/porthole-dev/porthole/relay"
 )
 
+// The demo's default public ports. The HTTP one must be a port browsers open
+// (10080, say, is on their unsafe list and the page would not load).
+const (
+	DefaultHTTPPort = 10088
+	DefaultRTSPPort = 10554
+)
+
 // Options are the demo's knobs; the zero value is the default demo.
 type Options struct {
-	// HTTPPort and RTSPPort are the public ports on the relay. Zero = 10080 and 10554.
+	// HTTPPort and RTSPPort are the public ports on the relay. Zero means
+	// DefaultHTTPPort and DefaultRTSPPort.
 	HTTPPort, RTSPPort uint16
 	// Logger; nil discards.
 	Logger *slog.Logger
@@ -34,10 +42,10 @@ type Options struct {
 // ctx ends.
 func Run(ctx context.Context, w io.Writer, opt Options) error {
 	if opt.HTTPPort == 0 {
-		opt.HTTPPort = 10080
+		opt.HTTPPort = DefaultHTTPPort
 	}
 	if opt.RTSPPort == 0 {
-		opt.RTSPPort = 10554
+		opt.RTSPPort = DefaultRTSPPort
 	}
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)

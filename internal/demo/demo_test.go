@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/porthole-dev/porthole/internal/config"
 )
 
 func freePort(t *testing.T) uint16 {
@@ -63,5 +65,16 @@ func TestDemoServesCameraThroughRelay(t *testing.T) {
 	n, _ := io.ReadAtLeast(resp.Body, buf, 4096)
 	if !strings.Contains(string(buf[:n]), "\xff\xd8") {
 		t.Fatalf("no JPEG frame in the first %d bytes of the stream", n)
+	}
+}
+
+// The URL make demo prints must open in a browser: Chrome and Firefox refuse some
+// ports outright (10080 was the demo's first choice and failed with ERR_UNSAFE_PORT).
+func TestDefaultPortsOpenInBrowsers(t *testing.T) {
+	if config.BrowserBlocked(DefaultHTTPPort) {
+		t.Errorf("DefaultHTTPPort %d is on browsers' unsafe-port list", DefaultHTTPPort)
+	}
+	if !config.BrowserBlocked(10080) {
+		t.Error("BrowserBlocked(10080) = false; the list is wrong")
 	}
 }

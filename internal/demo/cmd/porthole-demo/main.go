@@ -15,8 +15,8 @@ import (
 )
 
 func main() {
-	httpPort := flag.Uint("http-port", 10080, "public port of the camera's web page on the relay")
-	rtspPort := flag.Uint("rtsp-port", 10554, "public port of the camera's RTSP stream on the relay")
+	httpPort := flag.Uint("http-port", demo.DefaultHTTPPort, "public port of the camera's web page on the relay")
+	rtspPort := flag.Uint("rtsp-port", demo.DefaultRTSPPort, "public port of the camera's RTSP stream on the relay")
 	verbose := flag.Bool("v", false, "log what relay and agent do")
 	flag.Parse()
 	level := slog.LevelWarn
