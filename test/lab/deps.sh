@@ -1,6 +1,9 @@
 #!/bin/sh
 # deps.sh - install the Debian packages the namespace lab (test/lab) needs.
 #
+# Extra package names on the command line are installed too (.ci/run adds
+# chromium for the demo's browser test).
+#
 # Idempotent and quick when everything is present (dpkg-query only; apt-get
 # update runs only when a package is missing and its candidate is unknown).
 # Called by `make lab-deps` and `.ci/run`. Needs root (or sudo) and apt.
@@ -12,7 +15,7 @@
 # knot is stopped and disabled again here.
 set -eu
 
-PKGS="miniupnpd-nftables miniupnpc natpmpc nftables iproute2 knot knot-dnsutils wireguard-tools"
+PKGS="miniupnpd-nftables miniupnpc natpmpc nftables iproute2 knot knot-dnsutils wireguard-tools $*"
 
 say() { printf '[lab-deps] %s\n' "$*"; }
 die() { printf '[lab-deps] ERROR: %s\n' "$*" >&2; exit 1; }
