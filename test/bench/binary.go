@@ -125,7 +125,6 @@ func rssKiB(pid int) (int64, error) {
 	return 0, errors.New("bench: no VmRSS")
 }
 
-// agentRunner runs in-process tunnel clients and stops them all on stop.
 // agentLog is where bench agents log: stderr at debug level when
 // PORTHOLE_BENCH_LOG is set (to see why a figure is what it is), nowhere otherwise.
 var agentLog = func() *slog.Logger {
@@ -135,6 +134,7 @@ var agentLog = func() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }()
 
+// agentRunner runs in-process tunnel clients and stops them all on stop.
 type agentRunner struct {
 	wg      sync.WaitGroup
 	cancels []context.CancelFunc
