@@ -1,15 +1,12 @@
 package demo
 
 import (
-	"bufio"
 	"context"
 	"image/png"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 )
@@ -41,23 +38,7 @@ func TestDemoPageInBrowser(t *testing.T) {
 	if p, err := strconv.Atoi(os.Getenv("PORTHOLE_DEMO_PORT")); err == nil {
 		port = uint16(p)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() { done <- Run(ctx, pw, Options{HTTPPort: port, RTSPPort: freePort(t)}); pw.Close() }()
-	defer func() { cancel(); <-done }()
-	var url string
-	lines := bufio.NewScanner(pr)
-	for lines.Scan() {
-		if l := lines.Text(); strings.HasPrefix(l, "http://") {
-			url = l
-			break
-		}
-	}
-	go io.Copy(io.Discard, pr)
-	if url == "" {
-		t.Fatal("demo printed no http:// URL")
-	}
+	url := startDemo(t, port)
 
 	dir := t.TempDir()
 	shot := filepath.Join(dir, "page.png")

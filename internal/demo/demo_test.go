@@ -22,15 +22,16 @@ func freePort(t *testing.T) uint16 {
 	return uint16(ln.Addr().(*net.TCPAddr).Port)
 }
 
-// TestDemoServesCameraThroughRelay runs the demo and reads the printed URL's page
-// and a frame of its MJPEG stream, which travel through the relay and the tunnel.
-func TestDemoServesCameraThroughRelay(t *testing.T) {
+// startDemo runs the demo with its web page on httpPort until the test ends and
+// returns the http:// URL it prints.
+func startDemo(t *testing.T, httpPort uint16) string {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, pw, Options{HTTPPort: freePort(t), RTSPPort: freePort(t)}); pw.Close() }()
-	defer func() { cancel(); <-done }()
-
+	opt := Options{HTTPPort: httpPort, RTSPPort: freePort(t)}
+	go func() { done <- Run(ctx, pw, opt); pw.Close() }()
+	t.Cleanup(func() { cancel(); <-done })
 	var url string
 	lines := bufio.NewScanner(pr)
 	for lines.Scan() {
@@ -43,6 +44,13 @@ func TestDemoServesCameraThroughRelay(t *testing.T) {
 	if url == "" {
 		t.Fatal("demo printed no http:// URL")
 	}
+	return url
+}
+
+// TestDemoServesCameraThroughRelay runs the demo and reads the printed URL's page
+// and a frame of its MJPEG stream, which travel through the relay and the tunnel.
+func TestDemoServesCameraThroughRelay(t *testing.T) {
+	url := startDemo(t, freePort(t))
 	client := &http.Client{Timeout: 10 * time.Second}
 	resp, err := client.Get(url)
 	if err != nil {
