@@ -1,0 +1,114 @@
+// Package transport is the seam between the tunnel protocol and the bytes that
+// carry it. The tunnel (package tunnel) sees only [Conn] and [Stream]; the
+// implementations live beside it: QUIC (transport/quictransport) and, when UDP is
+// blocked, TLS over TCP with a stream multiplexer (transport/tcptransport).
+//
+// Both implementations give the same guarantees: TLS 1.3 with keying-material
+// export (channel binding for the token proofs), many bidirectional streams with
+// half-close, unreliable datagrams of at least [MaxDatagram] bytes, and a close
+// with an application code and reason that the peer sees as a [*CloseError].
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+)
+
+// MaxDatagram is the largest datagram payload every transport carries. A phone's
+// WireGuard packet at MTU 1280 plus its header fits.
+const MaxDatagram = 1350
+
+// Conn is one tunnel connection between an agent and a relay.
+type Conn interface {
+	// OpenStream opens a bidirectional stream, waiting for flow-control credit.
+	OpenStream(ctx context.Context) (Stream, error)
+	// AcceptStream waits for the peer's next stream.
+	AcceptStream(ctx context.Context) (Stream, error)
+	// SendDatagram sends one unreliable datagram of at most MaxDatagram bytes;
+	// it may drop it (queue full) without error.
+	SendDatagram(b []byte) error
+	// ReceiveDatagram waits for the next datagram.
+	ReceiveDatagram(ctx context.Context) ([]byte, error)
+	// ExportKeyingMaterial is the TLS exporter of this connection (RFC 8446 7.5).
+	ExportKeyingMaterial(label string, context []byte, length int) ([]byte, error)
+	LocalAddr() net.Addr
+	RemoteAddr() net.Addr
+	// CloseWithError closes the connection; the peer's pending and future calls
+	// fail with a *CloseError carrying code and msg (Remote true). Idempotent.
+	CloseWithError(code uint64, msg string) error
+	// Context is done when the connection is closed; context.Cause tells why
+	// (a *CloseError, ErrIdleTimeout, ErrPeerRestarted, or another error).
+	Context() context.Context
+	// Transport names the implementation: "quic" or "tcp".
+	Transport() string
+}
+
+// Stream is a bidirectional byte stream with TCP's half-close. It satisfies
+// the gateway's Conn (Read, Write, Close, CloseWrite).
+type Stream interface {
+	io.Reader
+	io.Writer
+	// CloseWrite ends the write side (FIN); reading goes on.
+	CloseWrite() error
+	// Close aborts whatever is still open in both directions, never discarding
+	// data already sent with a FIN. Idempotent.
+	Close() error
+	// Abort resets both directions with code; the peer's Read and Write fail with
+	// a *StreamError carrying it (where the implementation can carry codes).
+	Abort(code uint64)
+	SetDeadline(t time.Time) error
+	SetReadDeadline(t time.Time) error
+	SetWriteDeadline(t time.Time) error
+}
+
+// CloseError is why a connection was closed by an application (either side).
+type CloseError struct {
+	Code   uint64
+	Msg    string
+	Remote bool // closed by the peer
+}
+
+func (e *CloseError) Error() string {
+	who := "locally"
+	if e.Remote {
+		who = "by peer"
+	}
+	if e.Msg == "" {
+		return fmt.Sprintf("closed %s (code %d)", who, e.Code)
+	}
+	return fmt.Sprintf("closed %s: %s (code %d)", who, e.Msg, e.Code)
+}
+
+// StreamError is why a stream was aborted.
+type StreamError struct {
+	Code   uint64
+	Remote bool
+}
+
+func (e *StreamError) Error() string {
+	if e.Remote {
+		return fmt.Sprintf("stream aborted by peer (code %d)", e.Code)
+	}
+	return fmt.Sprintf("stream aborted (code %d)", e.Code)
+}
+
+var (
+	// ErrIdleTimeout: nothing arrived from the peer for the idle timeout.
+	ErrIdleTimeout = errors.New("transport: no packets from the peer for the idle timeout")
+	// ErrPeerRestarted: the peer answered with a stateless reset (QUIC) or a TCP
+	// reset: it lost the connection's state, typically because it restarted and is
+	// back. Redialing at once is right.
+	ErrPeerRestarted = errors.New("transport: the peer restarted (reset)")
+)
+
+// Listener accepts tunnel connections (relay side).
+type Listener interface {
+	// Accept waits for the next connection whose TLS handshake completed.
+	Accept(ctx context.Context) (Conn, error)
+	Addr() net.Addr
+	Close() error
+}
