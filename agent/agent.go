@@ -312,9 +312,14 @@ func (a *Agent) startDirect(ctx context.Context, run func(string, func(context.C
 			return err
 		}
 		target := s.Target
-		var intercept func(*net.TCPConn, netip.AddrPort) (bool, []byte)
+		var intercept func(net.Conn, netip.AddrPort) (bool, []byte)
 		if a.tun != nil {
-			intercept = a.tun.AnswerProbe
+			intercept = func(c net.Conn, from netip.AddrPort) (bool, []byte) {
+				if tc, ok := c.(*net.TCPConn); ok {
+					return a.tun.AnswerProbe(tc, from)
+				}
+				return false, nil
+			}
 		}
 		l, err := gateway.Listen(gateway.Config{
 			Service: s.Name,

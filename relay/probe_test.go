@@ -56,7 +56,8 @@ func TestDirectListenerSharedWithRelayAddress(t *testing.T) {
 					return nil, err
 				}
 				return c.(*net.TCPConn), nil
-			}, Intercept: c.AnswerProbe, Logger: logger(t)})
+			}, Intercept: func(nc net.Conn, from netip.AddrPort) (bool, []byte) { return c.AnswerProbe(nc.(*net.TCPConn), from) },
+			Logger: logger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}

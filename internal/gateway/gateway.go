@@ -1,32 +1,33 @@
-// Package gateway is the viewer-facing side of Porthole: a TCP listener per exposed
-// service that checks each viewer against the service's access rule and splices the
-// connection to wherever Dial leads. The relay dials a QUIC stream through the
-// agent's tunnel; the agent's direct listeners dial the camera on the LAN. Both use
-// this one package, so the policy code facing the internet is the same on both paths.
 package gateway
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// DialFunc connects a viewer (at viewer) to the service's backend.
-type DialFunc func(ctx context.Context, viewer netip.AddrPort) (Conn, error)
-
 // Config configures a Listener.
 type Config struct {
-	// Service names the service in logs. Required.
+	// Service names the service in logs and refusals. Required.
 	Service string
+	// Kind selects the built-in Handler (see HandlerFor); "" is tcp. Ignored
+	// when Handler is set.
+	Kind string
+	// Handler serves admitted viewers; nil = HandlerFor(Kind).
+	Handler Handler
 	// Addr is the TCP address to listen on. Ignored when Listener is set.
 	Addr string
-	// Listener is an already-bound listener to serve; nil = listen on Addr.
+	// Listener is an already-bound listener to serve; nil = listen on Addr. Its
+	// conns need not be *net.TCPConn (TLS, wrappers): the kernel splice is used
+	// only where both sides are TCP sockets.
 	Listener net.Listener
 	// Policy is the access rule; the zero Policy refuses everyone.
 	Policy Policy
@@ -39,40 +40,105 @@ type Config struct {
 	// splices. Otherwise the connection is a viewer's like any other; replay is what
 	// Intercept read from it while deciding, and the backend gets those bytes first.
 	// The agent uses it to answer the relay's reachability probes.
-	Intercept func(c *net.TCPConn, viewer netip.AddrPort) (handled bool, replay []byte)
-	// Logger receives one line per refused or failed connection. Nil discards.
+	Intercept func(c net.Conn, viewer netip.AddrPort) (handled bool, replay []byte)
+	// Limiter counts connections against the daemon's caps (global, per
+	// source, pending per source); give every listener of a daemon the same
+	// one. Nil = a Limiter of this listener's own with the default Limits.
+	Limiter *Limiter
+	// MaxConns caps this service's open connections, so that it can't take
+	// the room the daemon's other services need. Zero means
+	// DefaultMaxConnsPerService; negative, no limit.
+	MaxConns int
+	// FirstByteTimeout is how long a viewer may take to send its first byte
+	// (for TLS: to start its handshake) before it is reset. Zero means off:
+	// right for tcp, whose protocol may let the server speak first. Services
+	// whose viewers must speak first set it (DefaultHandshakeTimeout). Once a
+	// byte has arrived no deadline is left: video may run for days.
+	FirstByteTimeout time.Duration
+	// Logger receives one line per refused or failed connection (refusals at
+	// most one a second). Nil discards.
 	Logger *slog.Logger
 }
 
-// Listener serves one service's public port.
+// Sentinel errors of ServeConn.
+var (
+	// ErrDenied: the viewer's address is not allowed by the service's rule.
+	ErrDenied = errors.New("viewer not allowed by the service's access rule")
+	// ErrClosed: the listener is shut down.
+	ErrClosed = errors.New("gateway closed")
+)
+
+// Listener serves one service: its public port, and connections handed to it
+// by ServeConn (viewer streams through the tunnel).
 type Listener struct {
-	cfg Config
-	ln  net.Listener
-	log *slog.Logger
+	cfg      Config
+	ln       net.Listener // nil: ServeConn only
+	log      *slog.Logger
+	lim      *Limiter
+	handler  Handler
+	dial     Dialer
+	maxConns int
 
-	conns sync.WaitGroup // one per accepted connection
+	conns sync.WaitGroup // one per connection past the limits
 	mu    sync.Mutex     // guards the fields below
-	live  map[net.Conn]struct{}
+	live  map[*conn]struct{}
+	open  int // connections holding a slot
+	srcs  map[netip.Addr]*sourceCount
 
-	active   atomic.Int64
 	total    atomic.Int64
 	denied   atomic.Int64
-	bytesIn  atomic.Int64 // viewer to backend, counted when a connection ends
+	refused  atomic.Int64
+	pending  atomic.Int64
+	bytesIn  atomic.Int64 // viewer to backend, counted per chunk as it moves
 	bytesOut atomic.Int64
-	lastDeny atomic.Int64 // unix nanos of the last logged denial
 	closing  atomic.Bool
+
+	lastRefusal atomic.Int64 // unix nanos of the last logged refusal
+	unlogged    atomic.Int64 // refusals since then
+	lastDeny    atomic.Int64
 }
 
-// Stats are a listener's counters. Bytes are counted when a connection ends.
+// Stats are a listener's counters. Bytes move while connections run.
 type Stats struct {
-	Active, Total, Denied int64
-	BytesIn, BytesOut     int64
+	// Active are open connections (past the limits; some may not have
+	// reached the backend yet); Pending those on which no byte has moved.
+	Active, Pending int64
+	// Total counts accepted connections; Denied those refused by the access
+	// rule; Refused those refused by a limit.
+	Total, Denied, Refused int64
+	// BytesIn went viewer to backend, BytesOut backend to viewer.
+	BytesIn, BytesOut int64
 }
 
-// Listen binds the listener; Serve then accepts.
+// Listen binds the listener (on cfg.Listener or cfg.Addr); Serve then accepts.
 func Listen(cfg Config) (*Listener, error) {
+	if cfg.Listener == nil {
+		ln, err := net.Listen("tcp", cfg.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("gateway: service %s: %w", cfg.Service, err)
+		}
+		cfg.Listener = ln
+	}
+	l, err := New(cfg)
+	if err != nil {
+		cfg.Listener.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// New returns a Listener for cfg without binding Addr: with cfg.Listener nil it
+// serves only what ServeConn hands it.
+func New(cfg Config) (*Listener, error) {
 	if cfg.Dial == nil {
 		return nil, errors.New("gateway: Dial is required")
+	}
+	h := cfg.Handler
+	if h == nil {
+		var err error
+		if h, err = HandlerFor(cfg.Kind); err != nil {
+			return nil, fmt.Errorf("gateway: service %s: %w", cfg.Service, err)
+		}
 	}
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 10 * time.Second
@@ -81,34 +147,57 @@ func Listen(cfg Config) (*Listener, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	ln := cfg.Listener
-	if ln == nil {
-		var err error
-		ln, err = net.Listen("tcp", cfg.Addr)
-		if err != nil {
-			return nil, fmt.Errorf("gateway: service %s: %w", cfg.Service, err)
-		}
+	lim := cfg.Limiter
+	if lim == nil {
+		lim = NewLimiter(Limits{}, nil)
 	}
-	return &Listener{cfg: cfg, ln: ln, log: log.With("service", cfg.Service), live: map[net.Conn]struct{}{}}, nil
+	return &Listener{
+		cfg: cfg, ln: cfg.Listener, log: log.With("service", cfg.Service), lim: lim,
+		handler: h, dial: cfg.Dial, maxConns: limitOf(cfg.MaxConns, DefaultMaxConnsPerService),
+		live: map[*conn]struct{}{}, srcs: map[netip.Addr]*sourceCount{},
+	}, nil
 }
 
-// Addr is the bound address.
-func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
+// Addr is the bound address; nil for a Listener without a socket.
+func (l *Listener) Addr() net.Addr {
+	if l.ln == nil {
+		return nil
+	}
+	return l.ln.Addr()
+}
 
 // Stats returns the counters.
 func (l *Listener) Stats() Stats {
-	return Stats{Active: l.active.Load(), Total: l.total.Load(), Denied: l.denied.Load(),
-		BytesIn: l.bytesIn.Load(), BytesOut: l.bytesOut.Load()}
+	l.mu.Lock()
+	active := int64(l.open)
+	l.mu.Unlock()
+	return Stats{Active: active, Pending: l.pending.Load(), Total: l.total.Load(), Denied: l.denied.Load(),
+		Refused: l.refused.Load(), BytesIn: l.bytesIn.Load(), BytesOut: l.bytesOut.Load()}
+}
+
+// Sources returns this service's n busiest sources (n <= 0: all), most
+// connections first.
+func (l *Listener) Sources(n int) []SourceCount {
+	l.mu.Lock()
+	out := make([]SourceCount, 0, len(l.srcs))
+	for a, sc := range l.srcs {
+		out = append(out, SourceCount{Source: a, Conns: sc.conns, Pending: sc.pending})
+	}
+	l.mu.Unlock()
+	return topSources(out, n)
 }
 
 // Serve accepts until Close or ctx ends, handling each viewer in its own goroutine.
 // Connections still open when it returns keep running; Shutdown waits for them.
 func (l *Listener) Serve(ctx context.Context) error {
+	if l.ln == nil {
+		return errors.New("gateway: service " + l.cfg.Service + " has no listener to serve")
+	}
 	stop := context.AfterFunc(ctx, func() { l.ln.Close() })
 	defer stop()
 	var delay time.Duration
 	for {
-		c, err := l.ln.Accept()
+		nc, err := l.ln.Accept()
 		if err != nil {
 			if l.closing.Load() || ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
@@ -124,83 +213,223 @@ func (l *Listener) Serve(ctx context.Context) error {
 			continue
 		}
 		delay = 0
-		// Add under mu, ordered against Shutdown's Wait: a WaitGroup must not
-		// grow from zero while someone waits on it.
-		l.mu.Lock()
-		if l.closing.Load() {
-			l.mu.Unlock()
-			c.Close()
+		// Limits are checked here, before a goroutine exists: a flood costs
+		// an accept and a reset per connection, nothing that stays.
+		c, err := l.admitConn(nc, peerAddr(nc))
+		if errors.Is(err, ErrClosed) {
 			return nil
 		}
-		l.conns.Add(1)
-		l.mu.Unlock()
+		if err != nil {
+			continue
+		}
 		go func() {
-			defer l.conns.Done()
-			l.handle(ctx, c)
+			defer l.finish(c)
+			l.pipeline(ctx, c)
 		}()
 	}
 }
 
-func (l *Listener) track(c net.Conn, add bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if add {
-		l.live[c] = struct{}{}
-	} else {
-		delete(l.live, c)
+// ServeConn runs the pipeline on a connection accepted elsewhere (a viewer
+// stream through the tunnel; viewer is the address the relay saw) and returns
+// when it ends. The error says why a viewer was refused: a *LimitError,
+// ErrDenied, ErrClosed, or the handler's error.
+func (l *Listener) ServeConn(ctx context.Context, nc net.Conn, viewer netip.AddrPort) error {
+	c, err := l.admitConn(nc, viewer)
+	if err != nil {
+		return err
 	}
+	defer l.finish(c)
+	return l.pipeline(ctx, c)
 }
 
-func (l *Listener) handle(ctx context.Context, c net.Conn) {
-	tc := c.(*net.TCPConn)
-	viewer := tc.RemoteAddr().(*net.TCPAddr).AddrPort()
-	viewer = netip.AddrPortFrom(viewer.Addr().Unmap(), viewer.Port())
-	l.total.Add(1)
-	var replay []byte
-	if l.cfg.Intercept != nil {
-		var handled bool
-		if handled, replay = l.cfg.Intercept(tc, viewer); handled {
-			return
-		}
-	}
-	if !l.cfg.Policy.Allows(viewer.Addr()) {
-		l.denied.Add(1)
-		l.logDenied(viewer)
-		tc.SetLinger(0)
-		tc.Close()
-		return
-	}
-	l.active.Add(1)
-	defer l.active.Add(-1)
-	l.track(tc, true)
-	defer l.track(tc, false)
-	tc.SetKeepAlive(true)
-	tc.SetNoDelay(true)
+// conn is one viewer connection holding a slot.
+type conn struct {
+	l       *Listener
+	nc      net.Conn
+	viewer  netip.AddrPort
+	src     netip.Addr  // sourceKey(viewer)
+	pending atomic.Bool // no byte has moved yet
+}
 
-	dctx, cancel := context.WithTimeout(ctx, l.cfg.DialTimeout)
-	back, err := l.cfg.Dial(dctx, viewer)
-	cancel()
-	if err != nil {
-		l.log.Warn("viewer could not be connected", "viewer", viewer, "err", err)
-		tc.Close()
+// start marks c as no longer idle: it leaves the pending counts.
+func (c *conn) start() {
+	if !c.pending.CompareAndSwap(true, false) {
 		return
 	}
-	if len(replay) > 0 {
-		if _, err := back.Write(replay); err != nil {
-			l.log.Debug("viewer connection ended with error", "viewer", viewer, "err", err)
-			tc.Close()
-			back.Close()
-			return
+	c.l.lim.started(c.src)
+	c.l.pending.Add(-1)
+	c.l.mu.Lock()
+	if sc := c.l.srcs[c.src]; sc != nil {
+		sc.pending--
+	}
+	c.l.mu.Unlock()
+}
+
+// admitConn is the limits step: it takes a slot for nc in this service and in
+// the Limiter, or resets nc and says why.
+func (l *Listener) admitConn(nc net.Conn, viewer netip.AddrPort) (*conn, error) {
+	l.total.Add(1)
+	src := sourceKey(viewer.Addr())
+	// Take the slot under mu, ordered against Shutdown's Wait: a WaitGroup
+	// must not grow from zero while someone waits on it.
+	l.mu.Lock()
+	if l.closing.Load() {
+		l.mu.Unlock()
+		nc.Close()
+		return nil, ErrClosed
+	}
+	var lerr *LimitError
+	if l.maxConns > 0 && l.open >= l.maxConns {
+		lerr = &LimitError{Limit: LimitConnsPerService, Key: l.cfg.Service, Max: limitString(l.maxConns)}
+	} else {
+		lerr = l.lim.acquire(src)
+	}
+	if lerr != nil {
+		l.mu.Unlock()
+		l.refuse(nc, viewer, lerr)
+		return nil, lerr
+	}
+	c := &conn{l: l, nc: nc, viewer: viewer, src: src}
+	c.pending.Store(true)
+	l.open++
+	l.pending.Add(1)
+	sc := l.srcs[src]
+	if sc == nil {
+		sc = &sourceCount{}
+		l.srcs[src] = sc
+	}
+	sc.conns++
+	sc.pending++
+	l.live[c] = struct{}{}
+	l.conns.Add(1)
+	l.mu.Unlock()
+	return c, nil
+}
+
+// finish closes c's connection and gives back its slot.
+func (l *Listener) finish(c *conn) {
+	c.nc.Close()
+	pending := c.pending.Swap(false)
+	l.lim.release(c.src, pending)
+	l.mu.Lock()
+	l.open--
+	delete(l.live, c)
+	if sc := l.srcs[c.src]; sc != nil {
+		sc.conns--
+		if pending {
+			sc.pending--
+		}
+		if sc.conns == 0 {
+			delete(l.srcs, c.src)
 		}
 	}
-	aToB, bToA, err := Splice(tc, back)
-	l.bytesIn.Add(aToB)
-	l.bytesOut.Add(bToA)
-	if err != nil {
-		l.log.Debug("viewer connection ended with error", "viewer", viewer, "in", aToB, "out", bToA, "err", err)
-	} else {
-		l.log.Debug("viewer connection ended", "viewer", viewer, "in", aToB, "out", bToA)
+	l.mu.Unlock()
+	if pending {
+		l.pending.Add(-1)
 	}
+	l.conns.Done()
+}
+
+// pipeline takes an admitted connection through sniff, TLS and the access
+// rule to the service's handler.
+func (l *Listener) pipeline(ctx context.Context, c *conn) error {
+	nc := c.nc
+	var peeked []byte
+
+	// Sniff: first the Intercept (the relay's probes), which may read.
+	if l.cfg.Intercept != nil {
+		handled, replay := l.cfg.Intercept(nc, c.viewer)
+		if handled {
+			return nil
+		}
+		if len(replay) > 0 {
+			c.start()
+			peeked = replay
+		}
+	}
+
+	// Admit by address as soon as it is known, before reading anything a
+	// refused viewer sends. (Viewer logins, which need TLS, come after it.)
+	if !l.cfg.Policy.Allows(c.viewer.Addr()) {
+		l.denied.Add(1)
+		l.logDenied(c.viewer)
+		reset(nc)
+		return ErrDenied
+	}
+
+	// Sniff: the first-byte deadline, for protocols whose viewer speaks first.
+	if l.cfg.FirstByteTimeout > 0 && len(peeked) == 0 {
+		b, err := l.firstBytes(nc)
+		if err != nil {
+			if os.IsTimeout(err) {
+				lerr := &LimitError{Limit: LimitFirstByte, Key: c.viewer.Addr().String(), Max: l.cfg.FirstByteTimeout.String()}
+				l.refuse(nc, c.viewer, lerr)
+				return lerr
+			}
+			return nil // gone before saying anything
+		}
+		c.start()
+		peeked = b
+	}
+
+	// TLS terminates here (next issue): a handshake on nc under the same
+	// first-byte deadline, then the handler gets the *tls.Conn as Viewer.Conn.
+
+	v := &Viewer{Conn: nc, Addr: c.viewer, Service: l.cfg.Service, Peeked: peeked, Log: l.log, c: c}
+	return l.handler.Serve(ctx, v)
+}
+
+// firstBytes waits FirstByteTimeout for the viewer's first bytes and returns
+// them; the deadline is cleared afterwards.
+func (l *Listener) firstBytes(nc net.Conn) ([]byte, error) {
+	nc.SetReadDeadline(time.Now().Add(l.cfg.FirstByteTimeout))
+	b := make([]byte, 2048)
+	n, err := nc.Read(b)
+	if n > 0 {
+		err = nil
+	} else if err == nil {
+		err = io.ErrNoProgress
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := nc.SetReadDeadline(time.Time{}); err != nil {
+		return nil, err
+	}
+	return b[:n], nil
+}
+
+// refuse resets a viewer a limit refused, and logs why at most once a second.
+func (l *Listener) refuse(nc net.Conn, viewer netip.AddrPort, e *LimitError) {
+	l.refused.Add(1)
+	reset(nc)
+	now := time.Now().UnixNano()
+	last := l.lastRefusal.Load()
+	if now-last < int64(time.Second) || !l.lastRefusal.CompareAndSwap(last, now) {
+		l.unlogged.Add(1)
+		return
+	}
+	l.log.Warn("viewer refused: limit reached", "limit", e.Limit, "key", e.Key, "value", e.Max,
+		"viewer", viewer.Addr(), "fix", e.Fix(), "refused_since_last_line", l.unlogged.Swap(0))
+}
+
+// reset closes nc with a TCP reset where nc is (or wraps) a TCP socket, so the
+// refused peer learns at once and no TIME_WAIT is left; a plain Close otherwise.
+func reset(nc net.Conn) {
+	inner := nc
+	for {
+		if tc, ok := inner.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+			tc.Close()
+			break
+		}
+		w, ok := inner.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		inner = w.NetConn()
+	}
+	nc.Close()
 }
 
 // logDenied logs refused viewers at most once a second, so a scanner can't flood the log.
@@ -213,12 +442,27 @@ func (l *Listener) logDenied(viewer netip.AddrPort) {
 	l.log.Info("viewer refused by the service's allow rule", "viewer", viewer.Addr(), "denied_total", l.denied.Load())
 }
 
+// peerAddr is nc's remote address as a plain (unmapped) AddrPort; the zero
+// AddrPort if nc's address is not an IP one.
+func peerAddr(nc net.Conn) netip.AddrPort {
+	var ap netip.AddrPort
+	switch a := nc.RemoteAddr().(type) {
+	case nil:
+		return ap
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	default:
+		ap, _ = netip.ParseAddrPort(a.String())
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
 // Close stops accepting. Open connections continue; see Shutdown.
 func (l *Listener) Close() error {
 	l.mu.Lock()
 	already := l.closing.Swap(true)
 	l.mu.Unlock()
-	if already {
+	if already || l.ln == nil {
 		return nil
 	}
 	return l.ln.Close()
@@ -237,7 +481,7 @@ func (l *Listener) Shutdown(ctx context.Context) error {
 	}
 	l.mu.Lock()
 	for c := range l.live {
-		c.Close()
+		c.nc.Close()
 	}
 	l.mu.Unlock()
 	<-done

@@ -201,7 +201,7 @@ func TestInterceptReplay(t *testing.T) {
 			dials.Add(1)
 			return dial(ctx, v)
 		},
-		Intercept: func(c *net.TCPConn, _ netip.AddrPort) (bool, []byte) {
+		Intercept: func(c net.Conn, _ netip.AddrPort) (bool, []byte) {
 			b := make([]byte, 6)
 			if _, err := io.ReadFull(c, b); err != nil {
 				return true, nil
