@@ -27,9 +27,9 @@ var (
 )
 
 var (
-	agentKeys      = []string{"name", "state_dir", "relay", "services", "direct", "publicip", "ddns"}
+	agentKeys      = []string{"name", "state_dir", "relay", "services", "direct", "publicip", "ddns", "limits"}
 	agentRelayKeys = []string{"address", "token", "token_file"}
-	serviceKeys    = []string{"name", "target", "port", "allow"}
+	serviceKeys    = []string{"name", "target", "port", "allow", "first_byte_timeout"}
 	directKeys     = []string{"enabled", "listen", "protocols", "gateway"}
 	publicIPKeys   = []string{"sources", "https", "dns", "min_agree", "accept", "interval", "ipv6", "ipv6_interface_id"}
 	ddnsKeys       = []string{"hostname", "ttl", "min_interval", "delete_on_exit", "provider"}
@@ -80,6 +80,7 @@ func (p *parser) agent(data []byte) (*Agent, error) {
 	if rf := p.section(f, "relay", agentRelayKeys); rf != nil {
 		a.Relay = p.agentRelay(rf)
 	}
+	a.Limits = p.limits(f)
 	a.Direct = p.direct(p.section(f, "direct", directKeys))
 	a.PublicIP = p.publicIP(p.section(f, "publicip", publicIPKeys), a.Relay != nil)
 	if df := p.section(f, "ddns", ddnsKeys); df != nil {
@@ -188,6 +189,7 @@ func (p *parser) services(f *fields) (out []Service, listed bool) {
 			}
 		}
 		p.allow(sf, &s)
+		s.FirstByteTimeout = p.duration(sf, "first_byte_timeout", 0, 0)
 		out = append(out, s)
 	}
 	return out, len(n.Content) > 0

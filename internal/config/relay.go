@@ -23,7 +23,7 @@ const (
 )
 
 var (
-	relayKeys      = []string{"listen", "viewer_bind", "public_ip", "state_dir", "agents", "metrics"}
+	relayKeys      = []string{"listen", "viewer_bind", "public_ip", "state_dir", "agents", "metrics", "limits"}
 	relayAgentKeys = []string{"token", "token_file", "ports"}
 )
 
@@ -82,6 +82,7 @@ func (p *parser) relay(data []byte) (*Relay, error) {
 		p.hostPort(r.Metrics, line, "metrics", true)
 	}
 
+	r.Limits = p.limits(f)
 	r.Agents = p.relayAgents(f)
 	if err := p.result(); err != nil {
 		return nil, err

@@ -20,6 +20,8 @@ type Relay struct {
 	Agents map[string]RelayAgent `yaml:"-"`
 	// Metrics is an optional listen address for /metrics (Prometheus); empty = off.
 	Metrics string `yaml:"metrics"`
+	// Limits bound the relay's viewer connections; zero = defaults (see Limits).
+	Limits Limits `yaml:"-"`
 }
 
 // RelayAgent is one agent the relay accepts.
@@ -54,6 +56,9 @@ type Agent struct {
 	PublicIP PublicIP
 	// DDNS is nil when no hostname is managed.
 	DDNS *DDNS
+	// Limits bound the viewer connections of the agent's direct listeners;
+	// zero = defaults (see Limits).
+	Limits Limits
 	// Warnings are non-fatal problems found while loading ("file:line: key:
 	// msg"), e.g. a plain http:// URL; the program should log them.
 	Warnings []string
@@ -78,6 +83,9 @@ type Service struct {
 	// Allow is the access rule: CIDR prefixes; AllowAny is set for [any]. Required (non-empty).
 	Allow    []netip.Prefix
 	AllowAny bool
+	// FirstByteTimeout overrides limits.first_byte_timeout for this service;
+	// zero = the limits: value.
+	FirstByteTimeout time.Duration
 }
 
 // Direct configures the direct path.
