@@ -7,6 +7,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -306,7 +307,10 @@ func (a *Agent) Run(ctx context.Context) error {
 // to) and starts port mapping.
 func (a *Agent) startDirect(ctx context.Context, run func(string, func(context.Context) error)) error {
 	var maps []portmap.Mapping
+	lim := a.ac.Limits
+	viewers := gateway.NewLimiter(gateway.Limits{MaxConns: lim.MaxConns, MaxConnsPerSource: lim.MaxConnsPerSource, MaxPendingPerSource: lim.MaxPendingPerSource})
 	for _, s := range a.ac.Services {
+		firstByte := cmp.Or(s.FirstByteTimeout, lim.FirstByteTimeout)
 		pol, err := gateway.NewPolicy(s.Allow, s.AllowAny)
 		if err != nil {
 			return err
@@ -339,6 +343,7 @@ func (a *Agent) startDirect(ctx context.Context, run func(string, func(context.C
 			},
 			Intercept: intercept,
 			Logger:    a.log.With("part", "direct"),
+			Limiter:   viewers, MaxConns: lim.MaxConnsPerService, FirstByteTimeout: firstByte,
 		})
 		if err != nil {
 			return fmt.Errorf("agent: direct listener: %w (is another program using the port? set direct.enabled: false to run relay-only)", err)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/porthole-dev/porthole/internal/config"
+	"github.com/porthole-dev/porthole/internal/gateway"
 	"github.com/porthole-dev/porthole/proto"
 	"github.com/quic-go/quic-go"
 )
@@ -60,6 +61,8 @@ type Server struct {
 	tr  *quic.Transport
 	ln  *quic.Listener
 	mln net.Listener // metrics; nil when off
+	// viewers caps viewer connections across every agent's service listeners.
+	viewers *gateway.Limiter
 
 	wg       sync.WaitGroup // one per agent connection
 	mu       sync.Mutex     // guards the fields below
@@ -145,7 +148,9 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("relay: metrics listener: %w", err)
 		}
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, pc: pc, tr: tr, ln: ln, mln: mln, sessions: map[string]*session{}}, nil
+	lim := rc.Limits
+	viewers := gateway.NewLimiter(gateway.Limits{MaxConns: lim.MaxConns, MaxConnsPerSource: lim.MaxConnsPerSource, MaxPendingPerSource: lim.MaxPendingPerSource})
+	return &Server{cfg: cfg, log: cfg.Logger, pc: pc, tr: tr, ln: ln, mln: mln, viewers: viewers, sessions: map[string]*session{}}, nil
 }
 
 // Addr is the UDP address agents connect to.

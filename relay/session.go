@@ -280,6 +280,8 @@ func (ss *session) register(ctx context.Context, want []proto.Service) *proto.Re
 			Policy:  policies[r.Port],
 			Dial:    ss.dialer(svc.Name),
 			Logger:  ss.srv.log,
+			Limiter: ss.srv.viewers, MaxConns: ss.srv.cfg.Relay.Limits.MaxConnsPerService,
+			FirstByteTimeout: ss.srv.cfg.Relay.Limits.FirstByteTimeout,
 		})
 		if err != nil {
 			res.Results[i].Accepted = false

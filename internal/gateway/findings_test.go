@@ -182,11 +182,11 @@ func echoOnce(c *net.TCPConn, msg string, within time.Duration) error {
 
 // TestIdleFloodSparesOtherService is the finding "4200 idle connections from one
 // address took all of an agent's streams" scaled to 500 connections and a budget
-// of 64 streams: a viewer of another service, from another address, is still
+// of 256 streams: a viewer of another service, from another address, is still
 // served at once. The old code dialed a stream for every idle connection.
 func TestIdleFloodSparesOtherService(t *testing.T) {
 	target := echoAfterEOF(t)
-	budget := make(streamBudget, 64)
+	budget := make(streamBudget, 256)
 	any, _ := ParsePolicy([]string{"any"})
 	a := serveListener(t, Config{Service: "a", Addr: "127.0.0.1:0", Policy: any, Dial: budget.dial(target)})
 	b := serveListener(t, Config{Service: "b", Addr: "127.0.0.1:0", Policy: any, Dial: budget.dial(target)})

@@ -42,7 +42,7 @@ type Config struct {
 	// The agent uses it to answer the relay's reachability probes.
 	Intercept func(c net.Conn, viewer netip.AddrPort) (handled bool, replay []byte)
 	// Limiter counts connections against the daemon's caps (global, per
-	// source, pending per source); give every listener of a daemon the same
+	// source, idle per source); give every listener of a daemon the same
 	// one. Nil = a Limiter of this listener's own with the default Limits.
 	Limiter *Limiter
 	// MaxConns caps this service's open connections, so that it can't take
@@ -149,7 +149,7 @@ func New(cfg Config) (*Listener, error) {
 	}
 	lim := cfg.Limiter
 	if lim == nil {
-		lim = NewLimiter(Limits{}, nil)
+		lim = NewLimiter(Limits{})
 	}
 	return &Listener{
 		cfg: cfg, ln: cfg.Listener, log: log.With("service", cfg.Service), lim: lim,
@@ -244,25 +244,40 @@ func (l *Listener) ServeConn(ctx context.Context, nc net.Conn, viewer netip.Addr
 
 // conn is one viewer connection holding a slot.
 type conn struct {
-	l       *Listener
-	nc      net.Conn
-	viewer  netip.AddrPort
-	src     netip.Addr  // sourceKey(viewer)
-	pending atomic.Bool // no byte has moved yet
+	l      *Listener
+	nc     net.Conn
+	viewer netip.AddrPort
+	src    netip.Addr   // sourceKey(viewer)
+	state  atomic.Int32 // statePending...; written under the Limiter's mu
+	idle   *time.Timer  // fires after the grace while pending; nil: no pending cap
 }
+
+// pending reports whether nothing has moved on c yet.
+func (c *conn) pending() bool { s := c.state.Load(); return s == statePending || s == stateIdle }
 
 // start marks c as no longer idle: it leaves the pending counts.
 func (c *conn) start() {
-	if !c.pending.CompareAndSwap(true, false) {
+	l := c.l
+	if !l.lim.start(c.src, &c.state) {
 		return
 	}
-	c.l.lim.started(c.src)
-	c.l.pending.Add(-1)
-	c.l.mu.Lock()
-	if sc := c.l.srcs[c.src]; sc != nil {
+	if c.idle != nil {
+		c.idle.Stop()
+	}
+	l.pending.Add(-1)
+	l.mu.Lock()
+	if sc := l.srcs[c.src]; sc != nil {
 		sc.pending--
 	}
-	c.l.mu.Unlock()
+	l.mu.Unlock()
+}
+
+// overdue runs when c has been pending for the grace: it is idle now, and
+// reset if its source keeps too many idle connections.
+func (c *conn) overdue() {
+	if lerr := c.l.lim.overdue(c.src, &c.state); lerr != nil {
+		c.l.refuse(c.nc, c.viewer, lerr)
+	}
 }
 
 // admitConn is the limits step: it takes a slot for nc in this service and in
@@ -290,7 +305,6 @@ func (l *Listener) admitConn(nc net.Conn, viewer netip.AddrPort) (*conn, error) 
 		return nil, lerr
 	}
 	c := &conn{l: l, nc: nc, viewer: viewer, src: src}
-	c.pending.Store(true)
 	l.open++
 	l.pending.Add(1)
 	sc := l.srcs[src]
@@ -303,14 +317,20 @@ func (l *Listener) admitConn(nc net.Conn, viewer netip.AddrPort) (*conn, error) 
 	l.live[c] = struct{}{}
 	l.conns.Add(1)
 	l.mu.Unlock()
+	if l.lim.maxPending > 0 {
+		c.idle = time.AfterFunc(l.lim.grace, c.overdue)
+	}
 	return c, nil
 }
 
 // finish closes c's connection and gives back its slot.
 func (l *Listener) finish(c *conn) {
 	c.nc.Close()
-	pending := c.pending.Swap(false)
-	l.lim.release(c.src, pending)
+	if c.idle != nil {
+		c.idle.Stop()
+	}
+	old := l.lim.release(c.src, &c.state)
+	pending := old == statePending || old == stateIdle
 	l.mu.Lock()
 	l.open--
 	delete(l.live, c)

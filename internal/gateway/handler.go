@@ -131,7 +131,7 @@ func (v *Viewer) Splice(back Conn) (in, out int64, err error) {
 	}
 	vc := halfCloser(v.Conn)
 	var first func()
-	if v.c.pending.Load() {
+	if v.c.pending() {
 		first = v.c.start
 	}
 	in, out, err = splice(vc, back,

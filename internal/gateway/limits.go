@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,10 +21,16 @@ const (
 	// DefaultMaxConnsPerSource caps one source's open connections across
 	// those listeners: a family behind one NAT stays far below it.
 	DefaultMaxConnsPerSource = 64
-	// DefaultMaxPendingPerSource caps one source's connections on which no
-	// byte has moved yet. Players and browsers speak at once, so a handful is
-	// plenty; it is what keeps idle connections from locking a camera.
+	// DefaultMaxPendingPerSource is how many idle connections (nothing moved
+	// either way for PendingGrace) one source may keep; newer idle ones are
+	// reset. It is what keeps a few idle connections from locking a camera
+	// that takes 8 clients, while a browser's burst of parallel connections,
+	// which all speak at once, never counts.
 	DefaultMaxPendingPerSource = 4
+	// DefaultPendingGrace is how long a connection may take to move its first
+	// byte before it counts as idle: the backend dial (through the tunnel, to
+	// the camera) fits in it.
+	DefaultPendingGrace = 5 * time.Second
 	// DefaultMaxConnsPerService caps one service's open connections, so that
 	// one service can't take all of an agent's 4096 tunnel streams: a quarter
 	// each leaves room for the others.
@@ -72,9 +79,12 @@ type Limits struct {
 	// IPv4 address or an IPv6 /64 (what one subscriber gets). Default
 	// DefaultMaxConnsPerSource.
 	MaxConnsPerSource int
-	// MaxPendingPerSource caps one source's connections on which no byte has
-	// moved yet, either way. Default DefaultMaxPendingPerSource.
+	// MaxPendingPerSource caps one source's idle connections: those on which
+	// no byte has moved, either way, for PendingGrace. Default
+	// DefaultMaxPendingPerSource.
 	MaxPendingPerSource int
+	// PendingGrace: see MaxPendingPerSource. Default DefaultPendingGrace.
+	PendingGrace time.Duration
 }
 
 func limitOf(v, def int) int {
@@ -95,28 +105,39 @@ func limitString(v int) string {
 }
 
 // A Limiter counts viewer connections for the listeners that share it: give
-// every listener of a daemon the same one, so the caps are the daemon's. A
-// Limiter may have a parent (the relay: one per agent under one for the
-// daemon); a connection then needs room in both.
+// every listener of a daemon the same one, so the caps are the daemon's.
 type Limiter struct {
 	maxConns, maxPerSource, maxPending int
-	parent                             *Limiter
+	grace                              time.Duration
 
-	mu      sync.Mutex // guards the fields below
+	mu      sync.Mutex // guards the fields below and every conn's state
 	total   int
 	sources map[netip.Addr]*sourceCount
 }
 
-type sourceCount struct{ conns, pending int }
+// sourceCount is one source's connections: open, pending (nothing moved
+// yet), and of those the idle ones (pending for longer than the grace).
+type sourceCount struct{ conns, pending, idle int }
 
-// NewLimiter returns a Limiter enforcing lim (zero fields: defaults) under
-// parent (nil: none).
-func NewLimiter(lim Limits, parent *Limiter) *Limiter {
+// Connection states, in conn.state.
+const (
+	statePending int32 = iota // nothing has moved yet
+	stateIdle                 // still nothing, after the grace
+	stateStarted              // a byte has moved
+	stateDone                 // released
+)
+
+// NewLimiter returns a Limiter enforcing lim (zero fields: defaults).
+func NewLimiter(lim Limits) *Limiter {
+	grace := lim.PendingGrace
+	if grace == 0 {
+		grace = DefaultPendingGrace
+	}
 	return &Limiter{
 		maxConns:     limitOf(lim.MaxConns, DefaultMaxConns),
 		maxPerSource: limitOf(lim.MaxConnsPerSource, DefaultMaxConnsPerSource),
 		maxPending:   limitOf(lim.MaxPendingPerSource, DefaultMaxPendingPerSource),
-		parent:       parent,
+		grace:        grace,
 		sources:      map[netip.Addr]*sourceCount{},
 	}
 }
@@ -132,72 +153,87 @@ func sourceKey(a netip.Addr) netip.Addr {
 	return a
 }
 
-// acquire takes a pending slot for a connection from src (a sourceKey).
+// acquire takes a slot for a connection from src (a sourceKey); the
+// connection starts out pending.
 func (l *Limiter) acquire(src netip.Addr) *LimitError {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	sc := l.sources[src]
-	if sc == nil {
-		sc = &sourceCount{}
-	}
-	var e *LimitError
 	switch {
 	case l.maxConns > 0 && l.total >= l.maxConns:
-		e = &LimitError{Limit: LimitConns, Key: "all", Max: limitString(l.maxConns)}
-	case l.maxPerSource > 0 && sc.conns >= l.maxPerSource:
-		e = &LimitError{Limit: LimitConnsPerSource, Key: src.String(), Max: limitString(l.maxPerSource)}
-	case l.maxPending > 0 && sc.pending >= l.maxPending:
-		e = &LimitError{Limit: LimitPendingSource, Key: src.String(), Max: limitString(l.maxPending)}
-	default:
-		l.total++
-		sc.conns++
-		sc.pending++
+		return &LimitError{Limit: LimitConns, Key: "all", Max: limitString(l.maxConns)}
+	case l.maxPerSource > 0 && sc != nil && sc.conns >= l.maxPerSource:
+		return &LimitError{Limit: LimitConnsPerSource, Key: src.String(), Max: limitString(l.maxPerSource)}
+	}
+	if sc == nil {
+		sc = &sourceCount{}
 		l.sources[src] = sc
 	}
-	l.mu.Unlock()
-	if e != nil {
-		return e
+	l.total++
+	sc.conns++
+	sc.pending++
+	return nil
+}
+
+// start moves a pending or idle connection to started; false if it was not
+// pending.
+func (l *Limiter) start(src netip.Addr, state *atomic.Int32) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	old := state.Load()
+	if old != statePending && old != stateIdle {
+		return false
 	}
-	if l.parent != nil {
-		if e := l.parent.acquire(src); e != nil {
-			l.releaseOne(src, true)
-			return e
-		}
+	state.Store(stateStarted)
+	l.leavePendingLocked(src, old)
+	return true
+}
+
+// overdue marks a connection still pending after the grace as idle. It
+// returns a LimitError when that leaves its source over MaxPendingPerSource:
+// the caller resets the connection.
+func (l *Limiter) overdue(src netip.Addr, state *atomic.Int32) *LimitError {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if state.Load() != statePending {
+		return nil
+	}
+	state.Store(stateIdle)
+	sc := l.sources[src]
+	sc.idle++
+	if l.maxPending > 0 && sc.idle > l.maxPending {
+		return &LimitError{Limit: LimitPendingSource, Key: src.String(), Max: limitString(l.maxPending)}
 	}
 	return nil
 }
 
-// started moves a connection from src out of the pending count.
-func (l *Limiter) started(src netip.Addr) {
-	l.mu.Lock()
-	if sc := l.sources[src]; sc != nil {
-		sc.pending--
-	}
-	l.mu.Unlock()
-	if l.parent != nil {
-		l.parent.started(src)
-	}
-}
-
-// release gives back a connection's slot, here and in the parents.
-func (l *Limiter) release(src netip.Addr, pending bool) {
-	for ; l != nil; l = l.parent {
-		l.releaseOne(src, pending)
-	}
-}
-
-// releaseOne gives back a slot in l only, not in its parents.
-func (l *Limiter) releaseOne(src netip.Addr, pending bool) {
+// release gives back a connection's slot and returns the state it had.
+func (l *Limiter) release(src netip.Addr, state *atomic.Int32) int32 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	old := state.Swap(stateDone)
+	l.leavePendingLocked(src, old)
 	l.total--
 	if sc := l.sources[src]; sc != nil {
 		sc.conns--
-		if pending {
-			sc.pending--
-		}
 		if sc.conns == 0 {
 			delete(l.sources, src)
 		}
+	}
+	return old
+}
+
+func (l *Limiter) leavePendingLocked(src netip.Addr, old int32) {
+	sc := l.sources[src]
+	if sc == nil {
+		return
+	}
+	switch old {
+	case stateIdle:
+		sc.idle--
+		fallthrough
+	case statePending:
+		sc.pending--
 	}
 }
 

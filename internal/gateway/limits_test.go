@@ -101,7 +101,7 @@ func (r *records) matching(s string) []string {
 var anyPolicy, _ = ParsePolicy([]string{"any"})
 
 func TestPerSourceCap(t *testing.T) {
-	lim := NewLimiter(Limits{MaxConnsPerSource: 3}, nil)
+	lim := NewLimiter(Limits{MaxConnsPerSource: 3})
 	l := serveListener(t, Config{Service: "cam", Addr: "127.0.0.1:0", Policy: anyPolicy, Dial: tcpDial(echoAfterEOF(t)), Limiter: lim})
 	addr := l.Addr().String()
 	held := []*net.TCPConn{holdOpen(t, "127.0.0.2", addr), holdOpen(t, "127.0.0.2", addr), holdOpen(t, "127.0.0.2", addr)}
@@ -127,25 +127,39 @@ func TestPerSourceCap(t *testing.T) {
 	}
 }
 
-// TestPendingCap: idle connections from one source (no byte either way) are
-// few; a source's started connections are not held back by them.
+// TestPendingCap: a source keeps few idle connections (nothing moved either
+// way for the grace); its connections that speak are not held back by them.
 func TestPendingCap(t *testing.T) {
-	l := serveListener(t, Config{Service: "cam", Addr: "127.0.0.1:0", Policy: anyPolicy, Dial: tcpDial(echoAfterEOF(t))})
+	const grace = 50 * time.Millisecond
+	l := serveListener(t, Config{Service: "cam", Addr: "127.0.0.1:0", Policy: anyPolicy, Dial: tcpDial(echoAfterEOF(t)),
+		Limiter: NewLimiter(Limits{MaxPendingPerSource: 4, PendingGrace: grace})})
 	addr := l.Addr().String()
 	var idle []*net.TCPConn
-	for range DefaultMaxPendingPerSource {
+	for range 6 {
 		c := dialFrom(t, "127.0.0.2", addr)
 		t.Cleanup(func() { c.Close() })
 		idle = append(idle, c)
 	}
-	waitFor(t, "idle connections held", func() bool { return l.Stats().Pending == DefaultMaxPendingPerSource })
-	expectRefused(t, "127.0.0.2", addr, "one idle connection too many")
-
-	// One of them speaks: it is no longer pending, and there is room again.
-	idle[0].Write([]byte("x"))
-	waitFor(t, "a started connection", func() bool { return l.Stats().Pending == DefaultMaxPendingPerSource-1 })
-	if err := echoOnce(dialFrom(t, "127.0.0.2", addr), "hello", 5*time.Second); err != nil {
-		t.Fatalf("source refused with a pending slot free: %v", err)
+	// A burst is admitted; after the grace two of the six are reset.
+	waitFor(t, "two idle connections reset", func() bool { s := l.Stats(); return s.Refused == 2 && s.Active == 4 })
+	if s := l.Stats(); s.Pending != 4 {
+		t.Errorf("stats %+v, want 4 pending", s)
+	}
+	reset := 0
+	for _, c := range idle {
+		c.SetReadDeadline(time.Now().Add(grace))
+		if _, err := c.Read(make([]byte, 1)); !os.IsTimeout(err) {
+			reset++
+		}
+	}
+	if reset != 2 {
+		t.Errorf("%d viewers saw a reset, want 2", reset)
+	}
+	// Another source is not affected, nor a connection of this one that speaks.
+	for _, src := range []string{"127.0.0.3", "127.0.0.2"} {
+		if err := echoOnce(dialFrom(t, src, addr), "hello", 5*time.Second); err != nil {
+			t.Fatalf("viewer from %s: %v", src, err)
+		}
 	}
 }
 
@@ -153,7 +167,7 @@ func TestPendingCap(t *testing.T) {
 // refusals are logged once, with the limit and what to change.
 func TestGlobalCap(t *testing.T) {
 	rec := &records{}
-	lim := NewLimiter(Limits{MaxConns: 2}, nil)
+	lim := NewLimiter(Limits{MaxConns: 2})
 	target := echoAfterEOF(t)
 	a := serveListener(t, Config{Service: "a", Addr: "127.0.0.1:0", Policy: anyPolicy, Dial: tcpDial(target), Limiter: lim, Logger: slog.New(rec)})
 	b := serveListener(t, Config{Service: "b", Addr: "127.0.0.1:0", Policy: anyPolicy, Dial: tcpDial(target), Limiter: lim, Logger: slog.New(rec)})
@@ -180,7 +194,7 @@ func TestGlobalCap(t *testing.T) {
 
 // TestPerServiceCap: one service at its cap leaves the others their room.
 func TestPerServiceCap(t *testing.T) {
-	lim := NewLimiter(Limits{}, nil)
+	lim := NewLimiter(Limits{})
 	target := echoAfterEOF(t)
 	a := serveListener(t, Config{Service: "a", Addr: "127.0.0.1:0", Policy: anyPolicy, Dial: tcpDial(target), Limiter: lim, MaxConns: 2})
 	b := serveListener(t, Config{Service: "b", Addr: "127.0.0.1:0", Policy: anyPolicy, Dial: tcpDial(target), Limiter: lim, MaxConns: 2})
@@ -199,7 +213,7 @@ func TestPerServiceCap(t *testing.T) {
 func TestManySourcesFloodOneService(t *testing.T) {
 	target := echoAfterEOF(t)
 	budget := make(streamBudget, 64)
-	lim := NewLimiter(Limits{}, nil)
+	lim := NewLimiter(Limits{})
 	a := serveListener(t, Config{Service: "a", Addr: "127.0.0.1:0", Policy: anyPolicy, Dial: budget.dial(target), Limiter: lim, MaxConns: 48})
 	b := serveListener(t, Config{Service: "b", Addr: "127.0.0.1:0", Policy: anyPolicy, Dial: budget.dial(target), Limiter: lim, MaxConns: 48})
 	for i := range 200 {
@@ -270,42 +284,51 @@ func pacedCamera(t *testing.T, tick, pause time.Duration) string {
 	return ln.Addr().String()
 }
 
-// TestLongStreamSurvives: a viewer that speaks once and then only watches, for
-// longer than every deadline, with gaps in the video longer than the
-// first-byte deadline, is never cut.
+// TestLongStreamSurvives: video runs for longer than every deadline, with
+// gaps longer than them, and is never cut: a viewer that speaks once (under a
+// first-byte deadline) and then only watches, and one that never speaks at all
+// (the camera speaks first), on the splice path and on the buffered path.
 func TestLongStreamSurvives(t *testing.T) {
 	const deadline = 50 * time.Millisecond
 	for _, wrap := range []bool{false, true} {
-		dial := tcpDial(pacedCamera(t, 5*time.Millisecond, 3*deadline))
-		if wrap {
-			inner := dial
-			dial = func(ctx context.Context, v netip.AddrPort) (Conn, error) {
-				c, err := inner(ctx, v)
-				if err != nil {
-					return nil, err
+		for _, speaks := range []bool{true, false} {
+			dial := tcpDial(pacedCamera(t, 5*time.Millisecond, 3*deadline))
+			if wrap {
+				inner := dial
+				dial = func(ctx context.Context, v netip.AddrPort) (Conn, error) {
+					c, err := inner(ctx, v)
+					if err != nil {
+						return nil, err
+					}
+					return pipeConn{c.(*net.TCPConn)}, nil
 				}
-				return pipeConn{c.(*net.TCPConn)}, nil
 			}
-		}
-		l := serveListener(t, Config{Service: "cam", Addr: "127.0.0.1:0", Policy: anyPolicy, Dial: dial,
-			FirstByteTimeout: deadline, DialTimeout: deadline, Limiter: NewLimiter(Limits{MaxPendingPerSource: 1}, nil)})
-		c := dialFrom(t, "127.0.0.2", l.Addr().String())
-		c.Write([]byte("PLAY"))
-		start := time.Now()
-		buf := make([]byte, 64<<10)
-		var got int
-		for time.Since(start) < 20*deadline {
-			c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			n, err := c.Read(buf)
-			got += n
-			if err != nil {
-				t.Fatalf("wrap=%v: stream cut after %v and %d bytes: %v", wrap, time.Since(start), got, err)
+			cfg := Config{Service: "cam", Addr: "127.0.0.1:0", Policy: anyPolicy, Dial: dial, DialTimeout: deadline,
+				Limiter: NewLimiter(Limits{MaxPendingPerSource: 1, PendingGrace: deadline})}
+			if speaks {
+				cfg.FirstByteTimeout = deadline
 			}
-		}
-		c.Close()
-		// The splice path counts per chunk: at most one chunk behind.
-		if s := l.Stats(); s.Refused != 0 || s.BytesOut+spliceChunk < int64(got) {
-			t.Errorf("wrap=%v: stats %+v after %d bytes", wrap, s, got)
+			l := serveListener(t, cfg)
+			c := dialFrom(t, "127.0.0.2", l.Addr().String())
+			if speaks {
+				c.Write([]byte("PLAY"))
+			}
+			start := time.Now()
+			buf := make([]byte, 64<<10)
+			var got int
+			for time.Since(start) < 20*deadline {
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				n, err := c.Read(buf)
+				got += n
+				if err != nil {
+					t.Fatalf("wrap=%v speaks=%v: stream cut after %v and %d bytes: %v", wrap, speaks, time.Since(start), got, err)
+				}
+			}
+			c.Close()
+			// The splice path counts per chunk: at most one chunk behind.
+			if s := l.Stats(); s.Refused != 0 || s.BytesOut+spliceChunk < int64(got) {
+				t.Errorf("wrap=%v speaks=%v: stats %+v after %d bytes", wrap, speaks, s, got)
+			}
 		}
 	}
 }
@@ -316,7 +339,7 @@ func TestShutdownGoroutines(t *testing.T) {
 	target := echoAfterEOF(t)
 	base := runtime.NumGoroutine()
 	l, err := Listen(Config{Service: "cam", Addr: "127.0.0.1:0", Policy: anyPolicy, Dial: tcpDial(target),
-		Limiter: NewLimiter(Limits{MaxConnsPerSource: 4}, nil)})
+		Limiter: NewLimiter(Limits{MaxConnsPerSource: 4})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,7 +376,7 @@ func TestServeConn(t *testing.T) {
 		go func() { io.Copy(b, b); b.Close() }()
 		return closeOnCloseWrite{a}, nil
 	}
-	l, err := New(Config{Service: "cam", Policy: p, Dial: echo, Limiter: NewLimiter(Limits{MaxConnsPerSource: 1}, nil)})
+	l, err := New(Config{Service: "cam", Policy: p, Dial: echo, Limiter: NewLimiter(Limits{MaxConnsPerSource: 1})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -401,32 +424,41 @@ func TestSourceKey(t *testing.T) {
 	}
 }
 
-// TestLimiterParent: a connection needs room in the Limiter and its parent; a
-// refusal by the parent leaves nothing held in the child.
-func TestLimiterParent(t *testing.T) {
-	daemon := NewLimiter(Limits{MaxConns: 3}, nil)
-	agentA := NewLimiter(Limits{MaxConns: 2}, daemon)
-	agentB := NewLimiter(Limits{MaxConns: 2}, daemon)
-	src := netip.MustParseAddr("192.0.2.1")
-	for i, want := range []string{"", "", LimitConns} {
-		e := agentA.acquire(src)
-		if (e == nil) != (want == "") || (e != nil && e.Limit != want) {
-			t.Fatalf("agent A acquire %d: %v, want %q", i, e, want)
+// TestLimiterCounts: the counts behind the caps and Sources.
+func TestLimiterCounts(t *testing.T) {
+	lim := NewLimiter(Limits{MaxConns: 3, MaxConnsPerSource: 2, MaxPendingPerSource: 1})
+	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	var st [3]atomic.Int32
+	for i, c := range []struct {
+		src  netip.Addr
+		want string
+	}{{a, ""}, {a, ""}, {a, LimitConnsPerSource}, {b, ""}, {b, LimitConns}} {
+		e := lim.acquire(c.src)
+		if (e == nil) != (c.want == "") || (e != nil && e.Limit != c.want) {
+			t.Fatalf("acquire %d: %v, want %q", i, e, c.want)
 		}
 	}
-	if e := agentB.acquire(src); e != nil {
+	// a's two connections go idle: the second is one too many.
+	if e := lim.overdue(a, &st[0]); e != nil {
 		t.Fatal(e)
 	}
-	if e := agentB.acquire(src); e == nil || e.Key != "all" || agentB.Open() != 1 {
-		t.Fatalf("daemon full: %v, agent B holds %d", e, agentB.Open())
+	if e := lim.overdue(a, &st[1]); e == nil || e.Limit != LimitPendingSource {
+		t.Fatalf("second idle connection: %v", e)
 	}
-	agentA.started(src)
-	agentA.release(src, false)
-	if daemon.Open() != 2 || agentA.Open() != 1 {
-		t.Fatalf("after release: daemon %d, agent A %d", daemon.Open(), agentA.Open())
+	if !lim.start(a, &st[0]) || lim.start(a, &st[0]) {
+		t.Fatal("start of an idle connection")
 	}
-	if s := daemon.Sources(0); len(s) != 1 || s[0].Conns != 2 || s[0].Pending != 2 {
-		t.Fatalf("daemon sources %+v", s)
+	if e := lim.overdue(a, &st[0]); e != nil {
+		t.Fatal("a started connection went idle")
+	}
+	if got := lim.Sources(0); len(got) != 2 || got[0] != (SourceCount{Source: a, Conns: 2, Pending: 1}) || got[1] != (SourceCount{Source: b, Conns: 1, Pending: 1}) {
+		t.Fatalf("Sources = %+v", got)
+	}
+	for i, src := range []netip.Addr{a, a, b} {
+		lim.release(src, &st[i])
+	}
+	if lim.Open() != 0 || len(lim.Sources(0)) != 0 {
+		t.Fatalf("after release: %d open, %+v", lim.Open(), lim.Sources(0))
 	}
 }
 

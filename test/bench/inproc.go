@@ -38,6 +38,7 @@ func StartTunnel(ctx context.Context, target string) (*Tunnel, error) {
 	rc := &config.Relay{
 		Listen: "127.0.0.1:0", ViewerBind: "127.0.0.1", StateDir: dir,
 		Agents: map[string]config.RelayAgent{"home": {Token: tok, Ports: config.PortRange{Lo: port, Hi: port}}},
+		Limits: config.Limits{MaxConnsPerSource: -1}, // every bench viewer comes from 127.0.0.1
 	}
 	srv, err := relay.New(relay.Config{Relay: rc})
 	if err != nil {
