@@ -39,6 +39,11 @@ func BenchmarkSpliceTCP(b *testing.B) {
 	}{
 		{"chunked", spliceTCP},
 		{"io.Copy", func(dst, src *net.TCPConn, _ *atomic.Int64) (int64, error) { return io.Copy(dst, src) }},
+		// The path of tunnel streams: not both TCP, so through the pooled buffer.
+		{"buffered", func(dst, src *net.TCPConn, n *atomic.Int64) (int64, error) {
+			k, _, err := copyBuffered(pipeConn{dst}, pipeConn{src}, meter{n: n}, false)
+			return k, err
+		}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.SetBytes(total)
