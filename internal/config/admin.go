@@ -69,13 +69,16 @@ func (p *parser) relayAdmin(f *fields, r *Relay) {
 
 // AgentAdmin is what `porthole-agent status` needs from the agent's config.
 type AgentAdmin struct {
+	// Name is the agent's name: the status command checks the agent answering
+	// at Admin is this one.
+	Name string
 	// Admin is the admin endpoint's address; "" when admin: off.
 	Admin string
 	// StateDir is where the agent saves status.json.
 	StateDir string
 }
 
-// PeekAgentAdmin reads only the admin: and state_dir: keys of an agent config,
+// PeekAgentAdmin reads only the name:, admin: and state_dir: keys of an agent config,
 // ignoring everything else: no secret file is read and no other key is checked,
 // so a user who may not read the agent's secrets can still ask it for its status.
 func PeekAgentAdmin(path string) (AgentAdmin, error) {
@@ -98,6 +101,7 @@ func ParseAgentAdmin(file string, data []byte, lookupEnv func(string) (string, b
 	if f == nil {
 		return out, p.result()
 	}
+	out.Name, _, _ = p.str(f, "name", "")
 	out.Admin, _ = p.admin(f, "admin", DefaultAgentAdmin)
 	out.StateDir, _, _ = p.str(f, "state_dir", DefaultAgentStateDir)
 	return out, p.result()

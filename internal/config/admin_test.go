@@ -101,12 +101,12 @@ func TestPeekAgentAdmin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != (AgentAdmin{Admin: "127.0.0.1:9480", StateDir: dir}) {
+	if got != (AgentAdmin{Name: "home", Admin: "127.0.0.1:9480", StateDir: dir}) {
 		t.Errorf("got %+v", got)
 	}
 
 	got, err = ParseAgentAdmin("a.yaml", []byte("name: home\n"), envOf())
-	if err != nil || got != (AgentAdmin{Admin: DefaultAgentAdmin, StateDir: DefaultAgentStateDir}) {
+	if err != nil || got != (AgentAdmin{Name: "home", Admin: DefaultAgentAdmin, StateDir: DefaultAgentStateDir}) {
 		t.Errorf("defaults: %+v %v", got, err)
 	}
 	got, err = ParseAgentAdmin("a.yaml", []byte("admin: off\n"), envOf())
