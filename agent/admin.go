@@ -110,7 +110,7 @@ func StatusPage(st Status, now time.Time) admin.Page {
 		}
 		sec.Rows = append(sec.Rows, cam,
 			admin.Row{Key: "viewers", Value: fmt.Sprintf("%d now, %d connections, %d refused", s.Viewers, s.Connections, s.Denied)},
-			admin.Row{Key: "bytes", Value: bytesString(s.BytesOut) + " to viewers, " + bytesString(s.BytesIn) + " from viewers"})
+			admin.Row{Key: "bytes", Value: admin.FormatBytes(s.BytesOut) + " to viewers, " + admin.FormatBytes(s.BytesIn) + " from viewers"})
 		p.Sections = append(p.Sections, sec)
 	}
 
@@ -144,26 +144,28 @@ func pathPhrase(path string) string {
 type collector struct{ a *Agent }
 
 var (
-	descTunnelUp                         = prometheus.NewDesc("porthole_agent_tunnel_up", "1 while the tunnel to the relay is up.", nil, nil)
-	descTransport                        = prometheus.NewDesc("porthole_agent_tunnel_transport", "1 for the transport the tunnel uses (quic, tcp).", []string{"transport"}, nil)
-	descReconnects                       = prometheus.NewDesc("porthole_agent_tunnel_reconnects_total", "Tunnel sessions lost and re-established.", nil, nil)
-	descPath                             = prometheus.NewDesc("porthole_agent_path", "1 for the path DNS points viewers at.", []string{"path"}, nil)
-	descServices                         = prometheus.NewDesc("porthole_agent_services", "Services in the config.", nil, nil)
-	descAccepted                         = prometheus.NewDesc("porthole_agent_service_relay_accepted", "1 when the relay accepted the service.", []string{"service"}, nil)
-	descCameraUp                         = prometheus.NewDesc("porthole_agent_camera_up", "1 when the last connection to the service's camera succeeded (0 before any).", []string{"service"}, nil)
-	descActive                           = prometheus.NewDesc("porthole_agent_viewer_connections_active", "Viewer connections open now.", []string{"service"}, nil)
-	descTotal                            = prometheus.NewDesc("porthole_agent_viewer_connections_total", "Viewer connections accepted.", []string{"service"}, nil)
-	descDenied                           = prometheus.NewDesc("porthole_agent_viewer_connections_denied_total", "Viewer connections refused.", []string{"service"}, nil)
-	descBytes                            = prometheus.NewDesc("porthole_agent_bytes_total", "Bytes moved per service: in = viewer to camera, out = camera to viewer.", []string{"service", "direction"}, nil)
-	descDNSUpdates                       = prometheus.NewDesc("porthole_agent_dns_updates_total", "DNS record writes since the agent started.", nil, nil)
-	descDNSError                         = prometheus.NewDesc("porthole_agent_dns_error", "1 while the last DNS operation failed.", nil, nil)
-	descMappings                         = prometheus.NewDesc("porthole_agent_port_mappings", "Router port mappings by state (active, failed, pending).", []string{"state"}, nil)
-	descLastPass                         = prometheus.NewDesc("porthole_agent_last_pass_timestamp_seconds", "When the agent's loop last finished a pass.", nil, nil)
-	agentMetrics                         = []*prometheus.Desc{descTunnelUp, descTransport, descReconnects, descPath, descServices, descAccepted, descCameraUp, descActive, descTotal, descDenied, descBytes, descDNSUpdates, descDNSError, descMappings, descLastPass}
-	_               prometheus.Collector = collector{}
-	knownPaths                           = []string{"direct", "relay", "home", "unknown"}
-	knownTransports                      = []string{"quic", "tcp"}
+	descTunnelUp   = prometheus.NewDesc("porthole_agent_tunnel_up", "1 while the tunnel to the relay is up.", nil, nil)
+	descTransport  = prometheus.NewDesc("porthole_agent_tunnel_transport", "1 for the transport the tunnel uses (quic, tcp).", []string{"transport"}, nil)
+	descReconnects = prometheus.NewDesc("porthole_agent_tunnel_reconnects_total", "Tunnel sessions lost and re-established.", nil, nil)
+	descPath       = prometheus.NewDesc("porthole_agent_path", "1 for the path DNS points viewers at.", []string{"path"}, nil)
+	descServices   = prometheus.NewDesc("porthole_agent_services", "Services in the config.", nil, nil)
+	descAccepted   = prometheus.NewDesc("porthole_agent_service_relay_accepted", "1 when the relay accepted the service.", []string{"service"}, nil)
+	descCameraUp   = prometheus.NewDesc("porthole_agent_camera_up", "1 when the last connection to the service's camera succeeded (0 before any).", []string{"service"}, nil)
+	descActive     = prometheus.NewDesc("porthole_agent_viewer_connections_active", "Viewer connections open now.", []string{"service"}, nil)
+	descTotal      = prometheus.NewDesc("porthole_agent_viewer_connections_total", "Viewer connections accepted.", []string{"service"}, nil)
+	descDenied     = prometheus.NewDesc("porthole_agent_viewer_connections_denied_total", "Viewer connections refused.", []string{"service"}, nil)
+	descBytes      = prometheus.NewDesc("porthole_agent_bytes_total", "Bytes moved per service: in = viewer to camera, out = camera to viewer.", []string{"service", "direction"}, nil)
+	descDNSUpdates = prometheus.NewDesc("porthole_agent_dns_updates_total", "DNS record writes since the agent started.", nil, nil)
+	descDNSError   = prometheus.NewDesc("porthole_agent_dns_error", "1 while the last DNS operation failed.", nil, nil)
+	descMappings   = prometheus.NewDesc("porthole_agent_port_mappings", "Router port mappings by state (active, failed, pending).", []string{"state"}, nil)
+	descLastPass   = prometheus.NewDesc("porthole_agent_last_pass_timestamp_seconds", "When the agent's loop last finished a pass.", nil, nil)
+	agentMetrics   = []*prometheus.Desc{descTunnelUp, descTransport, descReconnects, descPath, descServices, descAccepted,
+		descCameraUp, descActive, descTotal, descDenied, descBytes, descDNSUpdates, descDNSError, descMappings, descLastPass}
+	knownPaths      = []string{"direct", "relay", "home", "unknown"}
+	knownTransports = []string{"quic", "tcp"}
 )
+
+var _ prometheus.Collector = collector{}
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range agentMetrics {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/porthole-dev/porthole/agent/tunnel"
+	"github.com/porthole-dev/porthole/internal/admin"
 	"github.com/porthole-dev/porthole/internal/gateway"
 )
 
@@ -335,7 +336,7 @@ func PrintStatus(w io.Writer, st Status, now time.Time) {
 		}
 		fmt.Fprintf(w, "    camera:  %s\n", cameraLine(s.Camera, now))
 		fmt.Fprintf(w, "    viewers: %d now, %d connections, %d refused; %s to viewers, %s from viewers\n",
-			s.Viewers, s.Connections, s.Denied, bytesString(s.BytesOut), bytesString(s.BytesIn))
+			s.Viewers, s.Connections, s.Denied, admin.FormatBytes(s.BytesOut), admin.FormatBytes(s.BytesIn))
 	}
 }
 
@@ -363,19 +364,6 @@ func ago(now, t time.Time) string {
 		return d.Round(time.Minute).String()
 	}
 	return fmt.Sprintf("%dd", int(d.Hours()/24))
-}
-
-func bytesString(n int64) string {
-	const unit = 1000
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %cB", float64(n)/float64(div), "kMGTPE"[exp])
 }
 
 func orNone(s string) string {

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/porthole-dev/porthole/internal/admin"
 	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/proto"
 	"github.com/quic-go/quic-go"
@@ -59,7 +60,9 @@ type Server struct {
 	pc  net.PacketConn
 	tr  *quic.Transport
 	ln  *quic.Listener
-	mln net.Listener // metrics; nil when off
+	adm *admin.Server // admin endpoint; nil when off
+
+	started time.Time
 
 	wg       sync.WaitGroup // one per agent connection
 	mu       sync.Mutex     // guards the fields below
@@ -137,15 +140,13 @@ func New(cfg Config) (*Server, error) {
 		pc.Close()
 		return nil, fmt.Errorf("relay: quic listen: %w", err)
 	}
-	var mln net.Listener
-	if rc.Metrics != "" {
-		if mln, err = net.Listen("tcp", rc.Metrics); err != nil {
-			ln.Close()
-			pc.Close()
-			return nil, fmt.Errorf("relay: metrics listener: %w", err)
-		}
+	s := &Server{cfg: cfg, log: cfg.Logger, pc: pc, tr: tr, ln: ln, sessions: map[string]*session{}, started: time.Now()}
+	if s.adm, err = s.listenAdmin(); err != nil {
+		ln.Close()
+		pc.Close()
+		return nil, err
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, pc: pc, tr: tr, ln: ln, mln: mln, sessions: map[string]*session{}}, nil
+	return s, nil
 }
 
 // Addr is the UDP address agents connect to.
@@ -157,15 +158,14 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("relay listening", "udp", s.Addr().String(), "agents", len(s.cfg.Relay.Agents))
 	sctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if s.mln != nil {
+	if s.adm != nil {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			if err := s.serveMetrics(sctx, s.mln); err != nil {
-				s.log.Warn("metrics server stopped", "err", err)
+			if err := s.adm.Run(sctx); err != nil {
+				s.log.Warn("admin endpoint stopped", "err", err)
 			}
 		}()
-		s.log.Info("metrics", "url", "http://"+s.mln.Addr().String()+"/metrics")
 	}
 	go func() {
 		<-ctx.Done()
