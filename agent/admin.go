@@ -81,7 +81,8 @@ func StatusPage(st Status, now time.Time) admin.Page {
 			sec.Level = admin.Bad
 			sec.Rows = append(sec.Rows, admin.Row{Key: "state", Value: "down", Level: admin.Bad})
 		}
-		sec.Rows = append(sec.Rows, admin.Row{Key: "reconnects", Value: strconv.Itoa(t.Reconnects)})
+		sec.Rows = append(sec.Rows, admin.Row{Key: "reconnects", Value: strconv.Itoa(t.Reconnects)},
+			admin.Row{Key: "viewers", Value: strconv.FormatInt(t.Streams, 10) + " relayed streams open"})
 		if t.LastError != "" {
 			sec.Rows = append(sec.Rows, admin.Row{Key: "last error", Value: t.LastError, Level: admin.Warn})
 		}
@@ -147,6 +148,7 @@ var (
 	descTunnelUp   = prometheus.NewDesc("porthole_agent_tunnel_up", "1 while the tunnel to the relay is up.", nil, nil)
 	descTransport  = prometheus.NewDesc("porthole_agent_tunnel_transport", "1 for the transport the tunnel uses (quic, tcp).", []string{"transport"}, nil)
 	descReconnects = prometheus.NewDesc("porthole_agent_tunnel_reconnects_total", "Tunnel sessions lost and re-established.", nil, nil)
+	descStreams    = prometheus.NewDesc("porthole_agent_tunnel_streams_active", "Viewer streams open through the tunnel, all services.", nil, nil)
 	descPath       = prometheus.NewDesc("porthole_agent_path", "1 for the path DNS points viewers at.", []string{"path"}, nil)
 	descServices   = prometheus.NewDesc("porthole_agent_services", "Services in the config.", nil, nil)
 	descAccepted   = prometheus.NewDesc("porthole_agent_service_relay_accepted", "1 when the relay accepted the service.", []string{"service"}, nil)
@@ -159,7 +161,7 @@ var (
 	descDNSError   = prometheus.NewDesc("porthole_agent_dns_error", "1 while the last DNS operation failed.", nil, nil)
 	descMappings   = prometheus.NewDesc("porthole_agent_port_mappings", "Router port mappings by state (active, failed, pending).", []string{"state"}, nil)
 	descLastPass   = prometheus.NewDesc("porthole_agent_last_pass_timestamp_seconds", "When the agent's loop last finished a pass.", nil, nil)
-	agentMetrics   = []*prometheus.Desc{descTunnelUp, descTransport, descReconnects, descPath, descServices, descAccepted,
+	agentMetrics   = []*prometheus.Desc{descTunnelUp, descTransport, descReconnects, descStreams, descPath, descServices, descAccepted,
 		descCameraUp, descActive, descTotal, descDenied, descBytes, descDNSUpdates, descDNSError, descMappings, descLastPass}
 	knownPaths      = []string{"direct", "relay", "home", "unknown"}
 	knownTransports = []string{"quic", "tcp"}
@@ -187,6 +189,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(descTransport, b2f(st.Tunnel.Connected && st.Tunnel.Transport == t), t)
 		}
 		counter(descReconnects, float64(st.Tunnel.Reconnects))
+		gauge(descStreams, float64(st.Tunnel.Streams))
 	}
 	for _, p := range knownPaths {
 		gauge(descPath, b2f(st.Path == p || p == "unknown" && st.Path == ""), p)

@@ -118,6 +118,9 @@ type TunnelStatus struct {
 	Transport    string `json:"transport,omitempty"`
 	TransportWhy string `json:"transport_reason,omitempty"`
 	Reconnects   int    `json:"reconnects"`
+	// Streams is the viewer connections open through the tunnel now, all
+	// services together (per service in ServiceStatus once the tunnel counts them).
+	Streams int64 `json:"streams"`
 }
 
 // ServiceStatus is one exposed service.
@@ -270,6 +273,7 @@ func (a *Agent) Status() Status {
 		st.Tunnel.Relay = a.ac.Relay.Address
 		st.Tunnel.LastError = ts.LastError
 		st.Tunnel.Reconnects = ts.Reconnects
+		st.Tunnel.Streams = a.tun.ActiveStreams()
 		if ts.Connected {
 			st.Tunnel.Since = ts.Since
 			// The tunnel speaks QUIC only until the TCP fallback lands; then

@@ -296,11 +296,18 @@ func PrintStatus(w io.Writer, st Status, now time.Time) {
 			}
 		}
 		fmt.Fprintf(w, "tunnel:   %s: %s; %d reconnects\n", t.Relay, state, t.Reconnects)
+		if t.Connected {
+			fmt.Fprintf(w, "          %d relayed viewer streams open\n", t.Streams)
+		}
 		if t.LastError != "" {
 			fmt.Fprintf(w, "          last error: %s\n", t.LastError)
 		}
 	}
-	fmt.Fprintf(w, "path:     %s (%s)\n", orNone(st.Path), st.PathWhy)
+	if st.Path != "" || st.PathWhy != "" {
+		fmt.Fprintf(w, "path:     %s (%s)\n", orNone(st.Path), st.PathWhy)
+	} else {
+		fmt.Fprintln(w, "path:     none (no ddns section: DNS is not managed)")
+	}
 	if st.DNS != "" || st.DNSAction != "" || st.DNSError != "" {
 		fmt.Fprintf(w, "dns:      %s (%s); %d updates since start\n", orNone(st.DNS), st.DNSAction, st.DNSUpdates)
 		if st.DNSError != "" {
