@@ -33,11 +33,15 @@ var version = "dev"
 const defaultConfig = "/etc/porthole/agent.yaml"
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
-// run is the whole program, testable: it returns the exit code.
-func run(args []string, stdout, stderr io.Writer) int {
+// run is the whole program, testable: it runs until ctx ends and returns the
+// exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("porthole-agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", defaultConfig, "config file")
@@ -85,8 +89,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	a, err := agent.New(agent.Config{Agent: ac, Logger: log, Version: version})
 	if err != nil {
 		log.Error("cannot start", "err", err)

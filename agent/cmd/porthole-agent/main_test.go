@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"log/slog"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,7 +25,7 @@ type result struct {
 
 func runArgs(args ...string) result {
 	var out, errb strings.Builder
-	code := run(args, &out, &errb)
+	code := run(context.Background(), args, &out, &errb)
 	return result{code, out.String(), errb.String()}
 }
 
@@ -293,5 +295,67 @@ func TestStartAdminDefaultTaken(t *testing.T) {
 	ac.Admin = ""
 	if adm, err := startAdmin(a, ac, log); adm != nil || err != nil {
 		t.Errorf("admin off: %v %v", adm, err)
+	}
+}
+
+// syncBuffer is a strings.Builder safe to write from the agent's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestStatusOfRunningAgent runs the real program (relay-less, DDNS against a
+// local server that refuses) and asks it with the status command.
+func TestStatusOfRunningAgent(t *testing.T) {
+	dir := t.TempDir()
+	admin := deadAddr(t) // free now; the agent binds it
+	dead := deadAddr(t)
+	cfg := filepath.Join(dir, "agent.yaml")
+	os.WriteFile(cfg, []byte("name: home\nstate_dir: "+dir+"\nadmin: "+admin+
+		"\npublicip: {sources: [https], https: [\"https://"+dead+"/\"], min_agree: 1, ipv6: false}"+
+		"\nddns:\n  hostname: home.example.com\n  provider: {type: duckdns, token: s3cret-duck-token, base_url: \"https://"+dead+"/update\"}\n"), 0o600)
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errb syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, []string{"-config", cfg}, &out, &errb) }()
+	defer func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("agent exit %d\n%s", code, errb.String())
+		}
+	}()
+	var r result
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		r = runArgs("status", "-config", cfg)
+		if r.code == 0 && strings.Contains(r.stdout, "path:     unknown") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status never showed the running agent's first pass: exit %d\n%s%s\nagent log:\n%s", r.code, r.stdout, r.stderr, errb.String())
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition with a deadline
+	}
+	if !strings.Contains(r.stdout, "agent home (dev)") || strings.Contains(r.stdout+r.stderr, "s3cret") {
+		t.Errorf("status:\n%s%s", r.stdout, r.stderr)
+	}
+	resp, err := http.Get("http://" + admin + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("healthz: %s", resp.Status)
 	}
 }
