@@ -57,7 +57,7 @@ type Agent struct {
 
 	tun     *tunnel.Client  // nil without a relay section
 	pm      *portmap.Client // nil unless direct.enabled
-	direct  []*gateway.Listener
+	direct  []*gateway.Listener // appended under mu: Status reads it
 	det     *publicip.Detector // nil without ddns
 	updater *ddns.Updater      // nil without ddns
 	kick    chan struct{}      // asks the path loop to re-check now

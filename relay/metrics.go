@@ -172,7 +172,7 @@ func (s *Server) listenAdmin() (*admin.Server, error) {
 	rc := s.cfg.Relay
 	addr := rc.Admin
 	if addr == "" {
-		addr = rc.Metrics //nolint:staticcheck // the deprecated field still works for Go callers
+		addr = rc.Metrics // the deprecated field still works for Go callers
 	}
 	if addr == "" {
 		return nil, nil

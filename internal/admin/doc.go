@@ -22,7 +22,8 @@
 //
 // Both daemons serve a status page on a local address: the agent on
 // 127.0.0.1:7480, the relay on 127.0.0.1:7481. Change it with the admin: key
-// (admin: 127.0.0.1:9000), or turn it off with admin: off. Open
+// (admin: 127.0.0.1:9000), or turn it off with admin: off (an empty admin:
+// means the default, like every other optional key). Open
 // http://127.0.0.1:7480/ on the machine (or through ssh -L 7480:127.0.0.1:7480)
 // to see, per service, whether the relay accepted it, the last connection to the
 // camera, viewers now and bytes moved; the tunnel (transport, last error,

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -316,16 +317,20 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// TestStatusOfRunningAgent runs the real program (relay-less, DDNS against a
-// local server that refuses) and asks it with the status command.
+// TestStatusOfRunningAgent runs the real program (no relay; DDNS against a
+// provider that does not answer, so its error shows) and asks it with the
+// status command and every admin endpoint: the provider's token never shows.
 func TestStatusOfRunningAgent(t *testing.T) {
 	dir := t.TempDir()
 	admin := deadAddr(t) // free now; the agent binds it
 	dead := deadAddr(t)
+	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("203.0.113.7\n")) }))
+	defer echo.Close()
+	const secret = "s3cret-duck-token"
 	cfg := filepath.Join(dir, "agent.yaml")
 	os.WriteFile(cfg, []byte("name: home\nstate_dir: "+dir+"\nadmin: "+admin+
-		"\npublicip: {sources: [https], https: [\"https://"+dead+"/\"], min_agree: 1, ipv6: false}"+
-		"\nddns:\n  hostname: home.example.com\n  provider: {type: duckdns, token: s3cret-duck-token, base_url: \"https://"+dead+"/update\"}\n"), 0o600)
+		"\npublicip: {sources: [https], https: [\""+echo.URL+"/\"], min_agree: 1, ipv6: false, accept: [203.0.113.0/24]}"+
+		"\nddns:\n  hostname: home.duckdns.org\n  provider: {type: duckdns, token: "+secret+", base_url: \"http://"+dead+"/update\"}\n"), 0o600)
 	ctx, cancel := context.WithCancel(context.Background())
 	var out, errb syncBuffer
 	done := make(chan int, 1)
@@ -339,23 +344,31 @@ func TestStatusOfRunningAgent(t *testing.T) {
 	var r result
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		r = runArgs("status", "-config", cfg)
-		if r.code == 0 && strings.Contains(r.stdout, "path:     unknown") {
+		if r.code == 0 && strings.Contains(r.stdout, "last error: duckdns") {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("status never showed the running agent's first pass: exit %d\n%s%s\nagent log:\n%s", r.code, r.stdout, r.stderr, errb.String())
+			t.Fatalf("status never showed the running agent's DNS error: exit %d\n%s%s\nagent log:\n%s", r.code, r.stdout, r.stderr, errb.String())
 		}
 		time.Sleep(20 * time.Millisecond) // polling a condition with a deadline
 	}
-	if !strings.Contains(r.stdout, "agent home (dev)") || strings.Contains(r.stdout+r.stderr, "s3cret") {
+	if !strings.Contains(r.stdout, "agent home (dev)") || !strings.Contains(r.stdout, "public:   203.0.113.7") {
 		t.Errorf("status:\n%s%s", r.stdout, r.stderr)
 	}
-	resp, err := http.Get("http://" + admin + "/healthz")
-	if err != nil {
-		t.Fatal(err)
+	bodies := r.stdout + r.stderr + errb.String()
+	for _, path := range []string{"/", "/status.json", "/metrics", "/healthz"} {
+		resp, err := http.Get("http://" + admin + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("%s: %s", path, resp.Status)
+		}
+		bodies += string(b)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Errorf("healthz: %s", resp.Status)
+	if strings.Contains(bodies, secret) {
+		t.Error("the DNS provider's token shows in the status, an admin endpoint or the log")
 	}
 }
