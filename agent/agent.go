@@ -55,15 +55,16 @@ type Agent struct {
 	ac  *config.Agent
 	log *slog.Logger
 
-	tun     *tunnel.Client      // nil without a relay section
-	pm      *portmap.Client     // nil unless direct.enabled
-	direct  []*gateway.Listener // appended under mu: Status reads it
-	det     *publicip.Detector  // nil without ddns
-	updater *ddns.Updater       // nil without ddns
-	kick    chan struct{}       // asks the path loop to re-check now
-	onPass  func(passReport)    // tests: called after each path-loop pass; nil in production
+	tun     *tunnel.Client  // nil without a relay section
+	pm      *portmap.Client // nil unless direct.enabled
+	direct  []*gateway.Listener
+	det     *publicip.Detector // nil without ddns
+	updater *ddns.Updater      // nil without ddns
+	kick    chan struct{}      // asks the path loop to re-check now
+	onPass  func(passReport)   // tests: called after each path-loop pass; nil in production
 
 	cams *cameraLog // last connection result per LAN target
+	// direct (above) is appended under mu, since Status reads it.
 
 	mu         sync.Mutex // guards the fields below
 	status     Status
