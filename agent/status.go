@@ -221,7 +221,8 @@ var ErrNotRunning = errors.New("no agent answers")
 func QueryStatus(ctx context.Context, client *http.Client, addr, name string) (Status, error) {
 	var st Status
 	if client == nil {
-		client = &http.Client{Timeout: 5 * time.Second}
+		// No proxy from the environment: the agent is on this machine or the LAN.
+		client = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
 	}
 	addr = dialableAdmin(addr)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/status.json", nil)
