@@ -64,23 +64,35 @@ type Agent struct {
 	kick    chan struct{}      // asks the path loop to re-check now
 	onPass  func(passReport)   // tests: called after each path-loop pass; nil in production
 
-	mu     sync.Mutex // guards status
-	status Status
+	cams *cameraLog // last connection result per LAN target
+	// direct (above) is appended under mu, since Status reads it.
+
+	mu         sync.Mutex // guards the fields below
+	status     Status
+	lastWrite  time.Time // the DNS updater's LastWrite seen by saveStatus
+	dnsUpdates int
 }
 
-// Status is the agent's state as `porthole-agent status` prints it.
+// Status is the agent's state as `porthole-agent status` prints it, the admin
+// endpoint's /status.json and status.json in state_dir. It never holds a secret.
 type Status struct {
-	Name    string    `json:"name"`
+	Name    string `json:"name"`
+	Version string `json:"version,omitempty"`
+	// Started is when the agent was built (the process start, in practice).
+	Started time.Time `json:"started,omitzero"`
+	// Updated is when the agent's loop last finished a pass (path and DNS, or
+	// the status refresh without ddns).
 	Updated time.Time `json:"updated"`
-	Tunnel  struct {
-		Connected bool   `json:"connected"`
-		Relay     string `json:"relay,omitempty"`
-		Observed  string `json:"observed,omitempty"`
-		LastError string `json:"last_error,omitempty"`
-	} `json:"tunnel"`
-	PublicV4 string `json:"public_v4,omitempty"`
-	PublicV6 string `json:"public_v6,omitempty"`
-	NAT      string `json:"nat,omitempty"`
+	// StaleAfterSeconds: an Updated older than this means the loop is stuck.
+	// Zero when there is no loop to watch.
+	StaleAfterSeconds int `json:"stale_after_seconds,omitempty"`
+	// Once marks a status saved by a -once run, not by a running agent.
+	Once     bool            `json:"once,omitempty"`
+	Tunnel   TunnelStatus    `json:"tunnel"`
+	Services []ServiceStatus `json:"services,omitempty"`
+	PublicV4 string          `json:"public_v4,omitempty"`
+	PublicV6 string          `json:"public_v6,omitempty"`
+	NAT      string          `json:"nat,omitempty"`
 	Router   struct {
 		Gateway  string   `json:"gateway,omitempty"`
 		Protocol string   `json:"protocol,omitempty"`
@@ -92,6 +104,45 @@ type Status struct {
 	PathWhy   string `json:"path_reason"` // why
 	DNS       string `json:"dns,omitempty"`
 	DNSAction string `json:"dns_action,omitempty"`
+	// DNSUpdates counts the record writes since the agent started.
+	DNSUpdates int    `json:"dns_updates"`
+	DNSError   string `json:"dns_error,omitempty"`
+}
+
+// TunnelStatus is the tunnel to the relay.
+type TunnelStatus struct {
+	Connected bool      `json:"connected"`
+	Relay     string    `json:"relay,omitempty"`
+	Since     time.Time `json:"since,omitzero"` // when the current session came up
+	Observed  string    `json:"observed,omitempty"`
+	LastError string    `json:"last_error,omitempty"`
+	// Transport is "quic" or "tcp" (the fallback), and TransportWhy why that one.
+	Transport    string `json:"transport,omitempty"`
+	TransportWhy string `json:"transport_reason,omitempty"`
+	Reconnects   int    `json:"reconnects"`
+	// Streams is the viewer connections open through the tunnel now, all
+	// services together (per service in ServiceStatus once the tunnel counts them).
+	Streams int64 `json:"streams"`
+}
+
+// ServiceStatus is one exposed service.
+type ServiceStatus struct {
+	Name   string `json:"name"`
+	Port   uint16 `json:"port"`
+	Target string `json:"target"`
+	// Relay is "accepted", "refused" (RelayReason says why), "waiting" (no
+	// session yet), or "" without a relay.
+	Relay       string `json:"relay,omitempty"`
+	RelayReason string `json:"relay_reason,omitempty"`
+	// Camera is the last connection to Target, for any viewer on either path.
+	Camera CameraStatus `json:"camera"`
+	// Viewers connected now, connections accepted and refused, bytes moved:
+	// viewer to camera (in) and camera to viewer (out).
+	Viewers     int64 `json:"viewers"`
+	Connections int64 `json:"connections"`
+	Denied      int64 `json:"denied"`
+	BytesIn     int64 `json:"bytes_in"`
+	BytesOut    int64 `json:"bytes_out"`
 }
 
 // New builds the agent's parts from cfg without starting anything.
@@ -107,8 +158,10 @@ func New(cfg Config) (*Agent, error) {
 		d := &net.Dialer{KeepAlive: 30 * time.Second}
 		cfg.DialLAN = d.DialContext
 	}
+	cams := newCameraLog()
+	cfg.DialLAN = cams.wrap(cfg.DialLAN)
 	a := &Agent{cfg: cfg, ac: ac, log: cfg.Logger, kick: make(chan struct{}, 1)}
-	a.status.Name = ac.Name
+	a.status.Name, a.status.Version, a.status.Started, a.cams = ac.Name, cfg.Version, time.Now(), cams
 
 	if ac.Relay != nil {
 		var svcs []tunnel.Service
@@ -213,15 +266,31 @@ func (a *Agent) Status() Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	st := a.status
+	st.StaleAfterSeconds = int(a.staleAfter() / time.Second)
+	st.DNSUpdates = a.dnsUpdates
+	var ts tunnel.Status
 	if a.tun != nil {
-		ts := a.tun.Status()
+		ts = a.tun.Status()
 		st.Tunnel.Connected = ts.Connected
 		st.Tunnel.Relay = a.ac.Relay.Address
 		st.Tunnel.LastError = ts.LastError
+		st.Tunnel.Reconnects = ts.Reconnects
+		st.Tunnel.Streams = a.tun.ActiveStreams()
+		if ts.Connected {
+			st.Tunnel.Since = ts.Since
+			// The tunnel speaks QUIC only until the TCP fallback lands; then
+			// this comes from tunnel.Status.
+			st.Tunnel.Transport = "quic"
+		}
 		if ts.Session.Observed.IsValid() {
 			st.Tunnel.Observed = ts.Session.Observed.String()
 		}
 	}
+	if a.updater != nil {
+		us := a.updater.Status()
+		st.DNSError = us.LastError
+	}
+	st.Services = a.serviceStatusLocked(ts)
 	if a.pm != nil {
 		ps := a.pm.Status()
 		st.Router.Protocol = ps.Protocol
@@ -348,7 +417,9 @@ func (a *Agent) startDirect(ctx context.Context, run func(string, func(context.C
 		if err != nil {
 			return fmt.Errorf("agent: direct listener: %w (is another program using the port? set direct.enabled: false to run relay-only)", err)
 		}
+		a.mu.Lock() // Status reads a.direct
 		a.direct = append(a.direct, l)
+		a.mu.Unlock()
 		run("direct "+s.Name, l.Serve)
 		maps = append(maps, portmap.Mapping{Proto: "tcp", ExternalPort: s.Port, InternalPort: s.Port, Description: "porthole " + s.Name})
 	}

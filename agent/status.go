@@ -6,18 +6,41 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"time"
+
+	"github.com/porthole-dev/porthole/agent/tunnel"
+	"github.com/porthole-dev/porthole/internal/admin"
+	"github.com/porthole-dev/porthole/internal/gateway"
 )
 
-// StatusFile is where a running agent keeps its status, inside state_dir; the
-// status command reads it, so no control socket is exposed.
+// StatusFile is where a running agent saves its status, inside state_dir: the
+// status command's fallback when the admin endpoint is off.
 const StatusFile = "status.json"
 
+// saveStatus marks a finished pass of the agent's loop (what /healthz and the
+// staleness check watch) and writes the status to state_dir for the status
+// command's fallback when the admin endpoint is off.
 func (a *Agent) saveStatus() {
+	now := time.Now().UTC()
+	a.mu.Lock()
+	a.status.Updated = now
+	if a.updater != nil {
+		// Count writes of this process only: LastWrite starts at the last
+		// write of an earlier run, from the state file.
+		if lw := a.updater.Status().LastWrite; lw.After(a.lastWrite) && lw.After(a.status.Started) {
+			a.dnsUpdates++
+			a.lastWrite = lw
+		}
+	}
+	a.mu.Unlock()
 	st := a.Status()
-	st.Updated = time.Now().UTC()
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return
@@ -29,6 +52,151 @@ func (a *Agent) saveStatus() {
 	os.Rename(tmp, filepath.Join(a.ac.StateDir, StatusFile))
 }
 
+// staleAfter is how old Updated may grow before the loop counts as stuck: the
+// path loop waits up to 1.5 intervals between passes, and a pass may take a
+// while (address detection, one probe per service, the DNS write). Zero when
+// no loop runs. The caller holds a.mu or owns a.
+func (a *Agent) staleAfter() time.Duration {
+	switch {
+	case a.det != nil:
+		interval := a.ac.PublicIP.Interval
+		if interval <= 0 {
+			interval = 5 * time.Minute
+		}
+		return interval*3/2 + 2*time.Minute + time.Duration(len(a.ac.Services))*10*time.Second
+	case a.tun != nil:
+		return time.Minute // statusLoop saves every 10 s
+	}
+	return 0
+}
+
+// ErrStale is wrapped by Status.Stale.
+var ErrStale = errors.New("status is stale")
+
+// Stale says why st is out of date at now (the agent's loop has not finished
+// a pass for longer than it should), or nil.
+func (st Status) Stale(now time.Time) error {
+	if st.StaleAfterSeconds <= 0 || st.Once {
+		return nil // a -once run's status is as old as the run, which the header shows
+	}
+	limit := time.Duration(st.StaleAfterSeconds) * time.Second
+	last, what := st.Updated, "last finished a pass"
+	if last.IsZero() {
+		last, what = st.Started, "started and has not finished a pass since"
+	}
+	if last.IsZero() {
+		return nil
+	}
+	if age := now.Sub(last); age > limit {
+		return fmt.Errorf("%w: the agent's loop %s %s ago (it should at least every %s)", ErrStale, what, age.Round(time.Second), limit)
+	}
+	return nil
+}
+
+// Health is nil while the agent's loop runs on time; for /healthz.
+func (a *Agent) Health() error { return a.Status().Stale(time.Now()) }
+
+// serviceStatusLocked builds the per-service part of Status. a.mu is held.
+func (a *Agent) serviceStatusLocked(ts tunnel.Status) []ServiceStatus {
+	var relayed map[string]gateway.Stats
+	if rs, ok := any(a.tun).(relayStatser); ok && a.tun != nil {
+		relayed = rs.ServiceStats()
+	}
+	out := make([]ServiceStatus, 0, len(a.ac.Services))
+	for i, s := range a.ac.Services {
+		ss := ServiceStatus{Name: s.Name, Port: s.Port, Target: s.Target, Camera: a.cams.get(s.Target)}
+		if a.tun != nil {
+			ss.Relay, ss.RelayReason = "waiting", "the tunnel is not up"
+			if ts.LastError != "" {
+				ss.RelayReason += ": " + ts.LastError
+			}
+			if ts.Connected {
+				ss.Relay, ss.RelayReason = "refused", "the relay did not answer for this service"
+				for _, r := range ts.Session.Results {
+					if r.Name != s.Name {
+						continue
+					}
+					if r.Accepted {
+						ss.Relay, ss.RelayReason = "accepted", ""
+					} else {
+						ss.RelayReason = r.Reason
+					}
+				}
+			}
+		}
+		var sum gateway.Stats
+		if i < len(a.direct) { // startDirect opens one listener per service, in order
+			sum = a.direct[i].Stats()
+		}
+		r := relayed[s.Name]
+		ss.Viewers = sum.Active + r.Active
+		ss.Connections = sum.Total + r.Total
+		ss.Denied = sum.Denied + r.Denied
+		ss.BytesIn = sum.BytesIn + r.BytesIn
+		ss.BytesOut = sum.BytesOut + r.BytesOut
+		out = append(out, ss)
+	}
+	return out
+}
+
+// relayStatser is what the tunnel client offers, once it counts relayed viewers
+// per service, for the per-service figures; until then they cover the direct
+// path only.
+type relayStatser interface {
+	ServiceStats() map[string]gateway.Stats
+}
+
+// CameraStatus is the last connection the agent made to a camera.
+type CameraStatus struct {
+	Last   time.Time `json:"last,omitzero"` // zero: not tried since the agent started
+	OK     bool      `json:"ok"`
+	Error  string    `json:"error,omitempty"`
+	LastOK time.Time `json:"last_ok,omitzero"`
+}
+
+// cameraLog remembers the last connection result per LAN target; every viewer
+// connection on either path dials through it.
+type cameraLog struct {
+	mu sync.Mutex // guards the fields below
+	m  map[string]CameraStatus
+}
+
+func newCameraLog() *cameraLog { return &cameraLog{m: map[string]CameraStatus{}} }
+
+type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// wrap records the outcome of each dial and returns the connection untouched,
+// so the splice fast path still sees a *net.TCPConn.
+func (c *cameraLog) wrap(dial dialFunc) dialFunc {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := dial(ctx, network, addr)
+		c.record(addr, err, time.Now())
+		return conn, err
+	}
+}
+
+func (c *cameraLog) record(addr string, err error, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cs := c.m[addr]
+	cs.Last, cs.OK, cs.Error = now, err == nil, ""
+	if err != nil {
+		cs.Error = err.Error()
+	} else {
+		cs.LastOK = now
+	}
+	c.m[addr] = cs
+}
+
+func (c *cameraLog) get(addr string) CameraStatus {
+	if c == nil {
+		return CameraStatus{}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[addr]
+}
+
 // ReadStatus reads the status a running agent saved in stateDir.
 func ReadStatus(stateDir string) (Status, error) {
 	var st Status
@@ -36,29 +204,125 @@ func ReadStatus(stateDir string) (Status, error) {
 	if err != nil {
 		return st, fmt.Errorf("no status in %s (is the agent running with this config?): %w", stateDir, err)
 	}
-	return st, json.Unmarshal(b, &st)
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("reading %s: %w", filepath.Join(stateDir, StatusFile), err)
+	}
+	return st, nil
 }
 
-// PrintStatus writes st for a person.
-func PrintStatus(w io.Writer, st Status) {
-	fmt.Fprintf(w, "agent %s (status of %s)\n", st.Name, st.Updated.Local().Format(time.RFC3339))
-	if st.Tunnel.Relay != "" {
-		state := "down"
-		if st.Tunnel.Connected {
-			state = "up, relay sees us as " + st.Tunnel.Observed
-		} else if st.Tunnel.LastError != "" {
-			state += ": " + st.Tunnel.LastError
+// ErrNotRunning is returned by QueryStatus when no agent, or not the agent
+// asked for, answers at the address.
+var ErrNotRunning = errors.New("no agent answers")
+
+// QueryStatus asks a running agent's admin endpoint (host:port) for its status.
+// An unspecified host (0.0.0.0, ::, empty) is asked on loopback. With name set,
+// an agent of another name answering there (a second agent on this machine
+// holding the default address) counts as not running.
+func QueryStatus(ctx context.Context, client *http.Client, addr, name string) (Status, error) {
+	var st Status
+	if client == nil {
+		// No proxy from the environment: the agent is on this machine or the LAN.
+		client = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	}
+	addr = dialableAdmin(addr)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/status.json", nil)
+	if err != nil {
+		return st, fmt.Errorf("admin address %q: %w", addr, err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return st, fmt.Errorf("%w at %s: is porthole-agent running? systemctl status porthole-agent (%w)", ErrNotRunning, addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("the agent at %s answered %s", addr, resp.Status)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&st); err != nil || st.Name == "" {
+		if err == nil {
+			err = errors.New("no agent name")
 		}
-		fmt.Fprintf(w, "tunnel:   %s: %s\n", st.Tunnel.Relay, state)
+		return st, fmt.Errorf("something answers at %s, but not a porthole-agent status (another program on this port?): %w", addr, err)
+	}
+	if name != "" && st.Name != name {
+		return Status{}, fmt.Errorf("%w at %s: agent %q answers there, not %q: is porthole-agent running with this config? systemctl status porthole-agent", ErrNotRunning, addr, st.Name, name)
+	}
+	return st, nil
+}
+
+// dialableAdmin turns a listen address into one to connect to.
+func dialableAdmin(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip, err := netip.ParseAddr(host); host == "" || err == nil && ip.IsUnspecified() {
+		if err == nil && ip.Is6() {
+			return net.JoinHostPort("::1", port)
+		}
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return addr
+}
+
+// PrintStatus writes st for a person; now is the reader's clock, for ages.
+func PrintStatus(w io.Writer, st Status, now time.Time) {
+	fmt.Fprintf(w, "agent %s", st.Name)
+	if st.Version != "" {
+		fmt.Fprintf(w, " (%s)", st.Version)
+	}
+	if !st.Started.IsZero() {
+		fmt.Fprintf(w, ", running for %s", ago(now, st.Started))
+	}
+	if !st.Updated.IsZero() {
+		fmt.Fprintf(w, ", last pass %s ago", ago(now, st.Updated))
+	}
+	fmt.Fprintln(w)
+	if err := st.Stale(now); err != nil {
+		fmt.Fprintf(w, "STALE:    %s; the figures below may be out of date\n", err)
+	}
+	if st.Tunnel.Relay != "" {
+		t := st.Tunnel
+		state := "down"
+		if t.Connected {
+			state = "up"
+			if !t.Since.IsZero() {
+				state += " for " + ago(now, t.Since)
+			}
+			state += ", over " + orNone(t.Transport)
+			if t.TransportWhy != "" {
+				state += " (" + t.TransportWhy + ")"
+			}
+			if t.Observed != "" {
+				state += ", the relay sees us as " + t.Observed
+			}
+		}
+		fmt.Fprintf(w, "tunnel:   %s: %s; %d reconnects\n", t.Relay, state, t.Reconnects)
+		if t.Connected {
+			fmt.Fprintf(w, "          %d relayed viewer streams open\n", t.Streams)
+		}
+		if t.LastError != "" {
+			fmt.Fprintf(w, "          last error: %s\n", t.LastError)
+		}
+	}
+	if st.Path != "" || st.PathWhy != "" {
+		fmt.Fprintf(w, "path:     %s (%s)\n", orNone(st.Path), st.PathWhy)
+	} else {
+		fmt.Fprintln(w, "path:     none (no ddns section: DNS is not managed)")
+	}
+	if st.DNS != "" || st.DNSAction != "" || st.DNSError != "" {
+		fmt.Fprintf(w, "dns:      %s (%s); %d updates since start\n", orNone(st.DNS), st.DNSAction, st.DNSUpdates)
+		if st.DNSError != "" {
+			fmt.Fprintf(w, "          last error: %s\n", st.DNSError)
+		}
 	}
 	if st.PublicV4 != "" || st.PublicV6 != "" {
-		fmt.Fprintf(w, "public:   %s %s\n", st.PublicV4, st.PublicV6)
+		fmt.Fprintf(w, "public:   %s\n", strings.TrimSpace(st.PublicV4+" "+st.PublicV6))
 	}
 	if st.NAT != "" {
 		fmt.Fprintf(w, "nat:      %s\n", st.NAT)
 	}
 	if st.Router.Gateway != "" || st.Router.Problem != "" {
-		fmt.Fprintf(w, "router:   gateway %s, protocol %s, external %s\n", st.Router.Gateway, orNone(st.Router.Protocol), orNone(st.Router.External))
+		fmt.Fprintf(w, "router:   gateway %s, protocol %s, external %s\n", orNone(st.Router.Gateway), orNone(st.Router.Protocol), orNone(st.Router.External))
 		for _, m := range st.Router.Mappings {
 			fmt.Fprintf(w, "          %s\n", m)
 		}
@@ -66,10 +330,48 @@ func PrintStatus(w io.Writer, st Status) {
 			fmt.Fprintf(w, "          problem: %s\n", st.Router.Problem)
 		}
 	}
-	fmt.Fprintf(w, "path:     %s (%s)\n", orNone(st.Path), st.PathWhy)
-	if st.DNS != "" {
-		fmt.Fprintf(w, "dns:      %s (%s)\n", st.DNS, st.DNSAction)
+	if len(st.Services) > 0 {
+		fmt.Fprintln(w, "services:")
 	}
+	for _, s := range st.Services {
+		fmt.Fprintf(w, "  %s: public port %d -> %s\n", s.Name, s.Port, s.Target)
+		if s.Relay != "" {
+			line := s.Relay
+			if s.RelayReason != "" {
+				line += ": " + s.RelayReason
+			}
+			fmt.Fprintf(w, "    relay:   %s\n", line)
+		}
+		fmt.Fprintf(w, "    camera:  %s\n", cameraLine(s.Camera, now))
+		fmt.Fprintf(w, "    viewers: %d now, %d connections, %d refused; %s to viewers, %s from viewers\n",
+			s.Viewers, s.Connections, s.Denied, admin.FormatBytes(s.BytesOut), admin.FormatBytes(s.BytesIn))
+	}
+}
+
+func cameraLine(c CameraStatus, now time.Time) string {
+	switch {
+	case c.Last.IsZero():
+		return "no connection yet (the agent connects when a viewer does)"
+	case c.OK:
+		return "connected " + ago(now, c.Last) + " ago"
+	case c.LastOK.IsZero():
+		return "FAILED " + ago(now, c.Last) + " ago: " + c.Error
+	}
+	return "FAILED " + ago(now, c.Last) + " ago: " + c.Error + " (last success " + ago(now, c.LastOK) + " ago)"
+}
+
+func ago(now, t time.Time) string {
+	d := now.Sub(t)
+	if d < 0 {
+		d = 0
+	}
+	switch {
+	case d < time.Minute:
+		return d.Round(time.Second).String()
+	case d < 48*time.Hour:
+		return d.Round(time.Minute).String()
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
 }
 
 func orNone(s string) string {
@@ -109,7 +411,10 @@ func (a *Agent) Once(ctx context.Context, w io.Writer) error {
 	var verified bool
 	rep := a.pass(ctx, &verified)
 	os.MkdirAll(a.ac.StateDir, 0o700) // best effort: status is informational
-	a.saveStatus()                    // so `porthole-agent status` can show the last run
+	a.mu.Lock()
+	a.status.Once = true
+	a.mu.Unlock()
+	a.saveStatus() // so `porthole-agent status` can show the last run
 	st := a.Status()
 	fmt.Fprintf(w, "public address: v4 %s v6 %s\n", orNone(st.PublicV4), orNone(st.PublicV6))
 	fmt.Fprintf(w, "path: %s (%s)\n", orNone(st.Path), st.PathWhy)

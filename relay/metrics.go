@@ -1,14 +1,16 @@
 package relay
 
 import (
-	"context"
+	"cmp"
 	"errors"
+	"fmt"
+	"maps"
 	"net"
-	"net/http"
+	"slices"
 	"time"
 
+	"github.com/porthole-dev/porthole/internal/admin"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // collector exports the relay's state to Prometheus at scrape time, reading the
@@ -54,25 +56,155 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// serveMetrics serves /metrics on addr until ctx ends.
-func (s *Server) serveMetrics(ctx context.Context, ln net.Listener) error {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collector{s})
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	stop := context.AfterFunc(ctx, func() { srv.Close() })
-	defer stop()
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
+// Status is the relay's state for the admin endpoint: every configured agent,
+// connected or not, and its services. It never holds a token.
+type Status struct {
+	Listen   string        `json:"listen"`
+	PublicIP string        `json:"public_ip,omitempty"`
+	Started  time.Time     `json:"started"`
+	Agents   []AgentStatus `json:"agents"`
+}
+
+// AgentStatus is one configured agent.
+type AgentStatus struct {
+	Name      string `json:"name"`
+	Ports     string `json:"ports"`
+	Connected bool   `json:"connected"`
+	// Remote is the agent's address as the relay sees it.
+	Remote   string          `json:"remote,omitempty"`
+	Services []ServiceStatus `json:"services,omitempty"`
+}
+
+// ServiceStatus is one service listener the relay runs for an agent.
+type ServiceStatus struct {
+	Name        string `json:"name"`
+	Port        uint16 `json:"port"`
+	Viewers     int64  `json:"viewers"`
+	Connections int64  `json:"connections"`
+	Denied      int64  `json:"denied"`
+	BytesIn     int64  `json:"bytes_in"`  // viewer to agent
+	BytesOut    int64  `json:"bytes_out"` // agent to viewer
+}
+
+// Status returns the relay's current state.
+func (s *Server) Status() Status {
+	rc := s.cfg.Relay
+	st := Status{Listen: s.Addr().String(), Started: s.started}
+	if rc.PublicIP.IsValid() {
+		st.PublicIP = rc.PublicIP.String()
+	}
+	s.mu.Lock()
+	sessions := make(map[string]*session, len(s.sessions))
+	maps.Copy(sessions, s.sessions)
+	s.mu.Unlock()
+	for _, name := range slices.Sorted(maps.Keys(rc.Agents)) {
+		as := AgentStatus{Name: name, Ports: rc.Agents[name].Ports.String()}
+		if ss := sessions[name]; ss != nil {
+			as.Connected = true
+			as.Remote = ss.conn.RemoteAddr().String()
+			ss.mu.Lock()
+			for _, l := range ss.listeners {
+				ls := l.ln.Stats()
+				as.Services = append(as.Services, ServiceStatus{Name: l.spec.Name, Port: l.spec.Port,
+					Viewers: ls.Active, Connections: ls.Total, Denied: ls.Denied, BytesIn: ls.BytesIn, BytesOut: ls.BytesOut})
+			}
+			ss.mu.Unlock()
+			slices.SortFunc(as.Services, func(a, b ServiceStatus) int { return cmp.Compare(a.Port, b.Port) })
+		}
+		st.Agents = append(st.Agents, as)
+	}
+	return st
+}
+
+// StatusPage is the relay's admin status page for st.
+func StatusPage(st Status) admin.Page {
+	p := admin.Page{Title: "porthole-relay"}
+	up := 0
+	for _, a := range st.Agents {
+		if a.Connected {
+			up++
+		}
+	}
+	p.Headline = fmt.Sprintf("%d of %d agents connected", up, len(st.Agents))
+	p.Level = admin.OK
+	if up < len(st.Agents) {
+		p.Level = admin.Warn
+	}
+	gen := admin.Section{Title: "Relay", Rows: []admin.Row{{Key: "agents on", Value: st.Listen}}}
+	if st.PublicIP != "" {
+		gen.Rows = append(gen.Rows, admin.Row{Key: "public IP", Value: st.PublicIP})
+	}
+	gen.Rows = append(gen.Rows, admin.Row{Key: "running", Value: time.Since(st.Started).Round(time.Second).String()})
+	p.Sections = append(p.Sections, gen)
+	for _, a := range st.Agents {
+		sec := admin.Section{Title: "Agent " + a.Name, Level: admin.OK}
+		if a.Connected {
+			sec.Rows = append(sec.Rows, admin.Row{Key: "tunnel", Value: "up from " + a.Remote, Level: admin.OK})
+		} else {
+			sec.Level = admin.Warn
+			sec.Rows = append(sec.Rows, admin.Row{Key: "tunnel", Value: "not connected", Level: admin.Warn})
+		}
+		sec.Rows = append(sec.Rows, admin.Row{Key: "ports", Value: a.Ports})
+		for _, sv := range a.Services {
+			sec.Rows = append(sec.Rows, admin.Row{Key: fmt.Sprintf("%s :%d", sv.Name, sv.Port),
+				Value: fmt.Sprintf("%d viewers now, %d connections, %d refused; %s to viewers, %s from viewers",
+					sv.Viewers, sv.Connections, sv.Denied, admin.FormatBytes(sv.BytesOut), admin.FormatBytes(sv.BytesIn))})
+		}
+		p.Sections = append(p.Sections, sec)
+	}
+	return p
+}
+
+// health is nil while the relay serves; /healthz.
+func (s *Server) health() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return errors.New("shutting down")
 	}
 	return nil
 }
 
-// MetricsAddr is the bound metrics address, or nil when metrics are off.
-func (s *Server) MetricsAddr() net.Addr {
-	if s.mln == nil {
+// listenAdmin binds the admin endpoint; nil when off. When the default address
+// is taken (a second relay on this machine) the relay runs without it; an
+// address set in the config must be free.
+func (s *Server) listenAdmin() (*admin.Server, error) {
+	rc := s.cfg.Relay
+	addr := rc.Admin
+	if addr == "" {
+		addr = rc.Metrics // the deprecated field still works for Go callers
+	}
+	if addr == "" {
+		return nil, nil
+	}
+	adm, err := admin.New(admin.Config{
+		Addr:    addr,
+		Status:  func() any { return s.Status() },
+		Page:    func() admin.Page { return StatusPage(s.Status()) },
+		Health:  s.health,
+		Metrics: admin.NewRegistry(collector{s}),
+		Logger:  s.log.With("part", "admin"),
+	})
+	if err != nil && rc.AdminDefault {
+		s.log.Warn("admin endpoint not started: its default address is taken (another relay on this machine?); set admin: to a free address, or admin: off",
+			"addr", addr, "err", err)
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	return adm, nil
+}
+
+// AdminAddr is the bound admin address, or nil when the endpoint is off.
+func (s *Server) AdminAddr() net.Addr {
+	if s.adm == nil {
 		return nil
 	}
-	return s.mln.Addr()
+	return s.adm.Addr()
 }
+
+// MetricsAddr is AdminAddr, whose /metrics it serves.
+//
+// Deprecated: use AdminAddr.
+func (s *Server) MetricsAddr() net.Addr { return s.AdminAddr() }

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/porthole-dev/porthole/internal/admin"
 	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/internal/gateway"
 	"github.com/porthole-dev/porthole/proto"
@@ -60,9 +61,11 @@ type Server struct {
 	pc  net.PacketConn
 	tr  *quic.Transport
 	ln  *quic.Listener
-	mln net.Listener // metrics; nil when off
 	// viewers caps viewer connections across every agent's service listeners.
 	viewers *gateway.Limiter
+	adm *admin.Server // admin endpoint; nil when off
+
+	started time.Time
 
 	wg       sync.WaitGroup // one per agent connection
 	mu       sync.Mutex     // guards the fields below
@@ -140,17 +143,15 @@ func New(cfg Config) (*Server, error) {
 		pc.Close()
 		return nil, fmt.Errorf("relay: quic listen: %w", err)
 	}
-	var mln net.Listener
-	if rc.Metrics != "" {
-		if mln, err = net.Listen("tcp", rc.Metrics); err != nil {
-			ln.Close()
-			pc.Close()
-			return nil, fmt.Errorf("relay: metrics listener: %w", err)
-		}
-	}
 	lim := rc.Limits
 	viewers := gateway.NewLimiter(gateway.Limits{MaxConns: lim.MaxConns, MaxConnsPerSource: lim.MaxConnsPerSource, MaxPendingPerSource: lim.MaxPendingPerSource})
-	return &Server{cfg: cfg, log: cfg.Logger, pc: pc, tr: tr, ln: ln, mln: mln, viewers: viewers, sessions: map[string]*session{}}, nil
+	s := &Server{cfg: cfg, log: cfg.Logger, pc: pc, tr: tr, ln: ln, viewers: viewers, sessions: map[string]*session{}, started: time.Now()}
+	if s.adm, err = s.listenAdmin(); err != nil {
+		ln.Close()
+		pc.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
 // Addr is the UDP address agents connect to.
@@ -162,15 +163,14 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("relay listening", "udp", s.Addr().String(), "agents", len(s.cfg.Relay.Agents))
 	sctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if s.mln != nil {
+	if s.adm != nil {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			if err := s.serveMetrics(sctx, s.mln); err != nil {
-				s.log.Warn("metrics server stopped", "err", err)
+			if err := s.adm.Run(sctx); err != nil {
+				s.log.Warn("admin endpoint stopped", "err", err)
 			}
 		}()
-		s.log.Info("metrics", "url", "http://"+s.mln.Addr().String()+"/metrics")
 	}
 	go func() {
 		<-ctx.Done()

@@ -27,7 +27,7 @@ var (
 )
 
 var (
-	agentKeys      = []string{"name", "state_dir", "relay", "services", "direct", "publicip", "ddns", "limits"}
+	agentKeys      = []string{"name", "state_dir", "relay", "services", "direct", "publicip", "ddns", "limits", "admin"}
 	agentRelayKeys = []string{"address", "token", "token_file"}
 	serviceKeys    = []string{"name", "target", "port", "allow", "first_byte_timeout"}
 	directKeys     = []string{"enabled", "listen", "protocols", "gateway"}
@@ -77,6 +77,7 @@ func (p *parser) agent(data []byte) (*Agent, error) {
 		a.Name = name
 	}
 	a.StateDir, _, _ = p.str(f, "state_dir", DefaultAgentStateDir)
+	a.Admin, a.AdminDefault = p.admin(f, "admin", DefaultAgentAdmin)
 	if rf := p.section(f, "relay", agentRelayKeys); rf != nil {
 		a.Relay = p.agentRelay(rf)
 	}

@@ -104,6 +104,7 @@ func TestDesignRelayExample(t *testing.T) {
 		PublicIP:   netip.MustParseAddr("198.51.100.7"),
 		StateDir:   "/var/lib/porthole-relay",
 		Agents:     map[string]RelayAgent{"home": {Token: tokA, Ports: PortRange{10000, 10099}}},
+		Admin:      DefaultRelayAdmin, AdminDefault: true,
 	}
 	if !reflect.DeepEqual(r, wantR) {
 		t.Errorf("got %+v\nwant %+v", r, wantR)
@@ -133,6 +134,7 @@ func TestDesignAgentExample(t *testing.T) {
 			MinInterval: time.Minute,
 			Provider:    Provider{Type: "cloudflare", Zone: "example.com", APIToken: "cf-api-token-value"},
 		},
+		Admin: DefaultAgentAdmin, AdminDefault: true,
 	}
 	if !reflect.DeepEqual(a, wantA) {
 		t.Errorf("got %+v\nwant %+v", a, wantA)

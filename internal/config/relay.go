@@ -23,7 +23,7 @@ const (
 )
 
 var (
-	relayKeys      = []string{"listen", "viewer_bind", "public_ip", "state_dir", "agents", "metrics", "limits"}
+	relayKeys      = []string{"listen", "viewer_bind", "public_ip", "state_dir", "agents", "admin", "metrics", "limits"}
 	relayAgentKeys = []string{"token", "token_file", "ports"}
 )
 
@@ -77,13 +77,11 @@ func (p *parser) relay(data []byte) (*Relay, error) {
 		p.errorf(f.m["public_ip"].val.Line, "public_ip", "%s is not a usable public address", r.PublicIP)
 	}
 	r.StateDir, _, _ = p.str(f, "state_dir", DefaultRelayStateDir)
-	r.Metrics, line, ok = p.str(f, "metrics", "")
-	if ok && r.Metrics != "" {
-		p.hostPort(r.Metrics, line, "metrics", true)
-	}
+	p.relayAdmin(f, r)
 
 	r.Limits = p.limits(f)
 	r.Agents = p.relayAgents(f)
+	r.Warnings = p.warnings
 	if err := p.result(); err != nil {
 		return nil, err
 	}

@@ -18,10 +18,24 @@ type Relay struct {
 	StateDir string `yaml:"state_dir"`
 	// Agents maps agent name to its credentials and port range. Required, non-empty.
 	Agents map[string]RelayAgent `yaml:"-"`
-	// Metrics is an optional listen address for /metrics (Prometheus); empty = off.
-	Metrics string `yaml:"metrics"`
 	// Limits bound the relay's viewer connections; zero = defaults (see Limits).
 	Limits Limits `yaml:"-"`
+	// Admin is the admin endpoint's address (status page, /status.json,
+	// /metrics, /healthz). DefaultRelayAdmin when the key is absent or empty;
+	// "" after admin: off (and in a Relay built in Go: off unless set). The old
+	// key metrics: is read as admin: with a warning.
+	Admin string `yaml:"admin"`
+	// AdminDefault says Admin is the default, not written in the config: the
+	// relay then runs on without the endpoint if that address is taken.
+	AdminDefault bool `yaml:"-"`
+	// Metrics is the old name of Admin, kept so Go callers still compile: the
+	// relay serves Admin, or Metrics when Admin is empty. The parser never sets it.
+	//
+	// Deprecated: use Admin.
+	Metrics string `yaml:"-"`
+	// Warnings are non-fatal problems found while loading ("file:line: key:
+	// msg"); the program should print them at -check and log them at start.
+	Warnings []string `yaml:"-"`
 }
 
 // RelayAgent is one agent the relay accepts.
@@ -59,6 +73,13 @@ type Agent struct {
 	// Limits bound the viewer connections of the agent's direct listeners;
 	// zero = defaults (see Limits).
 	Limits Limits
+	// Admin is the admin endpoint's address (status page, /status.json,
+	// /metrics, /healthz). DefaultAgentAdmin when the key is absent or empty;
+	// "" after admin: off.
+	Admin string
+	// AdminDefault says Admin is the default, not written in the config: the
+	// agent then runs on without the endpoint if that address is taken.
+	AdminDefault bool
 	// Warnings are non-fatal problems found while loading ("file:line: key:
 	// msg"), e.g. a plain http:// URL; the program should log them.
 	Warnings []string

@@ -46,6 +46,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	for _, w := range rc.Warnings {
+		fmt.Fprintln(os.Stderr, "warning:", w)
+	}
 	if *check {
 		fmt.Printf("%s: ok (%d agents)\n", *cfgPath, len(rc.Agents))
 		return

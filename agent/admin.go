@@ -1,0 +1,239 @@
+package agent
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/porthole-dev/porthole/internal/admin"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// AdminConfig is the admin endpoint's configuration for this agent: status,
+// page, health and metrics; the caller sets Addr (or Listener) and Logger.
+func (a *Agent) AdminConfig() admin.Config {
+	return admin.Config{
+		Status:  func() any { return a.Status() },
+		Page:    func() admin.Page { return StatusPage(a.Status(), time.Now()) },
+		Health:  a.Health,
+		Metrics: admin.NewRegistry(collector{a}),
+	}
+}
+
+// StatusPage is the admin status page for st.
+func StatusPage(st Status, now time.Time) admin.Page {
+	p := admin.Page{Title: "porthole-agent " + st.Name}
+	up, accepted := 0, 0
+	for _, s := range st.Services {
+		if s.Relay == "accepted" {
+			accepted++
+		}
+		if s.Camera.OK || s.Camera.Last.IsZero() {
+			up++
+		}
+	}
+	switch {
+	case st.Stale(now) != nil:
+		p.Headline, p.Level = "Stale: "+st.Stale(now).Error(), admin.Bad
+	case st.Tunnel.Relay != "" && !st.Tunnel.Connected:
+		p.Headline, p.Level = "Tunnel to the relay is down", admin.Bad
+	case st.Tunnel.Relay != "" && accepted < len(st.Services):
+		p.Headline, p.Level = fmt.Sprintf("%d of %d services accepted by the relay", accepted, len(st.Services)), admin.Warn
+	case up < len(st.Services):
+		p.Headline, p.Level = fmt.Sprintf("%d of %d cameras answered their last connection", up, len(st.Services)), admin.Warn
+	default:
+		p.Headline, p.Level = fmt.Sprintf("%d services ready; viewers reach them %s", len(st.Services), pathPhrase(st.Path)), admin.OK
+	}
+
+	gen := admin.Section{Title: "Agent"}
+	gen.Rows = append(gen.Rows, admin.Row{Key: "path", Value: orNone(st.Path) + ": " + st.PathWhy})
+	if st.DNS != "" || st.DNSAction != "" {
+		gen.Rows = append(gen.Rows, admin.Row{Key: "DNS", Value: orNone(st.DNS) + " (" + st.DNSAction + "), " + strconv.Itoa(st.DNSUpdates) + " updates"})
+	}
+	if st.DNSError != "" {
+		gen.Rows = append(gen.Rows, admin.Row{Key: "DNS error", Value: st.DNSError, Level: admin.Bad})
+	}
+	if st.PublicV4 != "" || st.PublicV6 != "" {
+		gen.Rows = append(gen.Rows, admin.Row{Key: "public", Value: st.PublicV4 + " " + st.PublicV6})
+	}
+	if st.NAT != "" {
+		gen.Rows = append(gen.Rows, admin.Row{Key: "NAT", Value: st.NAT})
+	}
+	if !st.Started.IsZero() {
+		gen.Rows = append(gen.Rows, admin.Row{Key: "running", Value: ago(now, st.Started) + ", version " + orNone(st.Version)})
+	}
+	p.Sections = append(p.Sections, gen)
+
+	if t := st.Tunnel; t.Relay != "" {
+		sec := admin.Section{Title: "Tunnel to " + t.Relay, Level: admin.OK}
+		if t.Connected {
+			v := "up for " + ago(now, t.Since)
+			if t.Observed != "" {
+				v += ", seen as " + t.Observed
+			}
+			sec.Rows = append(sec.Rows, admin.Row{Key: "state", Value: v, Level: admin.OK})
+			tr := orNone(t.Transport)
+			if t.TransportWhy != "" {
+				tr += " (" + t.TransportWhy + ")"
+			}
+			sec.Rows = append(sec.Rows, admin.Row{Key: "transport", Value: tr})
+		} else {
+			sec.Level = admin.Bad
+			sec.Rows = append(sec.Rows, admin.Row{Key: "state", Value: "down", Level: admin.Bad})
+		}
+		sec.Rows = append(sec.Rows, admin.Row{Key: "reconnects", Value: strconv.Itoa(t.Reconnects)},
+			admin.Row{Key: "viewers", Value: strconv.FormatInt(t.Streams, 10) + " relayed streams open"})
+		if t.LastError != "" {
+			sec.Rows = append(sec.Rows, admin.Row{Key: "last error", Value: t.LastError, Level: admin.Warn})
+		}
+		p.Sections = append(p.Sections, sec)
+	}
+
+	for _, s := range st.Services {
+		sec := admin.Section{Title: fmt.Sprintf("%s (port %d)", s.Name, s.Port), Level: admin.OK}
+		if s.Relay != "" {
+			r := admin.Row{Key: "relay", Value: s.Relay, Level: admin.OK}
+			if s.RelayReason != "" {
+				r.Value += ": " + s.RelayReason
+			}
+			if s.Relay != "accepted" {
+				r.Level, sec.Level = admin.Bad, admin.Bad
+			}
+			sec.Rows = append(sec.Rows, r)
+		}
+		cam := admin.Row{Key: "camera", Value: s.Target + ": " + cameraLine(s.Camera, now)}
+		switch {
+		case s.Camera.Last.IsZero():
+		case s.Camera.OK:
+			cam.Level = admin.OK
+		default:
+			cam.Level, sec.Level = admin.Bad, max(sec.Level, admin.Warn)
+		}
+		sec.Rows = append(sec.Rows, cam,
+			admin.Row{Key: "viewers", Value: fmt.Sprintf("%d now, %d connections, %d refused", s.Viewers, s.Connections, s.Denied)},
+			admin.Row{Key: "bytes", Value: admin.FormatBytes(s.BytesOut) + " to viewers, " + admin.FormatBytes(s.BytesIn) + " from viewers"})
+		p.Sections = append(p.Sections, sec)
+	}
+
+	if st.Router.Gateway != "" || st.Router.Problem != "" {
+		sec := admin.Section{Title: "Router"}
+		sec.Rows = append(sec.Rows, admin.Row{Key: "gateway", Value: orNone(st.Router.Gateway) + ", " + orNone(st.Router.Protocol) + ", external " + orNone(st.Router.External)})
+		for _, m := range st.Router.Mappings {
+			sec.Rows = append(sec.Rows, admin.Row{Key: "mapping", Value: m})
+		}
+		if st.Router.Problem != "" {
+			sec.Rows = append(sec.Rows, admin.Row{Key: "problem", Value: st.Router.Problem, Level: admin.Warn})
+		}
+		p.Sections = append(p.Sections, sec)
+	}
+	return p
+}
+
+func pathPhrase(path string) string {
+	switch path {
+	case "direct":
+		return "directly at home"
+	case "relay":
+		return "through the relay"
+	case "home":
+		return "at the home's address"
+	}
+	return "by a path not decided yet"
+}
+
+// collector exports the agent's status to Prometheus at scrape time.
+type collector struct{ a *Agent }
+
+var (
+	descTunnelUp   = prometheus.NewDesc("porthole_agent_tunnel_up", "1 while the tunnel to the relay is up.", nil, nil)
+	descTransport  = prometheus.NewDesc("porthole_agent_tunnel_transport", "1 for the transport the tunnel uses (quic, tcp).", []string{"transport"}, nil)
+	descReconnects = prometheus.NewDesc("porthole_agent_tunnel_reconnects_total", "Tunnel sessions lost and re-established.", nil, nil)
+	descStreams    = prometheus.NewDesc("porthole_agent_tunnel_streams_active", "Viewer streams open through the tunnel, all services.", nil, nil)
+	descPath       = prometheus.NewDesc("porthole_agent_path", "1 for the path DNS points viewers at.", []string{"path"}, nil)
+	descServices   = prometheus.NewDesc("porthole_agent_services", "Services in the config.", nil, nil)
+	descAccepted   = prometheus.NewDesc("porthole_agent_service_relay_accepted", "1 when the relay accepted the service.", []string{"service"}, nil)
+	descCameraUp   = prometheus.NewDesc("porthole_agent_camera_up", "1 when the last connection to the service's camera succeeded (0 before any).", []string{"service"}, nil)
+	descActive     = prometheus.NewDesc("porthole_agent_viewer_connections_active", "Viewer connections open now.", []string{"service"}, nil)
+	descTotal      = prometheus.NewDesc("porthole_agent_viewer_connections_total", "Viewer connections accepted.", []string{"service"}, nil)
+	descDenied     = prometheus.NewDesc("porthole_agent_viewer_connections_denied_total", "Viewer connections refused.", []string{"service"}, nil)
+	descBytes      = prometheus.NewDesc("porthole_agent_bytes_total", "Bytes moved per service: in = viewer to camera, out = camera to viewer.", []string{"service", "direction"}, nil)
+	descDNSUpdates = prometheus.NewDesc("porthole_agent_dns_updates_total", "DNS record writes since the agent started.", nil, nil)
+	descDNSError   = prometheus.NewDesc("porthole_agent_dns_error", "1 while the last DNS operation failed.", nil, nil)
+	descMappings   = prometheus.NewDesc("porthole_agent_port_mappings", "Router port mappings by state (active, failed, pending).", []string{"state"}, nil)
+	descLastPass   = prometheus.NewDesc("porthole_agent_last_pass_timestamp_seconds", "When the agent's loop last finished a pass.", nil, nil)
+	agentMetrics   = []*prometheus.Desc{descTunnelUp, descTransport, descReconnects, descStreams, descPath, descServices, descAccepted,
+		descCameraUp, descActive, descTotal, descDenied, descBytes, descDNSUpdates, descDNSError, descMappings, descLastPass}
+	knownPaths      = []string{"direct", "relay", "home", "unknown"}
+	knownTransports = []string{"quic", "tcp"}
+)
+
+var _ prometheus.Collector = collector{}
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range agentMetrics {
+		ch <- d
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.a.Status()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	if st.Tunnel.Relay != "" {
+		gauge(descTunnelUp, b2f(st.Tunnel.Connected))
+		for _, t := range knownTransports {
+			gauge(descTransport, b2f(st.Tunnel.Connected && st.Tunnel.Transport == t), t)
+		}
+		counter(descReconnects, float64(st.Tunnel.Reconnects))
+		gauge(descStreams, float64(st.Tunnel.Streams))
+	}
+	for _, p := range knownPaths {
+		gauge(descPath, b2f(st.Path == p || p == "unknown" && st.Path == ""), p)
+	}
+	gauge(descServices, float64(len(st.Services)))
+	for _, s := range st.Services {
+		if s.Relay != "" {
+			gauge(descAccepted, b2f(s.Relay == "accepted"), s.Name)
+		}
+		gauge(descCameraUp, b2f(s.Camera.OK), s.Name)
+		gauge(descActive, float64(s.Viewers), s.Name)
+		counter(descTotal, float64(s.Connections), s.Name)
+		counter(descDenied, float64(s.Denied), s.Name)
+		counter(descBytes, float64(s.BytesIn), s.Name, "in")
+		counter(descBytes, float64(s.BytesOut), s.Name, "out")
+	}
+	if c.a.updater != nil {
+		counter(descDNSUpdates, float64(st.DNSUpdates))
+		gauge(descDNSError, b2f(st.DNSError != ""))
+	}
+	if c.a.pm != nil {
+		var active, failed, pending int
+		for _, m := range c.a.pm.Status().Mappings {
+			switch {
+			case m.Active:
+				active++
+			case m.Err != nil:
+				failed++
+			default:
+				pending++
+			}
+		}
+		gauge(descMappings, float64(active), "active")
+		gauge(descMappings, float64(failed), "failed")
+		gauge(descMappings, float64(pending), "pending")
+	}
+	if !st.Updated.IsZero() {
+		gauge(descLastPass, float64(st.Updated.UnixNano())/1e9)
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
