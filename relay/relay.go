@@ -63,7 +63,7 @@ type Server struct {
 	ln  *quic.Listener
 	// viewers caps viewer connections across every agent's service listeners.
 	viewers *gateway.Limiter
-	adm *admin.Server // admin endpoint; nil when off
+	adm     *admin.Server // admin endpoint; nil when off
 
 	started time.Time
 
