@@ -42,7 +42,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	for _, w := range ac.Warnings {
+	for _, w := range append(ac.Warnings, agent.ConfigWarnings(ac)...) {
 		fmt.Fprintln(os.Stderr, "warning:", w)
 	}
 	if *check {
