@@ -15,8 +15,8 @@ import (
 
 // Tokens that pass CheckToken.
 const (
-	tokA = "3q2-7wG_cVf1xYpZ0mKsLtRbNaUeIoHj4dQ9vWgE6rT"
-	tokB = "0123456789abcdef0123456789abcdef"
+	tokA = "pht1_3h4o5z4X035aFzHZf83KLRUL060jDwuH7CeAmqxfo-wfjqokg"
+	tokB = "pht1_TMrpESVsQoqNFJsntrBHtQNhlgLmKiIqdsVrfGKNFPEmuqfwQ"
 )
 
 func envOf(kv ...string) func(string) (string, bool) {
@@ -328,8 +328,8 @@ func TestRelayErrors(t *testing.T) {
   e: {token: x, token_file: y, ports: 5}
 `, []want{
 			{2, "agents.a.token", "required: set token or token_file"},
-			{3, "agents.b.token", "token too weak: use `porthole-relay token` to make one"},
-			{4, "agents.c.token", "token too weak"},
+			{3, "agents.b.token", "weak token: only generated tokens are accepted, as a chosen one can be guessed: make one with `porthole-relay token`"},
+			{4, "agents.c.token", "weak token"},
 			{5, "agents.d.token", "empty"},
 			{6, "agents.e.token_file", "set either token or token_file, not both"},
 		}},
@@ -438,7 +438,7 @@ func TestAgentErrors(t *testing.T) {
 		{"relay section", "name: home\nrelay:\n  address: relay.example.com\n  token_file: \"\"\nservices: [{name: c, target: 'c:1', port: 1, allow: [any]}]\n",
 			[]want{{3, "relay.address", "expected host:port"}, {4, "relay.token_file", "empty path"}}},
 		{"relay weak token", "name: home\nrelay:\n  address: relay.example.com:7443\n  token: correct-horse-battery\n" + dd,
-			[]want{{4, "relay.token", "token too weak"}}},
+			[]want{{4, "relay.token", "weak token"}}},
 		{"direct", ok + dd + `direct:
   enabled: maybe
   listen: 0.0.0.0:80
@@ -665,7 +665,7 @@ func TestSecretsNeverInMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := ParseRelay(filepath.Join(dir, "r.yaml"), []byte("agents:\n  a: {token: "+weak+", ports: 1}\n  b: {token_file: weak.token, ports: 2}\n  c: {token: \"${W}\", ports: 3}\n"), envOf("W", weak))
-	if err == nil || strings.Contains(err.Error(), weak) || strings.Count(err.Error(), "token too weak") != 3 {
+	if err == nil || strings.Contains(err.Error(), weak) || strings.Count(err.Error(), "weak token") != 3 {
 		t.Errorf("error = %v", err)
 	}
 	_, err = ParseAgent("a.yaml", []byte("name: h\nddns: {hostname: h.example.com, provider: {type: rfc2136, server: 'n:53', zone: example.com, key_name: k, key: 'sekrit!!'}}\n"), envOf())

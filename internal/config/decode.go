@@ -515,13 +515,17 @@ func (p *parser) token(f *fields, key string) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	if err := CheckToken(tok); err != nil {
-		k := key
-		if f.has(key + "_file") {
-			k = key + "_file"
-		}
-		p.errorf(line, f.sub(k), "token too weak: use `porthole-relay token` to make one (%s)", strings.TrimPrefix(err.Error(), ErrWeakToken.Error()+": "))
+	k := key
+	if f.has(key + "_file") {
+		k = key + "_file"
+	}
+	legacy, err := CheckToken(tok)
+	if err != nil {
+		p.errorf(line, f.sub(k), "%s", err)
 		return "", false
+	}
+	if legacy {
+		p.warnf(line, f.sub(k), "an old-style token without a checksum: still accepted, but make a new one with `porthole-relay token` and put it in both relay.yaml and agent.yaml")
 	}
 	return tok, true
 }

@@ -83,6 +83,7 @@ func (p *parser) relay(data []byte) (*Relay, error) {
 	}
 
 	r.Agents = p.relayAgents(f)
+	r.Warnings = p.warnings
 	if err := p.result(); err != nil {
 		return nil, err
 	}

@@ -18,6 +18,9 @@ type Relay struct {
 	StateDir string `yaml:"state_dir"`
 	// Agents maps agent name to its credentials and port range. Required, non-empty.
 	Agents map[string]RelayAgent `yaml:"-"`
+	// Warnings are non-fatal problems found while loading ("file:line: key:
+	// msg"), e.g. an old-style token; the program should print them.
+	Warnings []string `yaml:"-"`
 	// Metrics is an optional listen address for /metrics (Prometheus); empty = off.
 	Metrics string `yaml:"metrics"`
 }
