@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -31,6 +33,8 @@ type parser struct {
 	dir       string // resolves relative *_file paths
 	lookupEnv func(string) (string, bool)
 	readFile  func(string) ([]byte, error)
+	// stat reports a secret file's mode for the permission warning; nil = no check.
+	stat func(string) (fs.FileInfo, error)
 
 	errs     Errors
 	warnings []string
@@ -45,6 +49,7 @@ func newParser(file string, lookupEnv func(string) (string, bool)) *parser {
 		dir:       filepath.Dir(file),
 		lookupEnv: lookupEnv,
 		readFile:  readSecretFile,
+		stat:      os.Stat,
 	}
 }
 
@@ -484,6 +489,7 @@ func (p *parser) secret(f *fields, key string, required bool) (val string, line 
 			p.errorf(line, f.sub(fileKey), "%s is empty", path)
 			return "", line, false
 		}
+		p.checkSecretMode(path, line, f.sub(fileKey))
 		return val, line, true
 	case hasInline:
 		val, line, ok := p.str(f, key, "")
@@ -498,6 +504,22 @@ func (p *parser) secret(f *fields, key string, required bool) (val string, line 
 		return "", f.line, false
 	}
 	return "", f.line, true
+}
+
+// checkSecretMode warns when a secret file can be read by anyone but its
+// owner: on a shared machine, or through a service that runs as another user,
+// the secret is then no longer secret.
+func (p *parser) checkSecretMode(path string, line int, key string) {
+	if p.stat == nil || runtime.GOOS == "windows" {
+		return
+	}
+	fi, err := p.stat(path)
+	if err != nil {
+		return // it was just read; a race with a rename is not worth a message
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		p.warnf(line, key, "secret file %s is open to group or others (mode %04o): chmod 600 %s", path, perm, path)
+	}
 }
 
 // errText is err's message without the path os errors repeat.

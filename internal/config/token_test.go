@@ -159,3 +159,29 @@ func TestCheckTokenChosenPayload(t *testing.T) {
 		t.Fatalf("chosen payload with a valid checksum: %v", err)
 	}
 }
+
+// FuzzCheckToken: never a panic, only the two formats accepted, and no
+// message shows the token.
+func FuzzCheckToken(f *testing.F) {
+	for _, s := range []string{"", NewToken(), tokOld, "password123password123", "pht1_", TokenPrefix + strings.Repeat("A", 49)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, tok string) {
+		legacy, err := CheckToken(tok)
+		if err != nil {
+			if legacy {
+				t.Fatal("refused and legacy")
+			}
+			if len(tok) >= 8 && strings.Contains(err.Error(), tok) {
+				t.Fatalf("error shows the token: %v", err)
+			}
+			return
+		}
+		switch {
+		case legacy && len(tok) == 43:
+		case !legacy && len(tok) == TokenLen && strings.HasPrefix(tok, TokenPrefix):
+		default:
+			t.Fatalf("accepted %q (legacy %v)", tok, legacy)
+		}
+	})
+}
