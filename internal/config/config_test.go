@@ -740,18 +740,24 @@ func TestLoadFiles(t *testing.T) {
 // TestDeployExamples loads the commented examples shipped in deploy/examples.
 func TestDeployExamples(t *testing.T) {
 	dir := t.TempDir()
-	t.Setenv("PORTHOLE_AGENT_TOKEN", tokA)
-	t.Setenv("PORTHOLE_TOKEN", tokA)
-	t.Setenv("CF_API_TOKEN", "cf-api-token")
+	// As systemd's LoadCredential= hands them over: read-only for the service's user.
+	creds := t.TempDir()
+	for name, secret := range map[string]string{"home.token": tokA + "\n", "cloudflare.token": "cf-api-token\n"} {
+		if err := os.WriteFile(filepath.Join(creds, name), []byte(secret), 0o400); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("CREDENTIALS_DIRECTORY", creds)
 	t.Setenv("PORTHOLE_RELAY_STATE", dir)
 	r, err := LoadRelay("../../deploy/examples/relay.yaml")
 	checkErrs(t, err)
-	if len(r.Agents) == 0 || r.Agents["home"].Token != tokA {
+	if len(r.Agents) == 0 || r.Agents["home"].Token != tokA || len(r.Warnings) != 0 {
 		t.Errorf("relay example: %+v", r)
 	}
 	a, err := LoadAgent("../../deploy/examples/agent.yaml")
 	checkErrs(t, err)
-	if a.Name != "home" || a.Relay == nil || a.Relay.Token != tokA || len(a.Services) == 0 || a.DDNS == nil || len(a.Warnings) != 0 {
+	if a.Name != "home" || a.Relay == nil || a.Relay.Token != tokA || len(a.Services) == 0 || a.DDNS == nil ||
+		a.DDNS.Provider.APIToken != "cf-api-token" || len(a.Warnings) != 0 {
 		t.Errorf("agent example: %+v", a)
 	}
 	for _, s := range a.Services {
