@@ -497,6 +497,10 @@ func (p *parser) secret(f *fields, key string, required bool) (val string, line 
 			p.errorf(line, f.sub(key), "empty (set %s or %s)", key, fileKey)
 			return "", line, false
 		}
+		if ok && val != "" && !strings.Contains(resolve(f.m[key].val).Value, "${") {
+			// Written into the config itself: the config is a secret file now.
+			p.checkConfigMode(line, f.sub(key), fileKey)
+		}
 		return val, line, ok
 	}
 	if required {
@@ -519,6 +523,21 @@ func (p *parser) checkSecretMode(path string, line int, key string) {
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		p.warnf(line, key, "secret file %s is open to group or others (mode %04o): chmod 600 %s", path, perm, path)
+	}
+}
+
+// checkConfigMode warns when the config holds a secret written into it and
+// others can read the config.
+func (p *parser) checkConfigMode(line int, key, fileKey string) {
+	if p.stat == nil || runtime.GOOS == "windows" {
+		return
+	}
+	fi, err := p.stat(p.file)
+	if err != nil {
+		return // parsed from memory, not from a file
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		p.warnf(line, key, "a secret written into %s, which is open to group or others (mode %04o): move it to %s (a file with mode 600), or chmod 600 %s", p.file, perm, fileKey, p.file)
 	}
 }
 

@@ -59,3 +59,34 @@ ddns:
 		t.Fatalf("0400 file: %v, warnings %q", err, a.Warnings)
 	}
 }
+
+// A secret written into a config that others can read is exposed the same way.
+func TestInlineSecretConfigModeWarning(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "relay.yaml")
+	for _, tc := range []struct {
+		body string
+		mode os.FileMode
+		warn bool
+	}{
+		{"agents:\n  home: {token: " + tokA + ", ports: 1}\n", 0o644, true},
+		{"agents:\n  home: {token: " + tokA + ", ports: 1}\n", 0o600, false},
+		{"agents:\n  home: {token: \"${TOK}\", ports: 1}\n", 0o644, false}, // from the environment
+	} {
+		if err := os.WriteFile(path, []byte(tc.body), tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		r, err := ParseRelay(path, []byte(tc.body), envOf("TOK", tokB))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := strings.Join(r.Warnings, "\n")
+		if tc.warn != (len(r.Warnings) == 1 && strings.Contains(got, path+":2: agents.home.token: a secret written into "+path) &&
+			strings.Contains(got, "move it to token_file")) || strings.Contains(got, tokA) {
+			t.Errorf("%q mode %04o: warnings %q", tc.body, tc.mode, r.Warnings)
+		}
+	}
+}
