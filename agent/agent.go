@@ -19,7 +19,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -203,7 +202,7 @@ func New(cfg Config) (*Agent, error) {
 		a.pm = pm
 	}
 	if ac.DDNS != nil {
-		u, err := ddns.NewFromConfig(*ac.DDNS, ac.StateDir, ddns.ProviderOptions{
+		u, err := newUpdater(*ac.DDNS, ac.StateDir, ddns.ProviderOptions{
 			HTTPClient: cfg.HTTPClient, UserAgent: ddns.UserAgent(cfg.Version), Logger: cfg.Logger.With("part", "ddns"),
 		})
 		if err != nil {
@@ -217,7 +216,7 @@ func New(cfg Config) (*Agent, error) {
 		if a.pm != nil {
 			routerSrc = a.routerExternal
 		}
-		pc, err := publicip.FromConfig(ac.PublicIP, relaySrc, routerSrc, cfg.Logger.With("part", "publicip"))
+		pc, err := publicIPConfig(ac.PublicIP, relaySrc, routerSrc, cfg.Logger.With("part", "publicip"))
 		if err != nil {
 			return nil, fmt.Errorf("agent: %w", err)
 		}
@@ -600,19 +599,16 @@ func (a *Agent) choosePath(ctx context.Context, res publicip.Result, verified *b
 }
 
 // onlyFamily is what DNS should hold to send viewers to ip: ip, and no record
-// of the other family. The dyndns2 family (dyndns2, noip, dynu) can't remove a
-// record and fails such an update; since the agent never publishes AAAA while
-// a relay is configured, it leaves AAAA alone there instead.
+// of the other family. A provider that can't remove AAAA (the dyndns2 family)
+// fails such an update; since the agent never publishes AAAA while a relay is
+// configured, it leaves AAAA alone there instead. The home's A must go for an
+// IPv6 relay whatever the provider says, so that update fails loudly rather
+// than sending viewers to a stale home address.
 func (a *Agent) onlyFamily(ip netip.Addr) ddns.Records {
 	if ip.Is6() {
 		return ddns.Records{V6: ip, NoV4: true}
 	}
-	r := ddns.Records{V4: ip, NoV6: true}
-	switch strings.ToLower(a.ac.DDNS.Provider.Type) {
-	case "dyndns2", "noip", "dynu":
-		r.NoV6 = false
-	}
-	return r
+	return ddns.Records{V4: ip, NoV6: a.updater.Capabilities().RemoveAAAA}
 }
 
 func (a *Agent) setPath(path, why, dns string) {

@@ -10,14 +10,16 @@ import (
 	"time"
 
 	"github.com/libdns/cloudflare"
-
-	"github.com/porthole-dev/porthole/internal/config"
 )
 
 // cloudflareAPI is the base URL libdns/cloudflare v0.2.2 has compiled in.
 const cloudflareAPI = "https://api.cloudflare.com/client/v4"
 
-func newCloudflare(p config.Provider, opts ProviderOptions) (Provider, error) {
+// cloudflareCaps: a full DNS API (records read, written and removed one by
+// one, TTL per record, TXT records too).
+var cloudflareCaps = Capabilities{Read: true, RemoveA: true, RemoveAAAA: true, Delete: true, TTL: true, TXT: true}
+
+func newCloudflare(p ProviderConfig, opts ProviderOptions) (Provider, error) {
 	if p.APIToken == "" {
 		return nil, fmt.Errorf("%w: cloudflare needs api_token", ErrBadConfig)
 	}
@@ -35,6 +37,7 @@ func newCloudflare(p config.Provider, opts ProviderOptions) (Provider, error) {
 	return &libdnsProvider{
 		name:   "cloudflare",
 		zone:   zone,
+		caps:   cloudflareCaps,
 		client: &cloudflare.Provider{APIToken: p.APIToken, HTTPClient: hc},
 		mapErr: func(err error) error {
 			// libdns/cloudflare reports an unknown zone only as text.

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/test/fakecloudflare"
 )
 
@@ -16,7 +15,7 @@ const cfToken = "cf-test-token-0123456789"
 
 func newCloudflareForTest(t *testing.T, srv *fakecloudflare.Server, token, zone string) Provider {
 	t.Helper()
-	p, err := NewProvider(config.Provider{Type: "cloudflare", Zone: zone, APIToken: token, BaseURL: srv.URL},
+	p, err := NewProvider(ProviderConfig{Type: "cloudflare", Zone: zone, APIToken: token, BaseURL: srv.URL},
 		ProviderOptions{HTTPClient: srv.Client()})
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +132,7 @@ func TestCloudflareErrors(t *testing.T) {
 }
 
 func TestCloudflareConfig(t *testing.T) {
-	for _, p := range []config.Provider{
+	for _, p := range []ProviderConfig{
 		{Type: "cloudflare", Zone: "example.com"},
 		{Type: "cloudflare", APIToken: "x"},
 		{Type: "cloudflare", APIToken: "x", Zone: "example.com", BaseURL: "ftp://x"},

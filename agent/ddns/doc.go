@@ -5,4 +5,10 @@
 // records differ from what it last published or read back, remembers that
 // in state_dir, keeps writes a minimum interval apart, backs off with jitter
 // on errors and stops on answers that say retrying is pointless.
+//
+// Each provider type declares what its protocol can do (Capabilities: read
+// back, remove one family, delete, TTL, TXT) beside its implementation; the
+// updater and the agent ask it rather than switching on type names. The
+// package takes its own ProviderConfig and UpdaterConfig: the agent maps
+// agent.yaml onto them.
 package ddns

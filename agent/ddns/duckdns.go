@@ -9,8 +9,6 @@ import (
 	"net/url"
 	"strings"
 	"time"
-
-	"github.com/porthole-dev/porthole/internal/config"
 )
 
 // duckdns speaks DuckDNS's update API:
@@ -26,7 +24,13 @@ type duckdns struct {
 
 var _ Provider = (*duckdns)(nil)
 
-func newDuckDNS(p config.Provider, opts ProviderOptions) (Provider, error) {
+// duckdnsCaps: DuckDNS can't be read, guesses A from the connection when none
+// is sent (so AAAA can't be set, or A removed, without A), clears both
+// families at once (so AAAA goes by clearing and setting A again), picks the
+// TTL itself, and has a txt parameter.
+var duckdnsCaps = Capabilities{RemoveAAAA: true, Delete: true, TXT: true}
+
+func newDuckDNS(p ProviderConfig, opts ProviderOptions) (Provider, error) {
 	if p.Token == "" {
 		return nil, fmt.Errorf("%w: duckdns needs token", ErrBadConfig)
 	}
@@ -42,6 +46,8 @@ func newDuckDNS(p config.Provider, opts ProviderOptions) (Provider, error) {
 }
 
 func (d *duckdns) Name() string { return "duckdns" }
+
+func (d *duckdns) Capabilities() Capabilities { return duckdnsCaps }
 
 func (d *duckdns) Get(context.Context, string) (Records, error) {
 	return Records{}, fmt.Errorf("duckdns: read records: %w", ErrUnsupported)

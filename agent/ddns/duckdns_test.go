@@ -11,8 +11,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/porthole-dev/porthole/internal/config"
 )
 
 // fakeDuck answers like www.duckdns.org/update.
@@ -51,7 +49,7 @@ func TestDuckDNS(t *testing.T) {
 	ts := httptest.NewTLSServer(fd)
 	defer ts.Close()
 	mk := func(token string) Provider {
-		p, err := NewProvider(config.Provider{Type: "duckdns", Token: token, BaseURL: ts.URL}, ProviderOptions{HTTPClient: ts.Client()})
+		p, err := NewProvider(ProviderConfig{Type: "duckdns", Token: token, BaseURL: ts.URL}, ProviderOptions{HTTPClient: ts.Client()})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -11,8 +11,6 @@ import (
 	"net/url"
 	"strings"
 	"time"
-
-	"github.com/porthole-dev/porthole/internal/config"
 )
 
 // dyndns2 speaks the dyndns2 update protocol (DynDNS, No-IP, Dynu and
@@ -38,7 +36,11 @@ var dyndns2Servers = map[string]struct{ url, v6Param string }{
 	"dyndns2": {"", ""},
 }
 
-func newDynDNS2(p config.Provider, opts ProviderOptions) (Provider, error) {
+// dyndns2Caps: the protocol only sets addresses: no reading, no removing,
+// no TTL, no TXT.
+var dyndns2Caps = Capabilities{}
+
+func newDynDNS2(p ProviderConfig, opts ProviderOptions) (Provider, error) {
 	typ := strings.ToLower(p.Type)
 	def := dyndns2Servers[typ]
 	raw := def.url
@@ -66,6 +68,8 @@ func newDynDNS2(p config.Provider, opts ProviderOptions) (Provider, error) {
 }
 
 func (d *dyndns2) Name() string { return d.name }
+
+func (d *dyndns2) Capabilities() Capabilities { return dyndns2Caps }
 
 func (d *dyndns2) Get(context.Context, string) (Records, error) {
 	return Records{}, fmt.Errorf("%s: read records: %w", d.name, ErrUnsupported)

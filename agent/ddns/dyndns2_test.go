@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/test/fakedyndns"
 )
 
@@ -98,7 +97,7 @@ func FuzzParseDynDNSResponse(f *testing.F) {
 
 func newDynDNSForTest(t *testing.T, srv *fakedyndns.Server, user, pass string) Provider {
 	t.Helper()
-	p, err := NewProvider(config.Provider{Type: "dyndns2", BaseURL: srv.URL, Username: user, Password: pass},
+	p, err := NewProvider(ProviderConfig{Type: "dyndns2", BaseURL: srv.URL, Username: user, Password: pass},
 		ProviderOptions{HTTPClient: srv.Client(), UserAgent: UserAgent("1.2.3")})
 	if err != nil {
 		t.Fatal(err)
@@ -185,7 +184,7 @@ func TestDynDNS2Provider(t *testing.T) {
 }
 
 func TestDynDNS2Config(t *testing.T) {
-	for _, p := range []config.Provider{
+	for _, p := range []ProviderConfig{
 		{Type: "dyndns2", Username: "u", Password: "p"},                              // no server
 		{Type: "noip", Username: "u"},                                                // no password
 		{Type: "dyndns2", BaseURL: "ftp://x", Username: "u", Password: "p"},          // scheme
@@ -197,7 +196,7 @@ func TestDynDNS2Config(t *testing.T) {
 		}
 	}
 	for _, typ := range []string{"noip", "dynu"} {
-		p, err := NewProvider(config.Provider{Type: typ, Username: "u", Password: "p"}, ProviderOptions{})
+		p, err := NewProvider(ProviderConfig{Type: typ, Username: "u", Password: "p"}, ProviderOptions{})
 		if err != nil || p.Name() != typ {
 			t.Errorf("%s: %v", typ, err)
 		}

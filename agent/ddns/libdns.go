@@ -24,6 +24,7 @@ type libdnsProvider struct {
 	name   string
 	zone   string // in the form the libdns provider expects
 	client libdnsClient
+	caps   Capabilities
 	// mapErr, if set, turns provider-specific errors into this package's.
 	mapErr func(error) error
 }
@@ -31,6 +32,8 @@ type libdnsProvider struct {
 var _ Provider = (*libdnsProvider)(nil)
 
 func (p *libdnsProvider) Name() string { return p.name }
+
+func (p *libdnsProvider) Capabilities() Capabilities { return p.caps }
 
 // relative returns host relative to the zone ("@" for the apex).
 func (p *libdnsProvider) relative(host string) (string, error) {

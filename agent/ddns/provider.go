@@ -7,11 +7,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/porthole-dev/porthole/internal/config"
 )
 
 // Provider reads and writes the A/AAAA records of one hostname at a DNS
@@ -29,6 +28,112 @@ type Provider interface {
 	// Delete removes host's A and AAAA records. ErrUnsupported if the
 	// protocol can't delete.
 	Delete(ctx context.Context, host string) error
+	// Capabilities says what the provider's protocol can do. It is the one
+	// place that says so: the updater, the agent and config checks ask it
+	// (or TypeCapabilities) instead of switching on provider names.
+	Capabilities() Capabilities
+}
+
+// Capabilities is what a provider's protocol can do. The zero value is a
+// write-only provider that can only set addresses.
+type Capabilities struct {
+	// Read: Get returns what the provider serves. False: write-only (dyndns2,
+	// DuckDNS); the updater then trusts its state file and never reads.
+	Read bool
+	// RemoveA: Set can remove the A record (NoV4) while setting AAAA.
+	RemoveA bool
+	// RemoveAAAA: Set can remove the AAAA record (NoV6) while setting A.
+	RemoveAAAA bool
+	// Delete: Delete removes the host's records (delete_on_exit).
+	Delete bool
+	// TTL: Set honours its ttl argument. False: the provider picks the TTL.
+	TTL bool
+	// TXT: the provider's API can write TXT records, as ACME DNS-01
+	// challenges need. No Provider method writes TXT yet.
+	TXT bool
+}
+
+// providerType is one kind of provider: how to build it and what it can do.
+type providerType struct {
+	caps  Capabilities
+	build func(ProviderConfig, ProviderOptions) (Provider, error)
+}
+
+// providerTypes lists every provider type. Each type's capabilities are
+// declared beside its implementation (cloudflareCaps, ...).
+var providerTypes = map[string]providerType{
+	"cloudflare": {cloudflareCaps, newCloudflare},
+	"rfc2136":    {rfc2136Caps, newRFC2136},
+	"duckdns":    {duckdnsCaps, newDuckDNS},
+	"dyndns2":    {dyndns2Caps, newDynDNS2},
+	"noip":       {dyndns2Caps, newDynDNS2},
+	"dynu":       {dyndns2Caps, newDynDNS2},
+}
+
+// ProviderTypes returns the provider types NewProvider knows, sorted.
+func ProviderTypes() []string {
+	out := make([]string, 0, len(providerTypes))
+	for t := range providerTypes {
+		out = append(out, t)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TypeCapabilities returns what providers of type typ (case-insensitive)
+// can do, without building one (no credentials needed). ErrBadConfig for an
+// unknown type.
+func TypeCapabilities(typ string) (Capabilities, error) {
+	pt, ok := providerTypes[strings.ToLower(typ)]
+	if !ok {
+		return Capabilities{}, fmt.Errorf("%w: unknown provider type %q", ErrBadConfig, typ)
+	}
+	return pt.caps, nil
+}
+
+// ProviderConfig says which DNS provider holds the records and how to log
+// in. Type selects the fields that apply; the others must be empty. Secrets
+// (APIToken, Password, Token, Key) never appear in String, errors or logs.
+type ProviderConfig struct {
+	// Type is one of ProviderTypes(), case-insensitive. Required.
+	Type string
+	// Zone is the DNS zone the hostname is in: cloudflare and rfc2136
+	// (required there).
+	Zone string
+	// APIToken is a Cloudflare API token with Zone.DNS edit. Required for cloudflare.
+	APIToken string
+	// BaseURL replaces the API endpoint: cloudflare's API base (a test hook;
+	// empty = https://api.cloudflare.com/client/v4), duckdns's server (empty =
+	// https://www.duckdns.org), the dyndns2 server's update URL (required for
+	// dyndns2; empty = the built-in server for noip and dynu).
+	BaseURL string
+	// Username and Password log in to the dyndns2 family. Required there.
+	Username string
+	Password string
+	// Token is DuckDNS's account token. Required for duckdns.
+	Token string
+	// Server is the rfc2136 primary's host:port (port empty = 53). Required for rfc2136.
+	Server string
+	// KeyName, KeyAlg and Key are rfc2136's optional TSIG key: the key's
+	// name, its algorithm (empty = hmac-sha256) and the base64 secret.
+	// KeyName and Key go together; both empty = unsigned updates.
+	KeyName string
+	KeyAlg  string
+	Key     string
+}
+
+// String describes c without its secrets, so logging it can't leak them.
+func (c ProviderConfig) String() string {
+	r := func(s string) string {
+		if s == "" {
+			return ""
+		}
+		return "[redacted]"
+	}
+	return "{Type:" + c.Type + " Zone:" + c.Zone + " APIToken:" + r(c.APIToken) +
+		" BaseURL:" + c.BaseURL + " Username:" + c.Username + " Password:" + r(c.Password) +
+		" Token:" + r(c.Token) + " Server:" + c.Server + " KeyName:" + c.KeyName +
+		" KeyAlg:" + c.KeyAlg + " Key:" + r(c.Key) + "}"
 }
 
 // Records is what a hostname's address records are, or should be.
@@ -207,7 +312,7 @@ type ProviderOptions struct {
 	// HTTPClient is used by HTTP providers. Nil = a client with a 30 s timeout.
 	// Its Transport is wrapped, never modified. Tests pass an httptest
 	// server's client here (to trust its certificate) together with
-	// config.Provider.BaseURL.
+	// ProviderConfig.BaseURL.
 	HTTPClient *http.Client
 	// UserAgent is sent to HTTP providers. Empty = UserAgent("dev").
 	UserAgent string
@@ -235,26 +340,19 @@ func (o ProviderOptions) withDefaults() ProviderOptions {
 
 // NewProvider builds the provider p describes.
 //
-// Types: "cloudflare" (libdns/cloudflare; BaseURL replaces
-// https://api.cloudflare.com/client/v4, the test hook), "rfc2136",
-// "duckdns" (BaseURL replaces https://www.duckdns.org), "dyndns2" (BaseURL
-// is the server, required), "noip" and "dynu" (dyndns2 with their servers).
-func NewProvider(p config.Provider, opts ProviderOptions) (Provider, error) {
+// Types: "cloudflare" (libdns/cloudflare), "rfc2136", "duckdns", "dyndns2"
+// (BaseURL is the server, required), "noip" and "dynu" (dyndns2 with their
+// servers built in). See ProviderConfig for the fields each takes.
+func NewProvider(p ProviderConfig, opts ProviderOptions) (Provider, error) {
 	opts = opts.withDefaults()
-	switch strings.ToLower(p.Type) {
-	case "cloudflare":
-		return newCloudflare(p, opts)
-	case "rfc2136":
-		return newRFC2136(p, opts)
-	case "duckdns":
-		return newDuckDNS(p, opts)
-	case "dyndns2", "noip", "dynu":
-		return newDynDNS2(p, opts)
-	case "":
+	if p.Type == "" {
 		return nil, fmt.Errorf("%w: provider type missing", ErrBadConfig)
-	default:
+	}
+	pt, ok := providerTypes[strings.ToLower(p.Type)]
+	if !ok {
 		return nil, fmt.Errorf("%w: unknown provider type %q", ErrBadConfig, p.Type)
 	}
+	return pt.build(p, opts)
 }
 
 // normHost lower-cases a hostname and drops a trailing dot.

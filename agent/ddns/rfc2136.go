@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-
-	"github.com/porthole-dev/porthole/internal/config"
 )
 
 // rfc2136 updates an authoritative server with DNS UPDATE (RFC 2136) signed
@@ -36,7 +34,11 @@ var tsigAlgs = map[string]string{
 	"hmac-sha512": dns.HmacSHA512,
 }
 
-func newRFC2136(p config.Provider, opts ProviderOptions) (Provider, error) {
+// rfc2136Caps: DNS UPDATE adds and deletes any RRset with its TTL, and the
+// primary answers plain queries for read-back.
+var rfc2136Caps = Capabilities{Read: true, RemoveA: true, RemoveAAAA: true, Delete: true, TTL: true, TXT: true}
+
+func newRFC2136(p ProviderConfig, opts ProviderOptions) (Provider, error) {
 	if p.Server == "" || p.Zone == "" {
 		return nil, fmt.Errorf("%w: rfc2136 needs server and zone", ErrBadConfig)
 	}
@@ -70,6 +72,8 @@ func newRFC2136(p config.Provider, opts ProviderOptions) (Provider, error) {
 }
 
 func (r *rfc2136) Name() string { return "rfc2136" }
+
+func (r *rfc2136) Capabilities() Capabilities { return rfc2136Caps }
 
 func (r *rfc2136) fqdn(host string) (string, error) {
 	h := normHost(host)

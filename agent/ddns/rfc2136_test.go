@@ -11,12 +11,11 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/test/dnsserver"
 )
 
-func rfc2136Config(s *dnsserver.Server) config.Provider {
-	return config.Provider{Type: "rfc2136", Server: s.Addr, Zone: s.Zone, KeyName: s.KeyName, KeyAlg: s.KeyAlg, Key: s.Key}
+func rfc2136Config(s *dnsserver.Server) ProviderConfig {
+	return ProviderConfig{Type: "rfc2136", Server: s.Addr, Zone: s.Zone, KeyName: s.KeyName, KeyAlg: s.KeyAlg, Key: s.Key}
 }
 
 func addrs(t *testing.T, s *dnsserver.Server, name string, qt uint16) []netip.Addr {
@@ -111,13 +110,13 @@ func TestRFC2136Knot(t *testing.T) {
 }
 
 func TestRFC2136Config(t *testing.T) {
-	base := config.Provider{Type: "rfc2136", Server: "127.0.0.1:53", Zone: "example.com", KeyName: "k.", KeyAlg: "hmac-sha256", Key: "c2VjcmV0"}
-	mut := []func(*config.Provider){
-		func(p *config.Provider) { p.Server = "" },
-		func(p *config.Provider) { p.Zone = "" },
-		func(p *config.Provider) { p.KeyAlg = "hmac-md4" },
-		func(p *config.Provider) { p.Key = "not base64!" },
-		func(p *config.Provider) { p.KeyName = "" },
+	base := ProviderConfig{Type: "rfc2136", Server: "127.0.0.1:53", Zone: "example.com", KeyName: "k.", KeyAlg: "hmac-sha256", Key: "c2VjcmV0"}
+	mut := []func(*ProviderConfig){
+		func(p *ProviderConfig) { p.Server = "" },
+		func(p *ProviderConfig) { p.Zone = "" },
+		func(p *ProviderConfig) { p.KeyAlg = "hmac-md4" },
+		func(p *ProviderConfig) { p.Key = "not base64!" },
+		func(p *ProviderConfig) { p.KeyName = "" },
 	}
 	for i, m := range mut {
 		p := base

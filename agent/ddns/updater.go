@@ -8,8 +8,6 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
-
-	"github.com/porthole-dev/porthole/internal/config"
 )
 
 // UpdaterConfig configures an Updater. Zero values take the documented defaults.
@@ -104,7 +102,7 @@ type Updater struct {
 	lastWrite    time.Time
 	lastVerify   time.Time
 	verifyNeeded bool
-	writeOnly    bool // Get said ErrUnsupported
+	writeOnly    bool // the provider can't be read (Capabilities, or Get said ErrUnsupported)
 	failures     int
 	nextAttempt  time.Time
 	fatal        error
@@ -149,6 +147,8 @@ func New(cfg UpdaterConfig) (*Updater, error) {
 		cfg:  cfg,
 		host: host,
 		log:  cfg.Logger.With("hostname", host, "provider", cfg.Provider.Name()),
+		// A write-only provider is never read: the state file is all we know.
+		writeOnly: !cfg.Provider.Capabilities().Read,
 	}
 	if cfg.StateDir != "" {
 		s, ok, err := readState(cfg.StateDir)
@@ -267,6 +267,9 @@ func (u *Updater) Delete(ctx context.Context) error {
 	if fatal != nil {
 		return fmt.Errorf("%w: %w", ErrStopped, fatal)
 	}
+	if !u.cfg.Provider.Capabilities().Delete {
+		return fmt.Errorf("ddns: delete records of %s: %s can't delete records: %w", u.host, u.cfg.Provider.Name(), ErrUnsupported)
+	}
 	if err := u.cfg.Provider.Delete(ctx, u.host); err != nil {
 		u.log.Warn("ddns: could not delete records", "err", err)
 		return fmt.Errorf("ddns: delete records of %s: %w", u.host, err)
@@ -373,21 +376,5 @@ func (u *Updater) saveState() {
 	}
 }
 
-// NewFromConfig builds the provider and the Updater for the agent's ddns
-// section, with the state file in stateDir. Delete-on-exit
-// (c.DeleteOnExit) is the caller's to do: call Delete with a fresh context
-// on clean shutdown.
-func NewFromConfig(c config.DDNS, stateDir string, opts ProviderOptions) (*Updater, error) {
-	p, err := NewProvider(c.Provider, opts)
-	if err != nil {
-		return nil, err
-	}
-	return New(UpdaterConfig{
-		Provider:    p,
-		Hostname:    c.Hostname,
-		TTL:         c.TTL,
-		MinInterval: c.MinInterval,
-		StateDir:    stateDir,
-		Logger:      opts.Logger,
-	})
-}
+// Capabilities is what the provider can do (see Provider.Capabilities).
+func (u *Updater) Capabilities() Capabilities { return u.cfg.Provider.Capabilities() }

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/test/fakecloudflare"
 	"github.com/porthole-dev/porthole/test/fakedyndns"
 )
@@ -42,6 +41,8 @@ type memProvider struct {
 	mu        sync.Mutex // guards the fields below
 	have      Records
 	writeOnly bool
+	caps      Capabilities // what Capabilities says when capsSet
+	capsSet   bool
 	gets      int
 	sets      int
 	dels      int
@@ -54,6 +55,16 @@ var _ Provider = (*memProvider)(nil)
 func newMem() *memProvider { return &memProvider{have: Records{NoV4: true, NoV6: true}} }
 
 func (m *memProvider) Name() string { return "mem" }
+
+func (m *memProvider) Capabilities() Capabilities {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.caps
+	if !m.capsSet {
+		c = Capabilities{Read: !m.writeOnly, RemoveA: true, RemoveAAAA: true, Delete: true, TTL: true}
+	}
+	return c
+}
 
 func (m *memProvider) Get(context.Context, string) (Records, error) {
 	m.mu.Lock()
@@ -554,24 +565,73 @@ func TestNewUpdaterConfig(t *testing.T) {
 	}
 }
 
-func TestNewFromConfig(t *testing.T) {
-	srv := fakecloudflare.New(t, cfToken, "example.com")
-	u, err := NewFromConfig(config.DDNS{
-		Hostname: "Home.Example.com.",
-		TTL:      2 * time.Minute,
-		Provider: config.Provider{Type: "cloudflare", Zone: "example.com", APIToken: cfToken, BaseURL: srv.URL},
-	}, t.TempDir(), ProviderOptions{HTTPClient: srv.Client()})
-	if err != nil {
-		t.Fatal(err)
+// The updater asks the provider what it can do instead of finding out by
+// failing: a write-only provider is never read, and one that can't delete
+// isn't asked to.
+func TestUpdaterAsksCapabilities(t *testing.T) {
+	clk := newClock()
+	m := newMem()
+	m.caps, m.capsSet = Capabilities{RemoveAAAA: true}, true
+	u := newUpdater(t, UpdaterConfig{Provider: m, Now: clk.Now})
+	mustUpdate(t, u, Records{V4: v4a, NoV6: true}, ActionUpdated)
+	clk.Advance(2 * time.Hour) // past VerifyInterval
+	mustUpdate(t, u, Records{V4: v4a, NoV6: true}, ActionUnchanged)
+	if gets, sets := m.counts(); gets != 0 || sets != 1 {
+		t.Fatalf("write-only provider: %d gets, %d sets; want 0 and 1", gets, sets)
 	}
-	mustUpdate(t, u, Records{V4: v4a}, ActionUpdated)
-	if r := srv.All(); len(r) != 1 || r[0].Name != "home.example.com" || r[0].TTL != 120 {
-		t.Fatalf("records %+v", r)
+	if err := u.Delete(context.Background()); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("Delete = %v, want ErrUnsupported", err)
 	}
-	if s := u.Status(); s.Hostname != "home.example.com" || s.Provider != "cloudflare" || s.Published.V4 != v4a {
-		t.Fatalf("status %+v", s)
+	m.mu.Lock()
+	dels := m.dels
+	m.mu.Unlock()
+	if dels != 0 {
+		t.Fatalf("provider asked to delete %d times although it says it can't", dels)
 	}
-	if _, err := NewFromConfig(config.DDNS{Hostname: "h.example.com", Provider: config.Provider{Type: "nope"}}, "", ProviderOptions{}); !errors.Is(err, ErrBadConfig) {
-		t.Fatal(err)
+	if got := u.Capabilities(); got != m.caps {
+		t.Fatalf("Updater.Capabilities = %+v, want the provider's %+v", got, m.caps)
+	}
+}
+
+// Each provider type's capabilities are declared once: what a built provider
+// says equals what TypeCapabilities says without credentials.
+func TestProviderCapabilities(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  ProviderConfig
+		want Capabilities
+	}{
+		{ProviderConfig{Type: "cloudflare", Zone: "example.com", APIToken: "t"}, Capabilities{Read: true, RemoveA: true, RemoveAAAA: true, Delete: true, TTL: true, TXT: true}},
+		{ProviderConfig{Type: "rfc2136", Server: "127.0.0.1:53", Zone: "example.com"}, Capabilities{Read: true, RemoveA: true, RemoveAAAA: true, Delete: true, TTL: true, TXT: true}},
+		{ProviderConfig{Type: "duckdns", Token: "t"}, Capabilities{RemoveAAAA: true, Delete: true, TXT: true}},
+		{ProviderConfig{Type: "dyndns2", BaseURL: "https://dyn.example.net", Username: "u", Password: "p"}, Capabilities{}},
+		{ProviderConfig{Type: "NoIP", Username: "u", Password: "p"}, Capabilities{}},
+		{ProviderConfig{Type: "dynu", Username: "u", Password: "p"}, Capabilities{}},
+	} {
+		p, err := NewProvider(tc.cfg, ProviderOptions{})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.cfg.Type, err)
+		}
+		if got := p.Capabilities(); got != tc.want {
+			t.Errorf("%s: Capabilities() = %+v, want %+v", tc.cfg.Type, got, tc.want)
+		}
+		if got, err := TypeCapabilities(tc.cfg.Type); err != nil || got != tc.want {
+			t.Errorf("TypeCapabilities(%s) = %+v, %v; want %+v", tc.cfg.Type, got, err, tc.want)
+		}
+	}
+	if _, err := TypeCapabilities("carrier-pigeon"); !errors.Is(err, ErrBadConfig) {
+		t.Errorf("unknown type: %v", err)
+	}
+	if got := strings.Join(ProviderTypes(), ","); got != "cloudflare,duckdns,dyndns2,dynu,noip,rfc2136" {
+		t.Errorf("ProviderTypes() = %s", got)
+	}
+}
+
+func TestProviderConfigStringHidesSecrets(t *testing.T) {
+	c := ProviderConfig{Type: "cloudflare", APIToken: "tok-secret", Password: "pw-secret", Token: "dk-secret", Key: "tsig-secret"}
+	s := c.String()
+	for _, secret := range []string{"tok-secret", "pw-secret", "dk-secret", "tsig-secret"} {
+		if strings.Contains(s, secret) {
+			t.Errorf("String() shows %s: %s", secret, s)
+		}
 	}
 }

@@ -31,7 +31,8 @@ type Config struct {
 	// sources of one operator (see Operated) count once. Default (0) 2. 1
 	// trusts a single source: only for tests and labs.
 	MinAgree int
-	// Accept lists prefixes accepted although not global unicast (labs, tests).
+	// Accept lists prefixes accepted although not global unicast (labs,
+	// tests). Nil: only global unicast addresses count.
 	Accept []netip.Prefix
 	// Logger; nil discards.
 	Logger *slog.Logger
@@ -43,10 +44,11 @@ type Config struct {
 	// ends as soon as the outcome can no longer change. Default 300 ms;
 	// negative waits for every source (up to Timeout).
 	Settle time.Duration
-	// IPv6 turns on IPv6 detection.
+	// IPv6 turns on IPv6 detection. False: IPv4 only.
 	IPv6 bool
 	// IPv6InterfaceID, when valid, replaces the low 64 bits of the detected
 	// IPv6 address, to publish a device's own address in the home's prefix.
+	// Zero: the detected address as it is.
 	IPv6InterfaceID netip.Addr
 	// LocalAddrs lists this host's addresses, used to publish a stable IPv6
 	// address of the detected prefix rather than a temporary one. Nil:

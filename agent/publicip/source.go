@@ -99,6 +99,14 @@ type FuncSource struct {
 
 var _ Source = (*FuncSource)(nil)
 
+// Names of the sources other packages feed through NewFuncSource: the
+// address the relay observes, and the router's external address (name it in
+// Config.Router to classify the NAT).
+const (
+	SourceRelay  = "relay"
+	SourceRouter = "router"
+)
+
 // NewFuncSource returns a Source called name that answers with fn.
 func NewFuncSource(name string, fn LookupFunc) *FuncSource {
 	return &FuncSource{name: name, fn: fn}

@@ -15,8 +15,8 @@ import (
 
 // Tokens that pass CheckToken.
 const (
-	tokA = "3q2-7wG_cVf1xYpZ0mKsLtRbNaUeIoHj4dQ9vWgE6rT"
-	tokB = "0123456789abcdef0123456789abcdef"
+	tokA = "pht1_3h4o5z4X035aFzHZf83KLRUL060jDwuH7CeAmqxfo-wfjqokg"
+	tokB = "pht1_TMrpESVsQoqNFJsntrBHtQNhlgLmKiIqdsVrfGKNFPEmuqfwQ"
 )
 
 func envOf(kv ...string) func(string) (string, bool) {
@@ -330,8 +330,8 @@ func TestRelayErrors(t *testing.T) {
   e: {token: x, token_file: y, ports: 5}
 `, []want{
 			{2, "agents.a.token", "required: set token or token_file"},
-			{3, "agents.b.token", "token too weak: use `porthole-relay token` to make one"},
-			{4, "agents.c.token", "token too weak"},
+			{3, "agents.b.token", "weak token: only generated tokens are accepted, as a chosen one can be guessed: make one with `porthole-relay token`"},
+			{4, "agents.c.token", "weak token"},
 			{5, "agents.d.token", "empty"},
 			{6, "agents.e.token_file", "set either token or token_file, not both"},
 		}},
@@ -440,7 +440,7 @@ func TestAgentErrors(t *testing.T) {
 		{"relay section", "name: home\nrelay:\n  address: relay.example.com\n  token_file: \"\"\nservices: [{name: c, target: 'c:1', port: 1, allow: [any]}]\n",
 			[]want{{3, "relay.address", "expected host:port"}, {4, "relay.token_file", "empty path"}}},
 		{"relay weak token", "name: home\nrelay:\n  address: relay.example.com:7443\n  token: correct-horse-battery\n" + dd,
-			[]want{{4, "relay.token", "token too weak"}}},
+			[]want{{4, "relay.token", "weak token"}}},
 		{"direct", ok + dd + `direct:
   enabled: maybe
   listen: 0.0.0.0:80
@@ -667,7 +667,7 @@ func TestSecretsNeverInMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := ParseRelay(filepath.Join(dir, "r.yaml"), []byte("agents:\n  a: {token: "+weak+", ports: 1}\n  b: {token_file: weak.token, ports: 2}\n  c: {token: \"${W}\", ports: 3}\n"), envOf("W", weak))
-	if err == nil || strings.Contains(err.Error(), weak) || strings.Count(err.Error(), "token too weak") != 3 {
+	if err == nil || strings.Contains(err.Error(), weak) || strings.Count(err.Error(), "weak token") != 3 {
 		t.Errorf("error = %v", err)
 	}
 	_, err = ParseAgent("a.yaml", []byte("name: h\nddns: {hostname: h.example.com, provider: {type: rfc2136, server: 'n:53', zone: example.com, key_name: k, key: 'sekrit!!'}}\n"), envOf())
@@ -742,18 +742,24 @@ func TestLoadFiles(t *testing.T) {
 // TestDeployExamples loads the commented examples shipped in deploy/examples.
 func TestDeployExamples(t *testing.T) {
 	dir := t.TempDir()
-	t.Setenv("PORTHOLE_AGENT_TOKEN", tokA)
-	t.Setenv("PORTHOLE_TOKEN", tokA)
-	t.Setenv("CF_API_TOKEN", "cf-api-token")
+	// As systemd's LoadCredential= hands them over: read-only for the service's user.
+	creds := t.TempDir()
+	for name, secret := range map[string]string{"home.token": tokA + "\n", "cloudflare.token": "cf-api-token\n"} {
+		if err := os.WriteFile(filepath.Join(creds, name), []byte(secret), 0o400); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("CREDENTIALS_DIRECTORY", creds)
 	t.Setenv("PORTHOLE_RELAY_STATE", dir)
 	r, err := LoadRelay("../../deploy/examples/relay.yaml")
 	checkErrs(t, err)
-	if len(r.Agents) == 0 || r.Agents["home"].Token != tokA {
+	if len(r.Agents) == 0 || r.Agents["home"].Token != tokA || len(r.Warnings) != 0 {
 		t.Errorf("relay example: %+v", r)
 	}
 	a, err := LoadAgent("../../deploy/examples/agent.yaml")
 	checkErrs(t, err)
-	if a.Name != "home" || a.Relay == nil || a.Relay.Token != tokA || len(a.Services) == 0 || a.DDNS == nil || len(a.Warnings) != 0 {
+	if a.Name != "home" || a.Relay == nil || a.Relay.Token != tokA || len(a.Services) == 0 || a.DDNS == nil ||
+		a.DDNS.Provider.APIToken != "cf-api-token" || len(a.Warnings) != 0 {
 		t.Errorf("agent example: %+v", a)
 	}
 	for _, s := range a.Services {

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -31,6 +33,8 @@ type parser struct {
 	dir       string // resolves relative *_file paths
 	lookupEnv func(string) (string, bool)
 	readFile  func(string) ([]byte, error)
+	// stat reports a secret file's mode for the permission warning; nil = no check.
+	stat func(string) (fs.FileInfo, error)
 
 	errs     Errors
 	warnings []string
@@ -45,6 +49,7 @@ func newParser(file string, lookupEnv func(string) (string, bool)) *parser {
 		dir:       filepath.Dir(file),
 		lookupEnv: lookupEnv,
 		readFile:  readSecretFile,
+		stat:      os.Stat,
 	}
 }
 
@@ -484,12 +489,17 @@ func (p *parser) secret(f *fields, key string, required bool) (val string, line 
 			p.errorf(line, f.sub(fileKey), "%s is empty", path)
 			return "", line, false
 		}
+		p.checkSecretMode(path, line, f.sub(fileKey))
 		return val, line, true
 	case hasInline:
 		val, line, ok := p.str(f, key, "")
 		if ok && val == "" && required {
 			p.errorf(line, f.sub(key), "empty (set %s or %s)", key, fileKey)
 			return "", line, false
+		}
+		if ok && val != "" && !strings.Contains(resolve(f.m[key].val).Value, "${") {
+			// Written into the config itself: the config is a secret file now.
+			p.checkConfigMode(line, f.sub(key), fileKey)
 		}
 		return val, line, ok
 	}
@@ -498,6 +508,37 @@ func (p *parser) secret(f *fields, key string, required bool) (val string, line 
 		return "", f.line, false
 	}
 	return "", f.line, true
+}
+
+// checkSecretMode warns when a secret file can be read by anyone but its
+// owner: on a shared machine, or through a service that runs as another user,
+// the secret is then no longer secret.
+func (p *parser) checkSecretMode(path string, line int, key string) {
+	if p.stat == nil || runtime.GOOS == "windows" {
+		return
+	}
+	fi, err := p.stat(path)
+	if err != nil {
+		return // it was just read; a race with a rename is not worth a message
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		p.warnf(line, key, "secret file %s is open to group or others (mode %04o): chmod 600 %s", path, perm, path)
+	}
+}
+
+// checkConfigMode warns when the config holds a secret written into it and
+// others can read the config.
+func (p *parser) checkConfigMode(line int, key, fileKey string) {
+	if p.stat == nil || runtime.GOOS == "windows" {
+		return
+	}
+	fi, err := p.stat(p.file)
+	if err != nil {
+		return // parsed from memory, not from a file
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		p.warnf(line, key, "a secret written into %s, which is open to group or others (mode %04o): move it to %s (a file with mode 600), or chmod 600 %s", p.file, perm, fileKey, p.file)
+	}
 }
 
 // errText is err's message without the path os errors repeat.
@@ -515,13 +556,17 @@ func (p *parser) token(f *fields, key string) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	if err := CheckToken(tok); err != nil {
-		k := key
-		if f.has(key + "_file") {
-			k = key + "_file"
-		}
-		p.errorf(line, f.sub(k), "token too weak: use `porthole-relay token` to make one (%s)", strings.TrimPrefix(err.Error(), ErrWeakToken.Error()+": "))
+	k := key
+	if f.has(key + "_file") {
+		k = key + "_file"
+	}
+	legacy, err := CheckToken(tok)
+	if err != nil {
+		p.errorf(line, f.sub(k), "%s", err)
 		return "", false
+	}
+	if legacy {
+		p.warnf(line, f.sub(k), "an old-style token without a checksum: still accepted, but make a new one with `porthole-relay token` and put it in both relay.yaml and agent.yaml")
 	}
 	return tok, true
 }

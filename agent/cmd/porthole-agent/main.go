@@ -77,7 +77,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	for _, w := range ac.Warnings {
+	for _, w := range append(ac.Warnings, agent.ConfigWarnings(ac)...) {
 		fmt.Fprintln(stderr, "warning:", w)
 	}
 	if *check {

@@ -25,7 +25,13 @@ var version = "dev"
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "token" {
+		if len(os.Args) > 2 {
+			fmt.Fprintln(os.Stderr, "usage: porthole-relay token   (prints a new agent token; takes no arguments)")
+			os.Exit(2)
+		}
+		// The token alone on stdout, so `porthole-relay token > home.token` works.
 		fmt.Println(config.NewToken())
+		fmt.Fprintln(os.Stderr, "porthole-relay: a new agent token: give the same one to the relay (agents.NAME.token_file) and the agent (relay.token_file), in files only root can read")
 		return
 	}
 	cfgPath := flag.String("config", "/etc/porthole/relay.yaml", "config file")
