@@ -1,9 +1,12 @@
-// Command benchreport measures Porthole's data path on loopback and prints one
-// table: every figure beside a direct connection measured in the same run, its
-// target and PASS/MISS. Run it from the module root:
+// Command benchreport measures Porthole on loopback with the real binaries as
+// separate processes and prints one table: every figure beside a direct
+// connection measured in the same run, its target, PASS/FAIL and frp's figure
+// from issue #7. Throughput needs iperf3; the UDP buffer figure needs root
+// (it sets net.core.rmem_max/wmem_max for a while and restores them). Run it
+// from the module root:
 //
-//	go run ./test/bench/cmd/benchreport          # full run, about a minute
-//	go run ./test/bench/cmd/benchreport -smoke   # small, seconds
+//	go run ./test/bench/cmd/benchreport          # full run, about 5 minutes
+//	go run ./test/bench/cmd/benchreport -smoke   # small, about 30 s
 package main
 
 import (
@@ -15,6 +18,7 @@ import (
 	"os/signal"
 
 	"github.com/porthole-dev/porthole/test/bench"
+	"github.com/porthole-dev/porthole/test/framework"
 )
 
 func main() {
@@ -31,7 +35,9 @@ func main() {
 	if *quiet {
 		progress = nil
 	}
-	if err := bench.Run(ctx, s, os.Stdout, progress); err != nil {
+	err := bench.Run(ctx, s, os.Stdout, progress)
+	framework.Default.Remove()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
