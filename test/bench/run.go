@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 )
@@ -37,7 +38,12 @@ type Scale struct {
 	UDPBuffers bool
 	// Settle is how long the relay process is left alone before each RSS reading.
 	Settle time.Duration
+	// Only, if set, names the steps to run (see Steps); empty runs all.
+	Only []string
 }
+
+// Steps are the names of Run's measurements, in order, for Scale.Only.
+var Steps = []string{"throughput", "latency", "viewers", "memory", "idle-viewers", "restart", "agent-killed", "udp-buffers"}
 
 // Full is the scale of `make bench`, the figures of the issue.
 var Full = Scale{
@@ -60,7 +66,7 @@ func Run(ctx context.Context, s Scale, w, progress io.Writer) error {
 	if progress == nil {
 		progress = io.Discard
 	}
-	load := loadAvg()
+	load, started := loadAvg(), time.Now()
 	fmt.Fprintln(progress, "building porthole-relay, porthole-agent and the echo backend...")
 	bins, err := BuildBins()
 	if err != nil {
@@ -72,22 +78,25 @@ func Run(ctx context.Context, s Scale, w, progress io.Writer) error {
 	fmt.Fprintf(progress, "transports: %s (tcp is measured once the agent accepts relay.transport: tcp)\n", strings.Join(bins.Transports, ", "))
 	var figs []Figure
 	step := func(what string, f func() []Figure) {
+		if len(s.Only) > 0 && !slices.Contains(s.Only, what) {
+			return
+		}
 		fmt.Fprintf(progress, "measuring %s...\n", what)
 		start := time.Now()
 		figs = append(figs, f()...)
 		fmt.Fprintf(progress, "  done in %.1fs\n", time.Since(start).Seconds())
 	}
-	step("throughput (iperf3)", func() []Figure { return Throughput(ctx, bins, s.IperfSeconds, s.Parallels, s.Reverses) })
-	step("ping-pong latency", func() []Figure { return Latency(ctx, bins, s.Pings) })
-	step("paced viewers", func() []Figure { return []Figure{Viewers(ctx, bins, s.Viewers, s.ViewerTime)} })
-	step("relay memory per agent", func() []Figure { return MemoryPerAgent(ctx, bins, s.Agents, s.Settle) })
-	step("relay memory with idle viewers", func() []Figure { return IdleViewers(ctx, bins, s.IdleViewers, s.Settle) })
-	step("relay restart", func() []Figure { return Restart(ctx, bins, s.Restarts, s.RestartJitter) })
-	step("agent killed", func() []Figure { return AgentKilled(ctx, bins, s.AgentKills, s.AgentKillLimit) })
+	step("throughput", func() []Figure { return Throughput(ctx, bins, s.IperfSeconds, s.Parallels, s.Reverses) })
+	step("latency", func() []Figure { return Latency(ctx, bins, s.Pings) })
+	step("viewers", func() []Figure { return []Figure{Viewers(ctx, bins, s.Viewers, s.ViewerTime)} })
+	step("memory", func() []Figure { return MemoryPerAgent(ctx, bins, s.Agents, s.Settle) })
+	step("idle-viewers", func() []Figure { return IdleViewers(ctx, bins, s.IdleViewers, s.Settle) })
+	step("restart", func() []Figure { return Restart(ctx, bins, s.Restarts, s.RestartJitter) })
+	step("agent-killed", func() []Figure { return AgentKilled(ctx, bins, s.AgentKills, s.AgentKillLimit) })
 	if s.UDPBuffers {
-		step("UDP socket buffers", func() []Figure { return UDPBuffers(ctx, bins, s.IperfSeconds) })
+		step("udp-buffers", func() []Figure { return UDPBuffers(ctx, bins, s.IperfSeconds) })
 	}
-	fmt.Fprintf(w, "Porthole bench, %s; load average before the run: %s\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), load)
+	fmt.Fprintf(w, "Porthole bench, %s; load average before the run: %s\n", started.UTC().Format("2006-01-02 15:04 MST"), load)
 	if err := WriteTable(w, figs); err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@
 //
 //	go run ./test/bench/cmd/benchreport          # full run, about 5 minutes
 //	go run ./test/bench/cmd/benchreport -smoke   # small, about 30 s
+//	go run ./test/bench/cmd/benchreport -only memory,idle-viewers
 package main
 
 import (
@@ -16,6 +17,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 
 	"github.com/porthole-dev/porthole/test/bench"
 	"github.com/porthole-dev/porthole/test/framework"
@@ -24,12 +27,22 @@ import (
 func main() {
 	smoke := flag.Bool("smoke", false, "run at smoke scale (numbers are not meaningful)")
 	quiet := flag.Bool("q", false, "no progress lines on stderr")
+	only := flag.String("only", "", "comma-separated steps to run ("+strings.Join(bench.Steps, ",")+"); empty runs all")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	s := bench.Full
 	if *smoke {
 		s = bench.Smoke
+	}
+	if *only != "" {
+		s.Only = strings.Split(*only, ",")
+		for _, o := range s.Only {
+			if !slices.Contains(bench.Steps, o) {
+				fmt.Fprintf(os.Stderr, "benchreport: unknown step %q (steps: %s)\n", o, strings.Join(bench.Steps, ","))
+				os.Exit(2)
+			}
+		}
 	}
 	var progress io.Writer = os.Stderr
 	if *quiet {
