@@ -94,7 +94,7 @@ func Latency(ctx context.Context, bins Bins, n int) []Figure {
 
 // gogcSettings are the relay's GC settings measured for memory: the GOGC=25
 // the relay main set before issue #7, and Go's default.
-var gogcSettings = []struct{ label, env string }{{"GOGC=25", "GOGC=25"}, {"GOGC=100", "GOGC=100"}}
+var gogcSettings = []struct{ label, env string }{{"GOGC=25", "GOGC=25"}, {"GOGC=50", "GOGC=50"}, {"GOGC=100", "GOGC=100"}}
 
 // MemoryPerAgent runs the relay with n+1 agents configured and connected (each
 // a porthole-agent process with one service) and reports the relay's RSS growth
