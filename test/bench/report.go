@@ -1,9 +1,15 @@
-// Package bench measures Porthole's data path against direct connections on
-// loopback: bulk throughput, added ping-pong latency, many paced camera viewers,
-// relay memory per idle agent, and time to recover from a relay restart. Every
-// figure is printed beside a direct baseline measured in the same run where one
-// applies; nothing here asserts on timing. `go run ./test/bench/cmd/benchreport`
-// prints the full table; the Benchmark functions run the same code at smoke scale.
+// Package bench measures Porthole with the real binaries as separate
+// processes on loopback (test/framework starts them): throughput of one viewer
+// connection with iperf3 in both directions with the relay's and agent's CPU
+// seconds per GB, added ping-pong latency, many paced camera viewers, relay
+// memory per idle agent and with idle viewers at several GOGC settings, QUIC
+// throughput at two UDP buffer limits, and recovery when the relay or the
+// agent is killed. Every figure is printed beside a direct baseline measured
+// in the same run where one applies, with its target and frp's figure from
+// issue #7; nothing here asserts on numbers. `go run
+// ./test/bench/cmd/benchreport` prints the full table; the Benchmark functions
+// run the same code at smoke scale, and BenchmarkInproc* run relay and agent
+// in this process for profiling.
 package bench
 
 import (
