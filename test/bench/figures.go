@@ -258,7 +258,8 @@ func idleViewers(ctx context.Context, bins Bins, n int, settle time.Duration, en
 }
 
 // UDPBuffers measures QUIC throughput (camera->viewer, P1) with
-// net.core.rmem_max/wmem_max at the machine's setting and at 7.5 MiB, the
+// net.core.rmem_max/wmem_max at the kernel's default, the machine's setting and
+// at 7.5 MiB, the
 // relay and agent running without CAP_NET_ADMIN so that the limit applies as
 // it does for a service user. Root only; the settings are restored after.
 func UDPBuffers(ctx context.Context, bins Bins, secs float64) []Figure {
@@ -290,10 +291,14 @@ func UDPBuffers(ctx context.Context, bins Bins, secs float64) []Figure {
 		return []Figure{errorFigure(name, err)}
 	}
 	defer srv.close()
-	origMiB, _ := strconv.Atoi(orig[keys[0]])
+	origBytes, _ := strconv.Atoi(orig[keys[0]])
 	var figs []Figure
-	for _, size := range []int{origMiB, 7<<20 + 512<<10} {
-		label := fmt.Sprintf(" (rmem/wmem_max %.1f MiB)", float64(size)/(1<<20))
+	// The machine's setting, the 7.5 MiB the issue asks about, and the
+	// kernel's default of 208 KiB (a fresh VPS): quic-go wants 7 MiB of
+	// SO_RCVBUF as getsockopt reports it, which is twice the set value, so it
+	// is content from rmem_max 3.5 MiB up and short below.
+	for _, size := range []int{212992, origBytes, 7<<20 + 512<<10} {
+		label := fmt.Sprintf(" (rmem/wmem_max %.2f MiB)", float64(size)/(1<<20))
 		for _, k := range keys {
 			if err := writeSysctl(k, strconv.Itoa(size)); err != nil {
 				return append(figs, errorFigure(name, err))
