@@ -32,9 +32,13 @@ lint:
 	$(GO) vet ./...
 	$(GO) mod tidy -diff
 
-# The figures of the issues, each beside a direct connection measured in the same run.
+# The figures of the issues, each beside a direct connection measured in the same run:
+# real binaries as separate processes; throughput needs iperf3, the UDP buffer figure
+# root (it changes net.core.rmem_max/wmem_max for a while and restores them).
+# BENCH_ONLY=memory,latency runs some steps only (see test/bench/run.go Steps).
+BENCH_ONLY ?=
 bench:
-	$(GO) run ./test/bench/cmd/benchreport | tee bench.out
+	$(GO) run ./test/bench/cmd/benchreport -only '$(BENCH_ONLY)' | tee bench.out
 
 # Every fuzz target for 60 s each (FUZZTIME=10s for a quick pass). Minimizing a new
 # input is capped at 5 s: the default 60 s can eat a whole run with no new execs.

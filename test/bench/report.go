@@ -1,15 +1,22 @@
-// Package bench measures Porthole's data path against direct connections on
-// loopback: bulk throughput, added ping-pong latency, many paced camera viewers,
-// relay memory per idle agent, and time to recover from a relay restart. Every
-// figure is printed beside a direct baseline measured in the same run where one
-// applies; nothing here asserts on timing. `go run ./test/bench/cmd/benchreport`
-// prints the full table; the Benchmark functions run the same code at smoke scale.
+// Package bench measures Porthole with the real binaries as separate
+// processes on loopback (test/framework starts them): throughput of one viewer
+// connection with iperf3 in both directions with the relay's and agent's CPU
+// seconds per GB, added ping-pong latency, many paced camera viewers, relay
+// memory per idle agent and with idle viewers at several GOGC settings, QUIC
+// throughput at two UDP buffer limits, and recovery when the relay or the
+// agent is killed. Every figure is printed beside a direct baseline measured
+// in the same run where one applies, with its target and frp's figure from
+// issue #7; nothing here asserts on numbers. `go run
+// ./test/bench/cmd/benchreport` prints the full table; the Benchmark functions
+// run the same code at smoke scale, and BenchmarkInproc* run relay and agent
+// in this process for profiling.
 package bench
 
 import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -34,6 +41,11 @@ type Figure struct {
 	Pass bool
 	// Note adds detail (spread, sample count, what the direct figure is).
 	Note string
+	// Compare is the same figure of frp from the issue, empty when none.
+	Compare string
+	// Skipped says the figure could not be measured here (a missing tool, not
+	// root); it is neither PASS nor FAIL.
+	Skipped bool
 }
 
 // NoBaseline is Direct and Ratio for figures without a direct counterpart.
@@ -55,11 +67,14 @@ func fmtNum(v float64) string {
 // WriteTable prints figures as an aligned table.
 func WriteTable(w io.Writer, figs []Figure) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "FIGURE\tVALUE\tDIRECT\tRATIO\tTARGET\tRESULT\tNOTE")
+	fmt.Fprintln(tw, "FIGURE\tVALUE\tDIRECT\tRATIO\tTARGET\tRESULT\tFRP (ISSUE #7)\tNOTE")
 	for _, f := range figs {
 		result := "-"
-		if f.Target != "" {
-			result = "MISS"
+		switch {
+		case f.Skipped:
+			result = "SKIPPED"
+		case f.Target != "":
+			result = "FAIL"
 			if f.Pass {
 				result = "PASS"
 			}
@@ -76,7 +91,15 @@ func WriteTable(w io.Writer, figs []Figure) error {
 		if target == "" {
 			target = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s %s\t%s\t%s\t%s\t%s\t%s\n", f.Name, fmtNum(f.Value), f.Unit, direct, ratio, target, result, f.Note)
+		compare := f.Compare
+		if compare == "" {
+			compare = "-"
+		}
+		value := fmtNum(f.Value) + " " + f.Unit
+		if f.Skipped || math.IsNaN(f.Value) {
+			value = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Name, value, direct, ratio, target, result, compare, f.Note)
 	}
 	return tw.Flush()
 }
@@ -94,6 +117,25 @@ func percentile(xs []time.Duration, p float64) time.Duration {
 func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 func millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
+// skipFigure is a figure that can't be measured here, saying why.
+func skipFigure(name string, why error) Figure {
+	return Figure{Name: name, Value: math.NaN(), Direct: NoBaseline, Ratio: NoBaseline, Skipped: true, Note: "SKIPPED: " + why.Error()}
+}
+
 func errorFigure(name string, err error) Figure {
 	return Figure{Name: name, Value: math.NaN(), Direct: NoBaseline, Ratio: NoBaseline, Target: "runs", Note: "error: " + strings.ReplaceAll(err.Error(), "\n", " ")}
+}
+
+// loadAvg is /proc/loadavg's first three fields: other work on the machine
+// moves every figure.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }

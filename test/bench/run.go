@@ -4,18 +4,25 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
+	"slices"
+	"strings"
 	"time"
 )
 
 // Scale sizes a run.
 type Scale struct {
-	// ThroughputBytes is the size of one bulk download (three per path).
-	ThroughputBytes int64
+	// IperfSeconds is the length of one iperf3 run; Parallels and Reverses
+	// choose the runs (-P values; false/true for viewer->camera and -R,
+	// camera->viewer).
+	IperfSeconds float64
+	Parallels    []int
+	Reverses     []bool
 	// Pings is the number of ping-pong round trips per path.
 	Pings int
 	// Agents is the number of idle agents for the memory figure.
 	Agents int
+	// IdleViewers is the number of idle viewer connections for the memory figure.
+	IdleViewers int
 	// Viewers and ViewerTime size the paced-camera run.
 	Viewers    int
 	ViewerTime time.Duration
@@ -23,50 +30,77 @@ type Scale struct {
 	// it waits before each kill, to hit different points of the heartbeat cycle.
 	Restarts      int
 	RestartJitter time.Duration
+	// AgentKills is how many agent SIGKILLs to time, each wait cut at AgentKillLimit.
+	AgentKills     int
+	AgentKillLimit time.Duration
+	// UDPBuffers measures QUIC throughput at two net.core.rmem_max/wmem_max
+	// settings (root only; changes the host's sysctl for the run).
+	UDPBuffers bool
 	// Settle is how long the relay process is left alone before each RSS reading.
 	Settle time.Duration
+	// Only, if set, names the steps to run (see Steps); empty runs all.
+	Only []string
 }
+
+// Steps are the names of Run's measurements, in order, for Scale.Only.
+var Steps = []string{"throughput", "latency", "viewers", "memory", "idle-viewers", "restart", "agent-killed", "udp-buffers"}
 
 // Full is the scale of `make bench`, the figures of the issue.
 var Full = Scale{
-	ThroughputBytes: 1 << 30, Pings: 20000, Agents: 200, Viewers: 200, ViewerTime: 10 * time.Second,
-	Restarts: 5, RestartJitter: 2 * time.Second, Settle: 3 * time.Second,
+	IperfSeconds: 5, Parallels: []int{1, 4}, Reverses: []bool{true, false},
+	Pings: 20000, Agents: 200, IdleViewers: 2000, Viewers: 200, ViewerTime: 10 * time.Second,
+	Restarts: 5, RestartJitter: 2 * time.Second, AgentKills: 3, AgentKillLimit: 40 * time.Second,
+	UDPBuffers: true, Settle: 3 * time.Second,
 }
 
 // Smoke is small enough for CI; its numbers only show that everything runs.
 var Smoke = Scale{
-	ThroughputBytes: 16 << 20, Pings: 200, Agents: 10, Viewers: 10, ViewerTime: time.Second,
-	Restarts: 1, RestartJitter: 0, Settle: 200 * time.Millisecond,
+	IperfSeconds: 1, Parallels: []int{1}, Reverses: []bool{true},
+	Pings: 200, Agents: 5, IdleViewers: 50, Viewers: 10, ViewerTime: time.Second,
+	Restarts: 1, AgentKills: 1, AgentKillLimit: 6 * time.Second, Settle: 200 * time.Millisecond,
 }
 
-// Run measures every figure at scale s and prints the table to w, with progress
-// lines to progress (nil = none).
+// Run builds the binaries, measures every figure at scale s and prints the
+// table to w, with progress lines to progress (nil = none).
 func Run(ctx context.Context, s Scale, w, progress io.Writer) error {
 	if progress == nil {
 		progress = io.Discard
 	}
+	load, started := loadAvg(), time.Now()
+	fmt.Fprintln(progress, "building porthole-relay, porthole-agent and the echo backend...")
+	bins, err := BuildBins()
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	if bins.Iperf3 == "" {
+		fmt.Fprintf(progress, "\n*** %v ***\n\n", ErrNoIperf3)
+	}
+	fmt.Fprintf(progress, "transports: %s (tcp is measured once the agent accepts relay.transport: tcp)\n", strings.Join(bins.Transports, ", "))
 	var figs []Figure
 	step := func(what string, f func() []Figure) {
+		if len(s.Only) > 0 && !slices.Contains(s.Only, what) {
+			return
+		}
 		fmt.Fprintf(progress, "measuring %s...\n", what)
 		start := time.Now()
 		figs = append(figs, f()...)
 		fmt.Fprintf(progress, "  done in %.1fs\n", time.Since(start).Seconds())
 	}
-	step("bulk throughput", func() []Figure { return []Figure{Throughput(ctx, s.ThroughputBytes)} })
-	step("ping-pong latency", func() []Figure { return Latency(ctx, s.Pings) })
-	step("paced viewers", func() []Figure { return []Figure{Viewers(ctx, s.Viewers, s.ViewerTime)} })
-	dir, err := os.MkdirTemp("", "porthole-bench-bin-")
-	if err != nil {
-		return fmt.Errorf("bench: %w", err)
+	step("throughput", func() []Figure { return Throughput(ctx, bins, s.IperfSeconds, s.Parallels, s.Reverses) })
+	step("latency", func() []Figure { return Latency(ctx, bins, s.Pings) })
+	step("viewers", func() []Figure { return []Figure{Viewers(ctx, bins, s.Viewers, s.ViewerTime)} })
+	step("memory", func() []Figure { return MemoryPerAgent(ctx, bins, s.Agents, s.Settle) })
+	step("idle-viewers", func() []Figure { return IdleViewers(ctx, bins, s.IdleViewers, s.Settle) })
+	step("restart", func() []Figure { return Restart(ctx, bins, s.Restarts, s.RestartJitter) })
+	step("agent-killed", func() []Figure { return AgentKilled(ctx, bins, s.AgentKills, s.AgentKillLimit) })
+	if s.UDPBuffers {
+		step("udp-buffers", func() []Figure { return UDPBuffers(ctx, bins, s.IperfSeconds) })
 	}
-	defer os.RemoveAll(dir)
-	fmt.Fprintln(progress, "building porthole-relay...")
-	bin, err := BuildRelay(ctx, dir)
-	if err != nil {
-		figs = append(figs, errorFigure("relay binary", err))
-	} else {
-		step("relay memory per agent", func() []Figure { return []Figure{MemoryPerAgent(ctx, bin, s.Agents, s.Settle)} })
-		step("relay restart", func() []Figure { return Restart(ctx, bin, s.Restarts, s.RestartJitter) })
+	fmt.Fprintf(w, "Porthole bench, %s; load average before the run: %s\n", started.UTC().Format("2006-01-02 15:04 MST"), load)
+	if err := WriteTable(w, figs); err != nil {
+		return err
 	}
-	return WriteTable(w, figs)
+	fmt.Fprintf(w, "\nfrp (issue #7, same kind of 2-core machine, another run): default TCP+TLS+yamux %.2f Gbit/s, QUIC %.2f Gbit/s, added RTT p50 %.0f µs (TCP) / %.0f µs (QUIC); Porthole before issue #7 %.2f Gbit/s; direct there %.1f Gbit/s.\n",
+		frpTCPGbps, frpQUICGbps, frpTCPRTT, frpQUICRTT, issueOldGbps, issueDirect)
+	return nil
 }

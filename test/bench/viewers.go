@@ -144,10 +144,11 @@ func runViewers(ctx context.Context, addr string, epoch time.Time, n int, dur ti
 }
 
 // Viewers runs n concurrent viewers, each receiving a paced 4 Mbit/s camera
-// stream for dur, first directly from the target, then through the tunnel. It
+// stream for dur, first directly from the target, then through a relay and an
+// agent (separate processes). It
 // reports the p99 delay of a chunk; the target is that every byte arrives, in
 // order, and no stream goes silent for more than a second.
-func Viewers(ctx context.Context, n int, dur time.Duration) Figure {
+func Viewers(ctx context.Context, bins Bins, n int, dur time.Duration) Figure {
 	name := fmt.Sprintf("%d viewers x 4 Mbit/s, p99 chunk delay", n)
 	epoch := time.Now()
 	src, err := serve(pacedSource(epoch, dur))
@@ -155,13 +156,13 @@ func Viewers(ctx context.Context, n int, dur time.Duration) Figure {
 		return errorFigure(name, err)
 	}
 	defer src.close()
-	tun, err := StartTunnel(ctx, src.addr())
+	st, err := StartStack(ctx, StackConfig{Bins: bins, Target: src.addr()})
 	if err != nil {
 		return errorFigure(name, err)
 	}
-	defer tun.Close()
+	defer st.Close()
 	direct := runViewers(ctx, src.addr(), epoch, n, dur)
-	through := runViewers(ctx, tun.ViewerAddr, epoch, n, dur)
+	through := runViewers(ctx, st.ViewerAddr, epoch, n, dur)
 	f := Figure{
 		Name: name, Value: millis(through.p99), Unit: "ms", Direct: millis(direct.p99),
 		Ratio:  float64(through.p99) / float64(max(direct.p99, 1)),

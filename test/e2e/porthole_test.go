@@ -1,19 +1,16 @@
 package e2e
 
 import (
-	"bytes"
-	"errors"
-	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/porthole-dev/porthole/internal/config"
+	"github.com/porthole-dev/porthole/test/framework"
 )
 
 // agentEntry is one agent in relay.yaml.
@@ -40,17 +37,16 @@ type env struct {
 }
 
 // newEnv writes relay.yaml for agents. The relay's state_dir survives restarts
-// within the test.
+// within the test. Its port is free for UDP and TCP (the fallback transport).
 func newEnv(t *testing.T, agents ...agentEntry) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), udp: freePort(t, "udp"), agents: agents}
+	e := &env{t: t, dir: t.TempDir(), udp: freePort(t, "both"), agents: agents}
 	e.stateDir = filepath.Join(e.dir, "relay-state")
-	var b strings.Builder
-	fmt.Fprintf(&b, "listen: 127.0.0.1:%d\nviewer_bind: 127.0.0.1\nstate_dir: %s\nagents:\n", e.udp, e.stateDir)
+	rc := framework.RelayConfig{Listen: framework.Addr(e.udp), StateDir: e.stateDir}
 	for _, a := range agents {
-		fmt.Fprintf(&b, "  %s:\n    token: %s\n    ports: %d-%d\n", a.Name, a.Token, a.Lo, a.Hi)
+		rc.Agents = append(rc.Agents, framework.RelayAgent{Name: a.Name, Token: a.Token, Lo: a.Lo, Hi: a.Hi})
 	}
-	e.relayCfg = writeFile(t, e.dir, "relay.yaml", b.String())
+	e.relayCfg = writeFile(t, e.dir, "relay.yaml", rc.YAML())
 	return e
 }
 
@@ -65,17 +61,11 @@ func (e *env) startRelay() *Process {
 // agentConfig writes an agent.yaml (relay only, no router, no DNS) and returns its path.
 func (e *env) agentConfig(file, name, token string, svcs ...service) string {
 	e.t.Helper()
-	var b strings.Builder
-	fmt.Fprintf(&b, "name: %s\nstate_dir: %s\nrelay:\n  address: 127.0.0.1:%d\n  token: %s\ndirect:\n  enabled: false\nservices:\n",
-		name, filepath.Join(e.dir, file+"-state"), e.udp, token)
+	ac := framework.AgentConfig{Name: name, StateDir: filepath.Join(e.dir, file+"-state"), Relay: framework.Addr(e.udp), Token: token}
 	for _, s := range svcs {
-		allow := s.Allow
-		if allow == "" {
-			allow = "[any]"
-		}
-		fmt.Fprintf(&b, "  - name: %s\n    target: %s\n    port: %d\n    allow: %s\n", s.Name, s.Target, s.Port, allow)
+		ac.Services = append(ac.Services, framework.Service{Name: s.Name, Target: s.Target, Port: s.Port, Allow: s.Allow})
 	}
-	return writeFile(e.t, e.dir, file, b.String())
+	return writeFile(e.t, e.dir, file, ac.YAML())
 }
 
 // startAgent starts porthole-agent with the config at path.
@@ -88,17 +78,7 @@ func (e *env) startAgent(name, path string) *Process {
 // that covers them.
 func servicePorts(t testing.TB, n int) (ps []int, lo, hi int) {
 	t.Helper()
-	for range n {
-		p := freePort(t, "tcp")
-		ps = append(ps, p)
-		if lo == 0 || p < lo {
-			lo = p
-		}
-		if p > hi {
-			hi = p
-		}
-	}
-	return ps, lo, hi
+	return framework.Ports(t, n)
 }
 
 func strongToken() string { return config.NewToken() }
@@ -116,39 +96,16 @@ func dialViewer(t testing.TB, port int) *net.TCPConn {
 }
 
 // echoWorks reports whether a short round trip through port succeeds now.
-func echoWorks(port int) bool {
-	c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), time.Second)
-	if err != nil {
-		return false
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * time.Second))
-	msg := []byte("ping " + strconv.Itoa(port))
-	if _, err := c.Write(msg); err != nil {
-		return false
-	}
-	got := make([]byte, len(msg))
-	if _, err := io.ReadFull(c, got); err != nil {
-		return false
-	}
-	return bytes.Equal(got, msg)
-}
+func echoWorks(port int) bool { return framework.EchoWorks(framework.Addr(port)) }
 
 // waitEcho waits until an echo round trip through port works.
 func waitEcho(t testing.TB, port int, timeout time.Duration) {
 	t.Helper()
-	eventually(t, timeout, func() bool { return echoWorks(port) }, "no echo through port %d", port)
+	framework.WaitEcho(t, framework.Addr(port), timeout)
 }
 
 // portClosed reports whether nothing listens on 127.0.0.1:port.
-func portClosed(port int) bool {
-	c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), time.Second)
-	if err != nil {
-		return errors.Is(err, syscallECONNREFUSED)
-	}
-	c.Close()
-	return false
-}
+func portClosed(port int) bool { return framework.Refused(framework.Addr(port)) }
 
 // readsNothing reports whether c is closed by the other side without sending a byte.
 func readsNothing(c net.Conn, timeout time.Duration) (bool, error) {

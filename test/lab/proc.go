@@ -3,20 +3,16 @@
 package lab
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/porthole-dev/porthole/test/framework"
 )
 
 // Spec describes a program to run in a lab namespace.
@@ -40,10 +36,12 @@ type Spec struct {
 	StopTimeout time.Duration
 }
 
-// Proc is a program running inside a lab namespace. Its stdout and stderr go
-// to files in Dir (shown in the test log when the test fails); it is stopped
-// by pid (its own process group) when the test that started it ends.
+// Proc is a program running inside a lab namespace: a framework.Process
+// started through `ip netns exec`. Its stdout and stderr go to files in Dir
+// (shown in the test log when the test fails); it is stopped by pid (its own
+// process group) when the test that started it ends.
 type Proc struct {
+	*framework.Process
 	Name string // unique within the lab
 	Role Role   // namespace it runs in
 	// Dir holds <Name>.stdout and <Name>.stderr; it is also the working
@@ -52,19 +50,14 @@ type Proc struct {
 	StdoutPath string
 	StderrPath string
 
-	lab         *Lab
-	cmd         *exec.Cmd
-	stopTimeout time.Duration
-	done        chan struct{} // closed when the process has exited and its output is copied
-	exitErr     error         // set before done is closed
-
-	mu      sync.Mutex    // guards the fields below
-	output  bytes.Buffer  // stdout and stderr interleaved, the tail if large
-	changed chan struct{} // closed and replaced on every write
+	lab *Lab
 }
 
 // maxOutput bounds the in-memory copy of a Proc's output (the files keep all).
 const maxOutput = 4 << 20
+
+// ErrExited means the program ended while something waited for it.
+var ErrExited = framework.ErrExited
 
 // Start runs args[0] with args[1:] inside namespace r (Role: WAN, ISP, Router,
 // LAN) and returns at once; see StartSpec.
@@ -112,77 +105,37 @@ func (l *Lab) start(r Role, name string, spec Spec) (*Proc, error) {
 	name = l.uniqueNameLocked(name)
 	l.mu.Unlock()
 
-	p := &Proc{
-		Name:        name,
-		Role:        r,
-		Dir:         filepath.Join(l.dir, name),
-		lab:         l,
-		stopTimeout: spec.StopTimeout,
-		done:        make(chan struct{}),
-		changed:     make(chan struct{}),
-	}
-	if p.stopTimeout == 0 {
-		p.stopTimeout = 3 * time.Second
-	}
-	if err := os.MkdirAll(p.Dir, 0o755); err != nil {
+	dir := filepath.Join(l.dir, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	for fname, content := range spec.Files {
 		if fname != filepath.Base(fname) {
 			return nil, fmt.Errorf("start %s: file %q: want a plain name", name, fname)
 		}
-		if err := os.WriteFile(filepath.Join(p.Dir, fname), content, 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, fname), content, 0o600); err != nil {
 			return nil, fmt.Errorf("start %s: %w", name, err)
 		}
 	}
-	p.StdoutPath = filepath.Join(p.Dir, name+".stdout")
-	p.StderrPath = filepath.Join(p.Dir, name+".stderr")
-	stdout, err := os.OpenFile(p.StdoutPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	wd := spec.Dir
+	if wd == "" {
+		wd = dir
+	}
+	// `ip netns exec` execs the program (no fork), so the pid is the
+	// program's own. The lab never ends an OS thread that started a child
+	// (see inNetns), which Pdeathsig relies on.
+	fp, err := framework.Start(framework.Spec{
+		Name: name, Path: spec.Path, Args: spec.Args, Env: spec.Env, Dir: wd,
+		Prefix: []string{"ip", "netns", "exec", ns},
+		LogDir: dir, MaxOutput: maxOutput, StopTimeout: spec.StopTimeout,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	stderr, err := os.OpenFile(p.StderrPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-	if err != nil {
-		stdout.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-
-	// `ip netns exec` execs the program (no fork), so cmd's pid is the
-	// program's own pid.
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, spec.Path}, spec.Args...)...)
-	cmd.Dir = spec.Dir
-	if cmd.Dir == "" {
-		cmd.Dir = p.Dir
-	}
-	cmd.Env = append(os.Environ(), spec.Env...)
-	cmd.Stdin = nil
-	cmd.Stdout = &procWriter{p: p, f: stdout}
-	cmd.Stderr = &procWriter{p: p, f: stderr}
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Setpgid: true, // its own group: Stop signals it and its children, nothing else
-		// killed if the test process dies before cleanup; the lab never
-		// ends an OS thread that started a child (see inNetns)
-		Pdeathsig: syscall.SIGKILL,
-	}
-	cmd.WaitDelay = 2 * time.Second // a grandchild holding the pipes must not block Wait
-	p.cmd = cmd
-	if err := cmd.Start(); err != nil {
-		stdout.Close()
-		stderr.Close()
 		return nil, fmt.Errorf("start %s in %s: %w", name, r, err)
 	}
+	p := &Proc{Process: fp, Name: name, Role: r, Dir: dir, StdoutPath: fp.StdoutPath, StderrPath: fp.StderrPath, lab: l}
 	l.mu.Lock()
 	l.procs = append(l.procs, p)
 	l.mu.Unlock()
-	// owned: ends when the process exits; Stop and Down wait for it
-	go func() {
-		err := cmd.Wait()
-		stdout.Close()
-		stderr.Close()
-		p.exitErr = err
-		close(p.done)
-		p.notify()
-	}()
 	return p, nil
 }
 
@@ -206,143 +159,19 @@ func (l *Lab) uniqueNameLocked(name string) string {
 	}
 }
 
-// procWriter copies one output stream to its file and to the Proc's buffer.
-type procWriter struct {
-	p *Proc
-	f *os.File
-}
-
-func (w *procWriter) Write(b []byte) (int, error) {
-	n, err := w.f.Write(b)
-	w.p.mu.Lock()
-	w.p.output.Write(b)
-	if w.p.output.Len() > maxOutput {
-		tail := bytes.Clone(w.p.output.Bytes()[w.p.output.Len()-maxOutput/2:])
-		w.p.output.Reset()
-		w.p.output.Write(tail)
-	}
-	w.p.mu.Unlock()
-	w.p.notify()
-	return n, err
-}
-
-func (p *Proc) notify() {
-	p.mu.Lock()
-	close(p.changed)
-	p.changed = make(chan struct{})
-	p.mu.Unlock()
-}
-
-// Pid is the program's process id (and process group id).
-func (p *Proc) Pid() int { return p.cmd.Process.Pid }
-
-// Done is closed when the program has exited.
-func (p *Proc) Done() <-chan struct{} { return p.done }
-
-// Err is the program's exit status (nil for exit 0) once Done is closed;
-// nil before.
-func (p *Proc) Err() error {
-	select {
-	case <-p.done:
-		return p.exitErr
-	default:
-		return nil
-	}
-}
-
-// Output returns what the program wrote so far, stdout and stderr
-// interleaved (the last few MiB if it wrote more).
-func (p *Proc) Output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.output.String()
-}
-
-// ErrExited means the program ended while something waited for it.
-var ErrExited = errors.New("program exited")
-
-// WaitOutput waits until the program's output contains substr. It returns
-// early with ErrExited if the program ends first, or ctx's error.
-func (p *Proc) WaitOutput(ctx context.Context, substr string) error {
-	for {
-		p.mu.Lock()
-		found := strings.Contains(p.output.String(), substr)
-		changed := p.changed
-		p.mu.Unlock()
-		if found {
-			return nil
-		}
-		select {
-		case <-p.done:
-			if strings.Contains(p.Output(), substr) {
-				return nil
-			}
-			return fmt.Errorf("%s: waiting for %q: %w (%v)", p.Name, substr, ErrExited, p.exitErr)
-		case <-ctx.Done():
-			return fmt.Errorf("%s: waiting for %q: %w", p.Name, substr, ctx.Err())
-		case <-changed:
-		}
-	}
-}
-
-// Signal sends sig to the program's process group (failure injection:
-// SIGKILL, SIGSTOP...). It does nothing once the program has exited.
-func (p *Proc) Signal(sig syscall.Signal) error {
-	select {
-	case <-p.done:
-		return nil
-	default:
-	}
-	if err := syscall.Kill(-p.Pid(), sig); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("%s: signal %v: %w", p.Name, sig, err)
-	}
-	return nil
-}
-
-// Stop ends the program: SIGTERM to its process group, SIGKILL after the
-// stop timeout. It is idempotent and returns once the program has exited.
-func (p *Proc) Stop() error {
-	select {
-	case <-p.done:
-		return nil
-	default:
-	}
-	p.Signal(syscall.SIGCONT) // a SIGSTOPped program can't act on SIGTERM
-	if err := p.Signal(syscall.SIGTERM); err != nil {
-		return err
-	}
-	timer := time.NewTimer(p.stopTimeout)
-	defer timer.Stop()
-	select {
-	case <-p.done:
-		return nil
-	case <-timer.C:
-	}
-	if err := p.Signal(syscall.SIGKILL); err != nil {
-		return err
-	}
-	timer.Reset(5 * time.Second)
-	select {
-	case <-p.done:
-		return nil
-	case <-timer.C:
-		return fmt.Errorf("%s (pid %d) did not exit after SIGKILL", p.Name, p.Pid())
-	}
-}
-
 // describe is the Proc's status and the tail of its logs, for failed tests.
 func (p *Proc) describe() string {
 	var b strings.Builder
 	state := "running"
 	select {
-	case <-p.done:
-		state = fmt.Sprintf("exited (%v)", p.exitErr)
-		if p.exitErr == nil {
+	case <-p.Done():
+		state = fmt.Sprintf("exited (%v)", p.Err())
+		if p.Err() == nil {
 			state = "exited (status 0)"
 		}
 	default:
 	}
-	fmt.Fprintf(&b, "%s in %s, pid %d, %s: %s\n", p.Name, p.Role, p.Pid(), state, strings.Join(p.cmd.Args[4:], " "))
+	fmt.Fprintf(&b, "%s in %s, pid %d, %s: %s\n", p.Name, p.Role, p.Pid(), state, strings.Join(p.Args()[4:], " "))
 	for _, f := range []string{p.StdoutPath, p.StderrPath} {
 		fmt.Fprintf(&b, "--- %s (last %d lines)\n", filepath.Base(f), tailLines)
 		b.WriteString(tail(f, tailLines))
@@ -358,19 +187,10 @@ func tail(path string, n int) string {
 	if err != nil {
 		return fmt.Sprintf("(%v)\n", err)
 	}
-	var lines []string
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		if len(lines) > n {
-			lines = lines[1:]
-		}
-	}
-	if len(lines) == 0 {
+	if len(data) == 0 {
 		return "(empty)\n"
 	}
-	return strings.Join(lines, "\n") + "\n"
+	return framework.TailLines(string(data), n)
 }
 
 // WaitListening waits until the program has a socket bound to port: a TCP
@@ -382,63 +202,11 @@ func (p *Proc) WaitListening(ctx context.Context, network string, port int) erro
 	if err != nil {
 		return fmt.Errorf("%s: %w", p.Name, err)
 	}
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		// until `ip netns exec` has switched, /proc/PID/net is the host's
-		if inProcNS(p.Pid(), ino) {
-			ok, err := listening(p.Pid(), network, port)
-			if err != nil {
-				return fmt.Errorf("%s: %w", p.Name, err)
-			}
-			if ok {
-				return nil
-			}
-		}
-		select {
-		case <-p.done:
-			return fmt.Errorf("%s: waiting for %s port %d: %w (%v)", p.Name, network, port, ErrExited, p.exitErr)
-		case <-ctx.Done():
-			return fmt.Errorf("%s: waiting for %s port %d: %w", p.Name, network, port, ctx.Err())
-		case <-tick.C:
-		}
-	}
+	// until `ip netns exec` has switched, /proc/PID/net is the host's
+	return p.WaitListeningWhen(ctx, network, port, func(pid int) bool { return inProcNS(pid, ino) })
 }
 
-// listening reports whether /proc/PID/net/{network,network6} has a socket on
-// port (TCP: in LISTEN state).
-func listening(pid int, network string, port int) (bool, error) {
-	if network != "tcp" && network != "udp" {
-		return false, fmt.Errorf("network %q: want tcp or udp", network)
-	}
-	for _, f := range []string{network, network + "6"} {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, f))
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) && f != network {
-				continue // no IPv6 in this kernel
-			}
-			return false, err
-		}
-		if socketTableHas(data, network == "tcp", port) {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-// socketTableHas parses a /proc/net/{tcp,udp}[6] table: each row has
-// "local_address" as HEXIP:HEXPORT and "st" as a hex state (0A = LISTEN).
+// socketTableHas parses a /proc/net/{tcp,udp}[6] table (framework.SocketTableHas).
 func socketTableHas(table []byte, tcpListen bool, port int) bool {
-	want := fmt.Sprintf(":%04X", port)
-	lines := strings.Split(string(table), "\n")
-	for _, line := range lines[1:] {
-		f := strings.Fields(line)
-		if len(f) < 4 || !strings.HasSuffix(f[1], want) {
-			continue
-		}
-		if !tcpListen || f[3] == "0A" {
-			return true
-		}
-	}
-	return false
+	return framework.SocketTableHas(table, tcpListen, port)
 }

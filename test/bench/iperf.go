@@ -1,0 +1,230 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/porthole-dev/porthole/test/framework"
+)
+
+// ErrNoIperf3 means iperf3 is not installed: the throughput figures are
+// skipped (loudly) without it.
+var ErrNoIperf3 = errors.New("iperf3 not installed (apt-get install iperf3): throughput figures SKIPPED")
+
+// iperfServer is `iperf3 -s` on 127.0.0.1, serving one test after another.
+type iperfServer struct {
+	p    *framework.Process
+	addr string
+}
+
+func startIperfServer(ctx context.Context, bin string) (*iperfServer, error) {
+	port, err := framework.FreePort("tcp")
+	if err != nil {
+		return nil, err
+	}
+	p, err := framework.Start(framework.Spec{Name: "iperf3-server", Path: bin,
+		Args: []string{"-s", "-B", "127.0.0.1", "-p", strconv.Itoa(port)}, MaxOutput: 1 << 20})
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := p.WaitListening(ctx, "tcp", port); err != nil {
+		p.Kill()
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	return &iperfServer{p: p, addr: framework.Addr(port)}, nil
+}
+
+func (s *iperfServer) close() { s.p.Kill() }
+
+// iperfResult is what one iperf3 client run measured.
+type iperfResult struct {
+	bytes int64   // received by the receiving end
+	gbps  float64 // received bits per second / 1e9
+	secs  float64
+}
+
+// iperfRun runs one iperf3 client test against addr (the server directly, or
+// the relay's service port in front of it): reverse means the server sends,
+// which is the camera->viewer direction.
+func iperfRun(ctx context.Context, bin, addr string, secs float64, parallel int, reverse bool) (iperfResult, error) {
+	// The server takes one test at a time and learns that the last one ended
+	// only when its connections close, which through the relay can lag the
+	// client's exit: retry while it says it is busy.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		r, err := iperfOnce(ctx, bin, addr, secs, parallel, reverse)
+		if !errors.Is(err, errIperfBusy) || time.Now().After(deadline) {
+			return r, err
+		}
+		if err := framework.Sleep(ctx, 200*time.Millisecond); err != nil {
+			return r, err
+		}
+	}
+}
+
+var errIperfBusy = errors.New("iperf3 server busy")
+
+func iperfOnce(ctx context.Context, bin, addr string, secs float64, parallel int, reverse bool) (iperfResult, error) {
+	host, port, _ := strings.Cut(addr, ":")
+	args := []string{"-c", host, "-p", port, "-t", strconv.FormatFloat(secs, 'f', -1, 64), "-P", strconv.Itoa(parallel), "-J"}
+	if reverse {
+		args = append(args, "-R")
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs*float64(time.Second))+30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, args...).Output()
+	var doc struct {
+		Error string `json:"error"`
+		End   struct {
+			SumReceived struct {
+				Bytes         int64   `json:"bytes"`
+				BitsPerSecond float64 `json:"bits_per_second"`
+				Seconds       float64 `json:"seconds"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if jerr := json.Unmarshal(out, &doc); jerr != nil {
+		return iperfResult{}, fmt.Errorf("bench: iperf3 %s: %w (output %q)", strings.Join(args, " "), errors.Join(err, jerr), truncate(string(out), 300))
+	}
+	if doc.Error != "" {
+		if strings.Contains(doc.Error, "busy") {
+			return iperfResult{}, fmt.Errorf("bench: %w: %s", errIperfBusy, doc.Error)
+		}
+		return iperfResult{}, fmt.Errorf("bench: iperf3 %s: %s", strings.Join(args, " "), doc.Error)
+	}
+	if err != nil {
+		return iperfResult{}, fmt.Errorf("bench: iperf3: %w", err)
+	}
+	r := doc.End.SumReceived
+	return iperfResult{bytes: r.Bytes, gbps: r.BitsPerSecond / 1e9, secs: r.Seconds}, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+// direction names an iperf3 run's direction the way the issue does.
+func direction(reverse bool) string {
+	if reverse {
+		return "camera->viewer"
+	}
+	return "viewer->camera"
+}
+
+// frp's figures from the issue (2 cores, iperf3 -P1, separate processes).
+const (
+	frpTCPGbps   = 2.19
+	frpQUICGbps  = 1.25
+	frpTCPRTT    = 325.0 // µs added, p50
+	frpQUICRTT   = 401.0
+	issueDirect  = 15.5 // Gbit/s direct in the issue's run
+	issueOldGbps = 1.04 // Porthole before issue #7
+)
+
+// throughputTarget is the issue's target per transport: QUIC at least 1.3x
+// frp's QUIC, the TCP fallback at least frp's default TCP transport.
+func throughputTarget(transport string) (float64, string) {
+	if transport == "tcp" {
+		return frpTCPGbps, fmt.Sprintf(">= %.2f Gbit/s (frp TCP)", frpTCPGbps)
+	}
+	return 1.3 * frpQUICGbps, fmt.Sprintf(">= %.2f Gbit/s (1.3x frp QUIC)", 1.3*frpQUICGbps)
+}
+
+func frpCompare(transport string) string {
+	if transport == "tcp" {
+		return fmt.Sprintf("frp TCP %.2f", frpTCPGbps)
+	}
+	return fmt.Sprintf("frp QUIC %.2f", frpQUICGbps)
+}
+
+// Throughput measures one viewer connection with iperf3 through a relay and
+// an agent (separate processes) for each transport, direction and parallel
+// stream count, beside iperf3 directly to the same server in the same run,
+// with the relay's and agent's CPU seconds per GB moved.
+func Throughput(ctx context.Context, bins Bins, secs float64, parallels []int, reverses []bool) []Figure {
+	if bins.Iperf3 == "" {
+		return []Figure{skipFigure("throughput, 1 viewer connection (iperf3)", ErrNoIperf3)}
+	}
+	srv, err := startIperfServer(ctx, bins.Iperf3)
+	if err != nil {
+		return []Figure{errorFigure("throughput (iperf3)", err)}
+	}
+	defer srv.close()
+	var figs []Figure
+	for _, tr := range bins.Transports {
+		figs = append(figs, throughputFor(ctx, bins, srv, tr, secs, parallels, reverses, nil, "")...)
+	}
+	// The relay as started above runs with its main's GC setting; the issue
+	// asks what a memory setting costs in throughput, so measure each one.
+	for _, g := range gogcSettings {
+		got := throughputFor(ctx, bins, srv, "quic", secs, []int{1}, []bool{true}, []string{g.env}, ", relay "+g.label+",")
+		for i := range got {
+			got[i].Target, got[i].Compare = "", ""
+		}
+		figs = append(figs, got...)
+	}
+	return figs
+}
+
+// throughputFor measures one transport; label, if set, is added to the names.
+func throughputFor(ctx context.Context, bins Bins, srv *iperfServer, transport string, secs float64, parallels []int, reverses []bool, relayEnv []string, label string) []Figure {
+	st, err := StartStack(ctx, StackConfig{Bins: bins, Target: srv.addr, Transport: transport, RelayEnv: relayEnv})
+	if err != nil {
+		return []Figure{errorFigure("throughput "+transport+label, err)}
+	}
+	defer st.Close()
+	target, targetText := throughputTarget(transport)
+	var figs []Figure
+	for _, rev := range reverses {
+		for _, par := range parallels {
+			name := fmt.Sprintf("throughput %s%s %s -P%d", strings.ToUpper(transport), label, direction(rev), par)
+			direct, err := iperfRun(ctx, bins.Iperf3, srv.addr, secs, par, rev)
+			if err != nil {
+				figs = append(figs, errorFigure(name, err))
+				continue
+			}
+			r0, a0, err := st.CPU()
+			if err != nil {
+				figs = append(figs, errorFigure(name, err))
+				continue
+			}
+			through, err := iperfRun(ctx, bins.Iperf3, st.ViewerAddr, secs, par, rev)
+			if err != nil {
+				figs = append(figs, errorFigure(name, fmt.Errorf("%w\nrelay: %s\nagent: %s", err, framework.TailLines(st.Relay.Output(), 5), framework.TailLines(st.Agent.Output(), 5))))
+				continue
+			}
+			r1, a1, err := st.CPU()
+			if err != nil {
+				figs = append(figs, errorFigure(name, err))
+				continue
+			}
+			gb := float64(through.bytes) / 1e9
+			relayCPU, agentCPU := (r1-r0).Seconds()/gb, (a1-a0).Seconds()/gb
+			f := Figure{
+				Name: name, Value: through.gbps, Unit: "Gbit/s", Direct: direct.gbps, Ratio: through.gbps / direct.gbps,
+				Note: fmt.Sprintf("%.0f s, %.2f GB; CPU per GB moved: relay %.2f s, agent %.2f s", through.secs, gb, relayCPU, agentCPU),
+			}
+			if par == 1 {
+				f.Target, f.Pass = targetText, through.gbps >= target
+				f.Compare = frpCompare(transport)
+			}
+			figs = append(figs, f, Figure{
+				Name:  fmt.Sprintf("CPU s per GB, relay+agent, %s%s %s -P%d", strings.ToUpper(transport), label, direction(rev), par),
+				Value: relayCPU + agentCPU, Unit: "s/GB", Direct: NoBaseline, Ratio: NoBaseline,
+				Note: fmt.Sprintf("relay %.2f + agent %.2f (utime+stime from /proc)", relayCPU, agentCPU),
+			})
+		}
+	}
+	return figs
+}
