@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // ALPN is the TLS application protocol of a Porthole tunnel.
@@ -207,23 +208,29 @@ func WriteMessage(w io.Writer, m Message) error {
 	return err
 }
 
-// ReadMessage reads one frame and decodes it. Frames of unknown type are skipped.
-// The returned Message is a pointer (*Hello, *Ping, ...).
-func ReadMessage(r io.Reader) (Message, error) {
+// ReadMessage reads one frame of at most [MaxFrame] bytes and decodes it. Frames of
+// unknown type are skipped. The returned Message is a pointer (*Hello, *Ping, ...).
+func ReadMessage(r io.Reader) (Message, error) { return ReadMessageMax(r, MaxFrame) }
+
+// ReadMessageMax is ReadMessage for frames of at most limit bytes (at most
+// MaxFrame). Memory grows with the bytes that arrive, not with the length a frame
+// declares: a peer that announces 64 KiB and sends nothing costs a few KiB, not 64.
+func ReadMessageMax(r io.Reader, limit int) (Message, error) {
+	limit = min(limit, MaxFrame)
 	for {
-		var hdr [5]byte
-		if _, err := io.ReadFull(r, hdr[:4]); err != nil {
+		var hdr [4]byte
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
 			return nil, err
 		}
-		n := binary.BigEndian.Uint32(hdr[:4])
+		n := binary.BigEndian.Uint32(hdr[:])
 		if n == 0 {
 			return nil, ErrEmptyFrame
 		}
-		if n > MaxFrame {
+		if n > uint32(limit) {
 			return nil, fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, n)
 		}
-		buf := make([]byte, n)
-		if _, err := io.ReadFull(r, buf); err != nil {
+		buf, err := readGrowing(r, int(n))
+		if err != nil {
 			return nil, unexpected(err)
 		}
 		m, err := DecodeFrame(buf)
@@ -232,6 +239,30 @@ func ReadMessage(r io.Reader) (Message, error) {
 		}
 		return m, err
 	}
+}
+
+// readStep is the first allocation for a frame body; the buffer doubles as bytes
+// arrive.
+const readStep = 4 << 10
+
+// readGrowing reads exactly n bytes, allocating as they arrive.
+func readGrowing(r io.Reader, n int) ([]byte, error) {
+	buf := make([]byte, 0, min(n, readStep))
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, min(n-len(buf), cap(buf)))
+		}
+		end := min(n, cap(buf))
+		k, err := io.ReadFull(r, buf[len(buf):end])
+		buf = buf[:len(buf)+k]
+		if err != nil {
+			if err == io.EOF && len(buf) > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	return buf, nil
 }
 
 var errUnknownType = errors.New("proto: unknown message type")

@@ -3,7 +3,6 @@ package relay
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -114,7 +113,8 @@ func (s *Server) authenticate(ctx context.Context, conn *quic.Conn) (*session, e
 		token = make([]byte, 32)
 		rand.Read(token)
 	}
-	exporter, err := proto.Exporter(conn.ConnectionState().TLS)
+	cs := conn.ConnectionState().TLS
+	exporter, err := proto.Exporter(&cs)
 	if err != nil {
 		return fail(CodeProtocol, "exporter", err)
 	}
@@ -408,7 +408,7 @@ func (ss *session) runProbe(ctx context.Context, addr string) error {
 	}
 	nonce := make([]byte, proto.ProbeNonceLen)
 	rand.Read(nonce)
-	if _, err := io.WriteString(c, proto.ProbeMagic+hex.EncodeToString(nonce)+"\n"); err != nil {
+	if _, err := io.WriteString(c, proto.ProbeLine(nonce)); err != nil {
 		return fmt.Errorf("write challenge: %w", err)
 	}
 	want := proto.ProbeAnswer(ss.exporter, nonce) + "\n"

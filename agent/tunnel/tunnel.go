@@ -8,7 +8,6 @@ package tunnel
 import (
 	"context"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -376,7 +375,8 @@ func (c *Client) handshake(ctx context.Context, qc *quic.Conn) (*conn, Session, 
 	if !ok {
 		return nil, sess, fmt.Errorf("expected relay proof, got %T", m)
 	}
-	exporter, err := proto.Exporter(qc.ConnectionState().TLS)
+	cs := qc.ConnectionState().TLS
+	exporter, err := proto.Exporter(&cs)
 	if err != nil {
 		return nil, sess, err
 	}
@@ -643,7 +643,7 @@ func (c *Client) AnswerProbe(tc *net.TCPConn, from netip.AddrPort) (handled bool
 	}
 	line := make([]byte, proto.ProbeLineLen)
 	n, err := sniffProbe(tc, line)
-	if !probePrefix(line[:n]) || n < len(proto.ProbeMagic) {
+	if !proto.ProbePrefix(line[:n]) || n < len(proto.ProbeMagic) {
 		if n == 0 && err != nil && !os.IsTimeout(err) {
 			tc.Close() // gone before saying anything
 			return true, nil
@@ -651,7 +651,7 @@ func (c *Client) AnswerProbe(tc *net.TCPConn, from netip.AddrPort) (handled bool
 		return false, line[:n]
 	}
 	defer tc.Close()
-	nonce, ok := parseProbeLine(line[:n])
+	nonce, ok := proto.ParseProbeLine(line[:n])
 	if err != nil || !ok {
 		c.log.Warn("malformed or incomplete reachability probe dropped", "from", from, "err", err)
 		return true, nil
@@ -671,7 +671,7 @@ func sniffProbe(tc *net.TCPConn, line []byte) (int, error) {
 	for n < len(line) {
 		m, err := tc.Read(line[n:])
 		n += m
-		if !probePrefix(line[:n]) {
+		if !proto.ProbePrefix(line[:n]) {
 			return n, nil
 		}
 		if err != nil {
@@ -682,24 +682,4 @@ func sniffProbe(tc *net.TCPConn, line []byte) (int, error) {
 		}
 	}
 	return n, nil
-}
-
-// probePrefix reports whether b can still be the start of a probe line: it agrees
-// with proto.ProbeMagic as far as both go.
-func probePrefix(b []byte) bool {
-	k := min(len(b), len(proto.ProbeMagic))
-	return string(b[:k]) == proto.ProbeMagic[:k]
-}
-
-// parseProbeLine returns the nonce of a complete probe line: the magic, exactly
-// 2*proto.ProbeNonceLen hex digits and a newline.
-func parseProbeLine(line []byte) ([]byte, bool) {
-	if len(line) != proto.ProbeLineLen || !probePrefix(line) || line[len(line)-1] != '\n' {
-		return nil, false
-	}
-	nonce := make([]byte, proto.ProbeNonceLen)
-	if _, err := hex.Decode(nonce, line[len(proto.ProbeMagic):len(line)-1]); err != nil {
-		return nil, false
-	}
-	return nonce, true
 }

@@ -284,7 +284,8 @@ func authenticate(t *testing.T, qc *quic.Conn, name, token string) *quic.Stream 
 	} else if _, ok := m.(*proto.RelayProof); !ok {
 		t.Fatalf("got %T, want a relay proof", m)
 	}
-	exp, err := proto.Exporter(qc.ConnectionState().TLS)
+	cs := qc.ConnectionState().TLS
+	exp, err := proto.Exporter(&cs)
 	if err != nil {
 		t.Fatal(err)
 	}
