@@ -17,4 +17,3 @@
 // with a session (its listeners, which ports an agent may use, what a probe may
 // dial) stays in package relay, wired in through [ServerConfig]'s funcs.
 package tunnel
-

@@ -334,7 +334,7 @@ type ServerSession struct {
 	// Budgets; used by the control loop only.
 	ping, register, probes, other *rate.Limiter
 
-	mu       sync.Mutex // guards the fields below
+	mu       sync.Mutex               // guards the fields below
 	services map[string]bool          // accepted at the last Register
 	inflight map[string]bool          // services with a probe running
 	perSvc   map[string]*rate.Limiter // probe budget per registered service ("" for the rest)
