@@ -16,10 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porthole-dev/porthole/agent/tunnel"
 	"github.com/porthole-dev/porthole/internal/config"
-	"github.com/porthole-dev/porthole/internal/gateway"
 	"github.com/porthole-dev/porthole/relay"
+	"github.com/porthole-dev/porthole/tunnel"
 )
 
 func freePort(t *testing.T) uint16 {
@@ -82,14 +81,11 @@ func startRelay(t *testing.T, port uint16, token string) *env {
 }
 
 func startAgent(t *testing.T, addr string, token string, svcPort uint16, target string, allow []string) *tunnel.Client {
-	pol, err := gateway.ParsePolicy(allow)
-	if err != nil {
-		t.Fatal(err)
-	}
 	connected := make(chan tunnel.Session, 1)
 	c, err := tunnel.New(tunnel.Config{
 		Address: addr, Name: "home", Token: token, Logger: logger(t),
-		Services:  []tunnel.Service{{Name: "cam", Port: svcPort, Target: target, Policy: pol}},
+		Services:  []tunnel.Service{{Name: "cam", Port: svcPort, Allow: allow}},
+		Handler:   tunnel.ForwardTo(map[string]string{"cam": target}),
 		OnConnect: func(s tunnel.Session) { connected <- s },
 	})
 	if err != nil {
@@ -166,10 +162,10 @@ func TestViewerThroughTunnel(t *testing.T) {
 func TestWrongTokenRefused(t *testing.T) {
 	port := freePort(t)
 	e := startRelay(t, port, config.NewToken())
-	pol, _ := gateway.ParsePolicy([]string{"any"})
 	failed := make(chan error, 1)
 	c, _ := tunnel.New(tunnel.Config{Address: e.relay.Addr().String(), Name: "home", Token: config.NewToken(),
-		Services: []tunnel.Service{{Name: "cam", Port: port, Target: "127.0.0.1:1", Policy: pol}},
+		Services: []tunnel.Service{{Name: "cam", Port: port, Allow: []string{"any"}}},
+		Handler:  tunnel.ForwardTo(map[string]string{"cam": "127.0.0.1:1"}),
 		OnRetry: func(err error, _ time.Duration) {
 			select {
 			case failed <- err:

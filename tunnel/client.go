@@ -348,56 +348,74 @@ func (c *Client) session(ctx context.Context, conn transport.Conn, why string) (
 	return next, fmt.Errorf("tunnel lost: %w", err)
 }
 
+// Authenticate runs the agent's side of the handshake on conn (Hello, check the
+// relay's proof, AgentProof, Welcome; see proto's doc) and returns the control
+// stream and the relay's Welcome. A wrong relay proof closes conn with
+// proto.CloseAuthFailed and returns an error wrapping ErrAuth.
+func Authenticate(ctx context.Context, conn transport.Conn, name, token, software string) (transport.Stream, *proto.Welcome, error) {
+	ctrl, err := conn.OpenStream(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		ctrl.SetDeadline(dl)
+		defer ctrl.SetDeadline(time.Time{})
+	}
+	if err := proto.WriteMessage(ctrl, &proto.Hello{Version: proto.Version, Name: name, Software: software}); err != nil {
+		return nil, nil, err
+	}
+	m, err := proto.ReadMessage(ctrl)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading relay proof: %w", connErr(conn, err))
+	}
+	if r, ok := m.(*proto.Refused); ok {
+		return nil, nil, fmt.Errorf("relay refused: %s", r.Reason)
+	}
+	rp, ok := m.(*proto.RelayProof)
+	if !ok {
+		return nil, nil, fmt.Errorf("expected relay proof, got %T", m)
+	}
+	exporter, err := proto.Exporter(conn)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !proto.VerifyMAC(rp.MAC, proto.RelayProofMAC([]byte(token), name, exporter)) {
+		conn.CloseWithError(uint64(proto.CloseAuthFailed), "relay proof invalid")
+		return nil, nil, fmt.Errorf("%w: the relay could not prove it knows our token: wrong token, agent name %q unknown to the relay, or not our relay", ErrAuth, name)
+	}
+	if err := proto.WriteMessage(ctrl, &proto.AgentProof{MAC: proto.AgentProofMAC([]byte(token), name, exporter)}); err != nil {
+		return nil, nil, err
+	}
+	m, err = proto.ReadMessage(ctrl)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading welcome: %w", connErr(conn, err))
+	}
+	switch m := m.(type) {
+	case *proto.Welcome:
+		return ctrl, m, nil
+	case *proto.Refused:
+		return nil, nil, fmt.Errorf("%w: relay says %s", ErrAuth, m.Reason)
+	}
+	return nil, nil, fmt.Errorf("expected welcome, got %T", m)
+}
+
 func (c *Client) handshake(ctx context.Context, conn transport.Conn) (*clientConn, Session, error) {
 	var sess Session
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	ctrl, err := conn.OpenStream(hctx)
+	ctrl, w, err := Authenticate(hctx, conn, c.cfg.Name, c.cfg.Token, c.cfg.Software)
 	if err != nil {
 		return nil, sess, err
 	}
 	dl, _ := hctx.Deadline()
 	ctrl.SetDeadline(dl)
-	if err := proto.WriteMessage(ctrl, &proto.Hello{Version: proto.Version, Name: c.cfg.Name, Software: c.cfg.Software}); err != nil {
-		return nil, sess, err
-	}
-	m, err := proto.ReadMessage(ctrl)
-	if err != nil {
-		return nil, sess, fmt.Errorf("reading relay proof: %w", connErr(conn, err))
-	}
-	if r, ok := m.(*proto.Refused); ok {
-		return nil, sess, fmt.Errorf("relay refused: %s", r.Reason)
-	}
-	rp, ok := m.(*proto.RelayProof)
-	if !ok {
-		return nil, sess, fmt.Errorf("expected relay proof, got %T", m)
-	}
+	sess.Observed, _ = netip.ParseAddrPort(w.Observed)
+	sess.RelayPublicIP, _ = netip.ParseAddr(w.PublicIP)
+	// Clamp what the relay asks for to something sane.
+	sess.Heartbeat = min(max(time.Duration(w.HeartbeatMillis)*time.Millisecond, 250*time.Millisecond), 15*time.Second)
 	exporter, err := proto.Exporter(conn)
 	if err != nil {
 		return nil, sess, err
-	}
-	token := []byte(c.cfg.Token)
-	if !proto.VerifyMAC(rp.MAC, proto.RelayProofMAC(token, c.cfg.Name, exporter)) {
-		conn.CloseWithError(uint64(proto.CloseAuthFailed), "relay proof invalid")
-		return nil, sess, fmt.Errorf("%w: the relay could not prove it knows our token: wrong token, agent name %q unknown to the relay, or not our relay", ErrAuth, c.cfg.Name)
-	}
-	if err := proto.WriteMessage(ctrl, &proto.AgentProof{MAC: proto.AgentProofMAC(token, c.cfg.Name, exporter)}); err != nil {
-		return nil, sess, err
-	}
-	m, err = proto.ReadMessage(ctrl)
-	if err != nil {
-		return nil, sess, fmt.Errorf("reading welcome: %w", connErr(conn, err))
-	}
-	switch m := m.(type) {
-	case *proto.Welcome:
-		sess.Observed, _ = netip.ParseAddrPort(m.Observed)
-		sess.RelayPublicIP, _ = netip.ParseAddr(m.PublicIP)
-		// Clamp what the relay asks for to something sane.
-		sess.Heartbeat = min(max(time.Duration(m.HeartbeatMillis)*time.Millisecond, 250*time.Millisecond), 15*time.Second)
-	case *proto.Refused:
-		return nil, sess, fmt.Errorf("%w: relay says %s", ErrAuth, m.Reason)
-	default:
-		return nil, sess, fmt.Errorf("expected welcome, got %T", m)
 	}
 	cn := &clientConn{conn: conn, ctrl: ctrl, exporter: exporter, services: map[string]bool{}, probes: map[uint64]chan *proto.ProbeResult{}}
 	reg := &proto.Register{Services: []proto.Service{}}
@@ -407,7 +425,7 @@ func (c *Client) handshake(ctx context.Context, conn transport.Conn) (*clientCon
 	if err := proto.WriteMessage(ctrl, reg); err != nil {
 		return nil, sess, err
 	}
-	m, err = proto.ReadMessage(ctrl)
+	m, err := proto.ReadMessage(ctrl)
 	if err != nil {
 		return nil, sess, fmt.Errorf("reading registration result: %w", connErr(conn, err))
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/porthole-dev/porthole/proto"
 	"github.com/porthole-dev/porthole/tunnel/transport"
+	"golang.org/x/time/rate"
 )
 
 // connErr prefers the connection's close reason over a stream's error: a read
@@ -70,26 +71,28 @@ func addrPort(a net.Addr) netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
-// logLimiter lets one log line through per interval and counts the rest, so a
-// flood of refusals costs a line per interval, not a line per refusal.
+// logLimiter lets a burst of log lines through, then one per interval, and
+// counts the rest, so a flood of refusals costs a few lines, not a line each.
 type logLimiter struct {
-	every time.Duration
+	lim *rate.Limiter
 
-	mu         sync.Mutex // guards the fields below
-	last       time.Time
+	mu         sync.Mutex // guards suppressed
 	suppressed int
+}
+
+func newLogLimiter(burst int, every time.Duration) *logLimiter {
+	return &logLimiter{lim: rate.NewLimiter(rate.Every(every), burst)}
 }
 
 // allow reports whether to log now, and how many lines were suppressed since the last one.
 func (l *logLimiter) allow() (bool, int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	now := time.Now()
-	if !l.last.IsZero() && now.Sub(l.last) < l.every {
+	if !l.lim.Allow() {
 		l.suppressed++
 		return false, 0
 	}
 	n := l.suppressed
-	l.last, l.suppressed = now, 0
+	l.suppressed = 0
 	return true, n
 }

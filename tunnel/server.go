@@ -114,8 +114,8 @@ type Server struct {
 	cfg    ServerConfig
 	log    *slog.Logger
 	unauth atomic.Int64
-	busy   logLimiter // refusals for MaxUnauthenticated
-	refuse logLimiter // failed handshakes
+	busy   *logLimiter // refusals for MaxUnauthenticated
+	refuse *logLimiter // failed handshakes
 }
 
 // Errors a session ends with (see ServerConfig.OnDisconnect).
@@ -154,7 +154,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cfg.MaxProbes = 4
 	}
 	cfg.Budgets.fill()
-	return &Server{cfg: cfg, log: cfg.Logger, busy: logLimiter{every: 10 * time.Second}, refuse: logLimiter{every: time.Second}}, nil
+	return &Server{cfg: cfg, log: cfg.Logger, busy: newLogLimiter(1, 10*time.Second), refuse: newLogLimiter(10, time.Second)}, nil
 }
 
 // Heartbeat is the ping interval agents are told.
@@ -315,7 +315,7 @@ func (s *Server) authenticate(ctx context.Context, c transport.Conn) (*ServerSes
 		inflight: map[string]bool{},
 		perSvc:   map[string]*rate.Limiter{},
 		lastOK:   map[string]bool{},
-		refused:  logLimiter{every: 10 * time.Second},
+		refused:  newLogLimiter(1, 10*time.Second),
 	}, nil
 }
 
@@ -339,7 +339,7 @@ type ServerSession struct {
 	inflight map[string]bool          // services with a probe running
 	perSvc   map[string]*rate.Limiter // probe budget per registered service ("" for the rest)
 	lastOK   map[string]bool          // last probe verdict per service, to log changes only
-	refused  logLimiter
+	refused  *logLimiter
 }
 
 // Name is the agent's name.

@@ -16,9 +16,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/porthole-dev/porthole/agent/tunnel"
 	"github.com/porthole-dev/porthole/internal/config"
-	"github.com/porthole-dev/porthole/internal/gateway"
+	"github.com/porthole-dev/porthole/tunnel"
 )
 
 // BuildRelay builds porthole-relay into dir and returns its path.
@@ -143,10 +142,10 @@ type agentRunner struct {
 // start runs a tunnel client for a, each on its own UDP socket, calling onConnect
 // after every handshake.
 func (r *agentRunner) start(relayAddr string, a benchAgent, target string, onConnect func()) error {
-	pol, _ := gateway.ParsePolicy([]string{"any"})
 	cl, err := tunnel.New(tunnel.Config{
 		Address: relayAddr, Name: a.name, Token: a.token,
-		Services:  []tunnel.Service{{Name: "cam", Port: a.port, Target: target, Policy: pol}},
+		Services:  []tunnel.Service{{Name: "cam", Port: a.port, Allow: []string{"any"}}},
+		Handler:   tunnel.ForwardTo(map[string]string{"cam": target}),
 		OnConnect: func(tunnel.Session) { onConnect() },
 		Logger:    agentLog,
 	})
