@@ -130,7 +130,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	qln, err := quictransport.Listen(quictransport.ListenConfig{
 		PacketConn: s.pc, TLSConfig: tlsConf, StatelessResetKey: resetKey,
-		RequireRetry: s.tun.RequireRetry,
+		// Retry (source-address validation) while connections pile up either
+		// before the TLS handshake completes or after it, before authentication.
+		RequireRetry: s.tun.RequireRetry, RetryAbove: 32,
 	})
 	if err != nil {
 		s.closeSockets()

@@ -105,6 +105,12 @@ func (c *Client) dial(ctx context.Context) (transport.Conn, string, error) {
 			return nil, "", ctx.Err()
 		}
 	}
-	return nil, "", fmt.Errorf("dial relay %s: %w", c.cfg.Address, errors.Join(
-		fmt.Errorf("quic: %w", quicErr), fmt.Errorf("tcp: %w", tcpErr)))
+	var errs []error
+	if quicErr != nil {
+		errs = append(errs, fmt.Errorf("quic: %w", quicErr))
+	}
+	if tcpErr != nil {
+		errs = append(errs, fmt.Errorf("tcp: %w", tcpErr))
+	}
+	return nil, "", fmt.Errorf("dial relay %s: %w", c.cfg.Address, errors.Join(errs...))
 }
