@@ -19,10 +19,10 @@ import (
 
 // Conn is a [transport.Conn] over TLS, TCP and yamux.
 type Conn struct {
-	tc   *tls.Conn
-	sc   *sessConn
-	sess *yamux.Session
-	ctl  *yamux.Stream
+	tc     *tls.Conn
+	sc     *sessConn
+	sess   *yamux.Session
+	ctl    *yamux.Stream
 	opts   Options
 	client bool // the dialing side
 
@@ -38,10 +38,10 @@ type Conn struct {
 
 	closeOnce sync.Once
 
-	mu        sync.Mutex // guards the fields below
-	streams   map[uint32]*stream
-	early     map[uint32]earlyState // frames for peer streams not yet accepted
-	lastPeer  uint32                // highest peer stream ID accepted
+	mu       sync.Mutex // guards the fields below
+	streams  map[uint32]*stream
+	early    map[uint32]earlyState // frames for peer streams not yet accepted
+	lastPeer uint32                // highest peer stream ID accepted
 }
 
 // earlyState is what control frames said about a stream before AcceptStream

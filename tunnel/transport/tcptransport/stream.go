@@ -35,10 +35,10 @@ type stream struct {
 	peerFin     bool
 	peerFinSize uint64
 	nread       uint64 // bytes the application has read
-	readAbort   error // *transport.StreamError: reads fail with it
-	writeAbort  error // *transport.StreamError: writes fail with it
-	closed      bool  // Close or Abort called
-	yClosed     bool  // yamux FIN sent: finished both ways on this side
+	readAbort   error  // *transport.StreamError: reads fail with it
+	writeAbort  error  // *transport.StreamError: writes fail with it
+	closed      bool   // Close or Abort called
+	yClosed     bool   // yamux FIN sent: finished both ways on this side
 }
 
 var _ transport.Stream = (*stream)(nil)
