@@ -190,7 +190,7 @@ func (c *Conn) AcceptStream(ctx context.Context) (transport.Stream, error) {
 }
 
 func (c *Conn) register(ys *yamux.Stream, e earlyState) *stream {
-	s := &stream{c: c, ys: ys, id: ys.StreamID(), changed: make(chan struct{})}
+	s := &stream{c: c, ys: ys, id: ys.StreamID()}
 	s.peerFin, s.peerFinSize = e.fin, e.finSize
 	if e.abort&abortReset != 0 {
 		s.readAbort = &transport.StreamError{Code: e.code, Remote: true}

@@ -26,10 +26,10 @@ type stream struct {
 	nwritten  uint64
 	ysWriteDL time.Time
 
-	mu          sync.Mutex // guards the fields below
-	gen         uint64     // bumped on every change a blocked call must see
-	changed     chan struct{}
-	readDL      time.Time // the application's deadlines
+	mu          sync.Mutex    // guards the fields below
+	gen         uint64        // bumped on every change a blocked call must see
+	changed     chan struct{} // made by a reader that waits for a change; closed by wake
+	readDL      time.Time     // the application's deadlines
 	writeDL     time.Time
 	finSent     bool
 	peerFin     bool
@@ -58,8 +58,10 @@ var past = time.Unix(1, 0)
 func (s *stream) wake() {
 	s.mu.Lock()
 	s.gen++
-	close(s.changed)
-	s.changed = make(chan struct{})
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
 	s.mu.Unlock()
 	s.ys.SetReadDeadline(past)
 	s.ys.SetWriteDeadline(past)
@@ -73,7 +75,7 @@ func (s *stream) Read(b []byte) (int, error) {
 	}
 	for {
 		s.mu.Lock()
-		gen, dl, changed := s.gen, s.readDL, s.changed
+		gen, dl := s.gen, s.readDL
 		if err := s.readAbort; err != nil {
 			s.mu.Unlock()
 			return 0, err
@@ -117,6 +119,16 @@ func (s *stream) Read(b []byte) (int, error) {
 		case err == io.EOF:
 			// yamux FIN: the peer is done both ways. Its FIN or abort frame was
 			// sent before, and the control reader is about to apply it.
+			s.mu.Lock()
+			if s.gen != gen {
+				s.mu.Unlock()
+				continue
+			}
+			if s.changed == nil {
+				s.changed = make(chan struct{})
+			}
+			changed := s.changed
+			s.mu.Unlock()
 			var timer <-chan time.Time
 			if !dl.IsZero() {
 				t := time.NewTimer(time.Until(dl))

@@ -122,12 +122,13 @@ func Dial(ctx context.Context, addr string, tlsConf *tls.Config, opts *Options) 
 	if err != nil {
 		return nil, fmt.Errorf("tcptransport: dial %s: %w", addr, err)
 	}
-	tc := tls.Client(nc, tlsConf)
+	rc := newRawConn(nc)
+	tc := tls.Client(rc, tlsConf)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("tcptransport: dial %s: tls: %w", addr, err)
 	}
-	sc := newSessConn(tc, nc)
+	sc := newSessConn(tc, rc)
 	sess, err := yamux.Client(sc, o.yamuxConfig())
 	if err != nil {
 		nc.Close()
@@ -241,12 +242,13 @@ func (l *Listener) handshake(nc net.Conn) {
 	ctx, cancel := context.WithTimeout(l.ctx, l.opts.HandshakeTimeout)
 	defer cancel()
 	nc.SetDeadline(time.Now().Add(l.opts.HandshakeTimeout))
-	tc := tls.Server(nc, l.tlsConf)
+	rc := newRawConn(nc)
+	tc := tls.Server(rc, l.tlsConf)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		nc.Close()
 		return
 	}
-	sc := newSessConn(tc, nc)
+	sc := newSessConn(tc, rc)
 	sess, err := yamux.Server(sc, l.opts.yamuxConfig())
 	if err != nil {
 		nc.Close()
