@@ -10,7 +10,9 @@ import (
 	"github.com/porthole-dev/porthole/tunnel/transport/transporttest"
 )
 
-func newPair(t *testing.T) (client, server transport.Conn) {
+func newPair(t *testing.T) (client, server transport.Conn) { return pair(t) }
+
+func pair(t testing.TB) (client, server transport.Conn) {
 	t.Helper()
 	ctls, stls := transporttest.TLSConfigs(t)
 	ln, err := quictransport.Listen(quictransport.ListenConfig{Addr: "127.0.0.1:0", TLSConfig: stls})
@@ -42,3 +44,8 @@ func newPair(t *testing.T) (client, server transport.Conn) {
 }
 
 func TestConformance(t *testing.T) { transporttest.Run(t, newPair) }
+
+func BenchmarkThroughput(b *testing.B) {
+	client, server := pair(b)
+	transporttest.Throughput(b, client, server)
+}

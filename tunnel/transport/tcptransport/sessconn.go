@@ -1,0 +1,132 @@
+package tcptransport
+
+import (
+	"bufio"
+	"crypto/tls"
+	"encoding/binary"
+	"net"
+	"sync"
+)
+
+// rawConn is the TCP connection under TLS, tuned for bulk: reads go through a
+// 64 KiB buffer (one syscall for several TLS records) and, while batching,
+// writes collect so that one yamux frame's TLS records leave in one syscall.
+type rawConn struct {
+	net.Conn
+	r *bufio.Reader
+
+	mu       sync.Mutex // guards the fields below; held while flushing to keep record order
+	batching bool
+	wbuf     []byte
+}
+
+func newRawConn(nc net.Conn) *rawConn {
+	return &rawConn{Conn: nc, r: bufio.NewReaderSize(nc, 64<<10)}
+}
+
+func (c *rawConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (c *rawConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.batching {
+		c.wbuf = append(c.wbuf, p...)
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *rawConn) startBatch() {
+	c.mu.Lock()
+	c.batching = true
+	c.mu.Unlock()
+}
+
+func (c *rawConn) flush() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.batching = false
+	if len(c.wbuf) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.wbuf)
+	if cap(c.wbuf) > 256<<10 {
+		c.wbuf = nil // don't keep a rare huge buffer
+	} else {
+		c.wbuf = c.wbuf[:0]
+	}
+	return err
+}
+
+// sessConn is what yamux reads and writes: the TLS connection, with
+//   - the first read error kept, to tell a peer's reset from a local close;
+//   - a yamux data frame's 12-byte header and its body sent in one syscall
+//     (yamux writes them separately);
+//   - Close closing the TCP socket directly (tls.Conn.Close would first try
+//     to send close_notify, up to 5 s on a stuck socket; the close frame on the
+//     control stream already said goodbye).
+type sessConn struct {
+	tc  *tls.Conn
+	raw *rawConn
+
+	// Only yamux's send goroutine writes; no lock needed for these.
+	hdr     [12]byte
+	pending bool // hdr holds a data frame's header whose body comes next
+
+	mu      sync.Mutex // guards the field below
+	readErr error
+}
+
+func newSessConn(tc *tls.Conn, raw *rawConn) *sessConn {
+	return &sessConn{tc: tc, raw: raw}
+}
+
+func (c *sessConn) Read(p []byte) (int, error) {
+	n, err := c.tc.Read(p)
+	if err != nil {
+		c.mu.Lock()
+		if c.readErr == nil {
+			c.readErr = err
+		}
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+// firstReadErr is the error that ended reading, if any.
+func (c *sessConn) firstReadErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.readErr
+}
+
+const (
+	yamuxHeaderSize = 12
+	yamuxTypeData   = 0
+)
+
+func (c *sessConn) Write(p []byte) (int, error) {
+	if c.pending {
+		c.pending = false
+		c.raw.startBatch()
+		_, err := c.tc.Write(c.hdr[:])
+		if err == nil {
+			_, err = c.tc.Write(p)
+		}
+		if ferr := c.raw.flush(); err == nil {
+			err = ferr
+		}
+		if err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	if len(p) == yamuxHeaderSize && p[1] == yamuxTypeData && binary.BigEndian.Uint32(p[8:12]) > 0 {
+		copy(c.hdr[:], p)
+		c.pending = true
+		return len(p), nil
+	}
+	return c.tc.Write(p)
+}
+
+func (c *sessConn) Close() error { return c.raw.Conn.Close() }
