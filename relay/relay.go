@@ -23,6 +23,7 @@ import (
 	"github.com/porthole-dev/porthole/tunnel"
 	"github.com/porthole-dev/porthole/tunnel/transport"
 	"github.com/porthole-dev/porthole/tunnel/transport/quictransport"
+	"github.com/porthole-dev/porthole/tunnel/transport/tcptransport"
 )
 
 // Config configures a relay Server.
@@ -31,8 +32,13 @@ type Config struct {
 	Relay *config.Relay
 	// Logger receives the relay's log. Nil discards.
 	Logger *slog.Logger
-	// PacketConn is the UDP socket agents connect to; nil binds Relay.Listen.
+	// PacketConn is the UDP socket agents connect to with QUIC; nil binds
+	// Relay.Listen. A PacketConn given here stays the caller's.
 	PacketConn net.PacketConn
+	// TCPListener is where agents connect with TLS over TCP when UDP is blocked;
+	// the relay takes it over. Nil binds TCP on the UDP socket's address (the
+	// same port number).
+	TCPListener net.Listener
 	// HandshakeTimeout bounds an agent's authentication, from its connection's
 	// acceptance to Welcome. Zero means 3s (tunnel.ServerConfig.AuthTimeout).
 	HandshakeTimeout time.Duration
@@ -139,6 +145,20 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("relay: quic listen: %w", err)
 	}
 	s.lns = append(s.lns, qln)
+	tl := cfg.TCPListener
+	if tl == nil {
+		if tl, err = net.Listen("tcp", s.pc.LocalAddr().String()); err != nil {
+			s.closeSockets()
+			return nil, fmt.Errorf("relay: listen on TCP %s (the fallback for agents whose UDP is blocked): %w", s.pc.LocalAddr(), err)
+		}
+	}
+	tln, err := tcptransport.Listen(tcptransport.ListenConfig{Listener: tl, TLSConfig: tlsConf})
+	if err != nil {
+		tl.Close()
+		s.closeSockets()
+		return nil, fmt.Errorf("relay: tcp listen: %w", err)
+	}
+	s.lns = append(s.lns, tln)
 	if w := quictransport.TakeBufferWarning(); w != "" {
 		s.log.Warn(w)
 	}
@@ -163,10 +183,13 @@ func (s *Server) closeSockets() {
 // Addr is the UDP address agents connect to.
 func (s *Server) Addr() net.Addr { return s.pc.LocalAddr() }
 
+// TCPAddr is the TCP address agents connect to when UDP is blocked.
+func (s *Server) TCPAddr() net.Addr { return s.lns[1].Addr() }
+
 // Run accepts agents until ctx ends, then shuts down gracefully: service listeners
 // stop accepting, open viewer connections get ShutdownTimeout to finish, tunnels close.
 func (s *Server) Run(ctx context.Context) error {
-	s.log.Info("relay listening", "udp", s.Addr().String(), "agents", len(s.cfg.Relay.Agents))
+	s.log.Info("relay listening", "udp", s.Addr().String(), "tcp", s.TCPAddr().String(), "agents", len(s.cfg.Relay.Agents))
 	sctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s.runCtx = sctx

@@ -19,6 +19,7 @@ import (
 	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/relay"
 	"github.com/porthole-dev/porthole/tunnel"
+	"github.com/porthole-dev/porthole/tunnel/transport"
 )
 
 func freePort(t *testing.T) uint16 {
@@ -217,4 +218,48 @@ func TestProbeOnlyAgentsOwnAddress(t *testing.T) {
 			t.Errorf("probe %s: %+v, want refusal containing %q", tc.addr, r, tc.want)
 		}
 	}
+}
+
+// TestViewerOverTCPWhenUDPBlocked: an agent whose UDP never reaches the relay
+// falls back to TLS over TCP on the same port number, and viewers are served
+// through it within 5s of the agent's start.
+func TestViewerOverTCPWhenUDPBlocked(t *testing.T) {
+	tok := config.NewToken()
+	port := freePort(t)
+	e := startRelay(t, port, tok)
+	if e.relay.TCPAddr().(*net.TCPAddr).Port != e.relay.Addr().(*net.UDPAddr).Port {
+		t.Fatalf("TCP %s and UDP %s differ in port", e.relay.TCPAddr(), e.relay.Addr())
+	}
+	connected := make(chan tunnel.Session, 1)
+	start := time.Now()
+	c, err := tunnel.New(tunnel.Config{
+		Address: e.relay.Addr().String(), Name: "home", Token: tok, Logger: logger(t),
+		Services: []tunnel.Service{{Name: "cam", Port: port, Allow: []string{"any"}}},
+		Handler:  tunnel.ForwardTo(map[string]string{"cam": echoServer(t)}),
+		DialQUIC: func(ctx context.Context, addr string) (transport.Conn, error) {
+			<-ctx.Done() // UDP blocked: nothing ever answers
+			return nil, ctx.Err()
+		},
+		OnConnect: func(s tunnel.Session) { connected <- s },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case s := <-connected:
+		if s.Transport != "tcp" {
+			t.Fatalf("transport %s (%s)", s.Transport, s.TransportWhy)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("agent did not connect: %+v", c.Status())
+	}
+	roundTrip(t, port, 1<<20)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("first viewer served %s after the agent's start", took)
+	}
+	t.Logf("viewer served over TCP %s after the agent's start (%s)", time.Since(start).Round(time.Millisecond), c.Status().TransportWhy)
 }

@@ -153,6 +153,9 @@ func New(cfg Config) (*Client, error) {
 	if cfg.DialQUIC == nil {
 		cfg.DialQUIC = DialQUIC(nil)
 	}
+	if cfg.DialTCP == nil {
+		cfg.DialTCP = DialTCP()
+	}
 	if cfg.QUICWait == 0 {
 		cfg.QUICWait = 2 * time.Second
 	}

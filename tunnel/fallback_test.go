@@ -10,15 +10,6 @@ import (
 	"github.com/porthole-dev/porthole/tunnel/transport"
 )
 
-// namedConn relabels a connection, so the fallback logic can be tested before
-// both transports run in one test.
-type namedConn struct {
-	transport.Conn
-	name string
-}
-
-func (c namedConn) Transport() string { return c.name }
-
 // TestFallbackToTCPAndBack: with UDP blocked the client is on TCP within
 // QUICWait plus a dial, says why, and moves back to QUIC once QUIC connects again.
 func TestFallbackToTCPAndBack(t *testing.T) {
@@ -32,16 +23,9 @@ func TestFallbackToTCPAndBack(t *testing.T) {
 		}
 		return testDial(ctx, addr)
 	}
-	dialTCP := func(ctx context.Context, addr string) (transport.Conn, error) {
-		c, err := testDial(ctx, addr)
-		if err != nil {
-			return nil, err
-		}
-		return namedConn{c, "tcp"}, nil
-	}
 	start := time.Now()
 	c, sess := startClient(t, e, "home", func(c *Config) {
-		c.DialQUIC, c.DialTCP = dialBlocked, dialTCP
+		c.DialQUIC = dialBlocked
 		c.QUICWait, c.QUICRetry = 300*time.Millisecond, 200*time.Millisecond
 	})
 	if sess.Transport != "tcp" || !strings.Contains(sess.TransportWhy, "QUIC did not connect within 300ms (UDP blocked?)") {
@@ -83,19 +67,11 @@ func TestFallbackToTCPAndBack(t *testing.T) {
 // once, without waiting for QUICWait.
 func TestQUICFailsFast(t *testing.T) {
 	e := startServer(t, nil)
-	dialTCP := func(ctx context.Context, addr string) (transport.Conn, error) {
-		c, err := testDial(ctx, addr)
-		if err != nil {
-			return nil, err
-		}
-		return namedConn{c, "tcp"}, nil
-	}
 	start := time.Now()
 	_, sess := startClient(t, e, "home", func(c *Config) {
 		c.DialQUIC = func(ctx context.Context, addr string) (transport.Conn, error) {
 			return nil, errTestRefused
 		}
-		c.DialTCP = dialTCP
 		c.QUICWait = time.Hour
 	})
 	if sess.Transport != "tcp" || !strings.Contains(sess.TransportWhy, "QUIC failed: refused") {

@@ -14,6 +14,7 @@ import (
 	"github.com/porthole-dev/porthole/proto"
 	"github.com/porthole-dev/porthole/tunnel/transport"
 	"github.com/porthole-dev/porthole/tunnel/transport/quictransport"
+	"github.com/porthole-dev/porthole/tunnel/transport/tcptransport"
 )
 
 func serverTLS(t *testing.T) *tls.Config {
@@ -38,6 +39,15 @@ func testListen(t *testing.T, requireRetry func() bool) transport.Listener {
 		t.Fatal(err)
 	}
 	return ln
+}
+
+// testListenTCP listens for TLS over TCP on the same port number as ln.
+func testListenTCP(t *testing.T, ln transport.Listener) transport.Listener {
+	tl, err := tcptransport.Listen(tcptransport.ListenConfig{Addr: ln.Addr().String(), TLSConfig: serverTLS(t)})
+	if err != nil {
+		t.Fatalf("tcp on the QUIC listener's port: %v", err)
+	}
+	return tl
 }
 
 var testDial = DialQUIC(nil)

@@ -104,10 +104,12 @@ func startServer(t *testing.T, mod func(*ServerConfig)) *relayEnv {
 	}
 	e.srv = srv
 	e.ln = testListen(t, srv.RequireRetry)
+	tln := testListenTCP(t, e.ln)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx, e.ln); close(done) }()
-	t.Cleanup(func() { cancel(); e.ln.Close(); <-done })
+	done := make(chan struct{}, 2)
+	go func() { srv.Serve(ctx, e.ln); done <- struct{}{} }()
+	go func() { srv.Serve(ctx, tln); done <- struct{}{} }()
+	t.Cleanup(func() { cancel(); e.ln.Close(); tln.Close(); <-done; <-done })
 	return e
 }
 
@@ -165,16 +167,22 @@ func nextSession(t *testing.T, e *relayEnv) *ServerSession {
 // handshake, registration, a viewer stream with half-close, a probe answered by
 // AnswerProbe on a direct listener, heartbeats.
 func TestClientAgainstServer(t *testing.T) {
+	for _, tr := range []string{TransportQUIC, TransportTCP} {
+		t.Run(tr, func(t *testing.T) { testClientAgainstServer(t, tr) })
+	}
+}
+
+func testClientAgainstServer(t *testing.T, tr string) {
 	e := startServer(t, nil)
-	c, sess := startClient(t, e, "home", nil)
+	c, sess := startClient(t, e, "home", func(c *Config) { c.Transport = tr })
 	ss := nextSession(t, e)
 	if ss.Name() != "home" || !ss.Observed().IsValid() || sess.Observed != ss.Observed() {
 		t.Fatalf("session %s observed %v, client saw %v", ss.Name(), ss.Observed(), sess.Observed)
 	}
-	if len(sess.Results) != 1 || !sess.Results[0].Accepted || sess.Transport != "quic" || sess.Heartbeat != time.Second {
+	if len(sess.Results) != 1 || !sess.Results[0].Accepted || sess.Transport != tr || ss.Transport() != tr || sess.Heartbeat != time.Second {
 		t.Fatalf("session %+v", sess)
 	}
-	if st := c.Status(); !st.Connected || st.Transport != "quic" || st.TransportWhy == "" {
+	if st := c.Status(); !st.Connected || st.Transport != tr || st.TransportWhy != "relay.transport: "+tr {
 		t.Fatalf("status %+v", st)
 	}
 

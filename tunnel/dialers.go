@@ -10,6 +10,7 @@ import (
 	"github.com/porthole-dev/porthole/proto"
 	"github.com/porthole-dev/porthole/tunnel/transport"
 	"github.com/porthole-dev/porthole/tunnel/transport/quictransport"
+	"github.com/porthole-dev/porthole/tunnel/transport/tcptransport"
 )
 
 // ClientTLS is the agent's TLS configuration for either transport. Trust comes
@@ -34,6 +35,18 @@ func DialQUIC(pc net.PacketConn) DialFunc {
 			return nil, err
 		}
 		return quictransport.Dial(ctx, pc, net.UDPAddrFromAddrPort(raddr), ClientTLS(), nil)
+	}
+}
+
+// DialTCP returns a DialFunc for TLS over TCP (the fallback when UDP is
+// blocked) that resolves the relay's name on every attempt, preferring IPv4.
+func DialTCP() DialFunc {
+	return func(ctx context.Context, addr string) (transport.Conn, error) {
+		raddr, err := resolve(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		return tcptransport.Dial(ctx, raddr.String(), ClientTLS(), nil)
 	}
 }
 
