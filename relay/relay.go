@@ -123,9 +123,10 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
 	s.pc = cfg.PacketConn
+	tl := cfg.TCPListener
 	if s.pc == nil {
-		if s.pc, err = net.ListenPacket("udp", rc.Listen); err != nil {
-			return nil, fmt.Errorf("relay: listen %s: %w", rc.Listen, err)
+		if s.pc, tl, err = bindBoth(rc.Listen, tl); err != nil {
+			return nil, err
 		}
 		s.ownPC = true
 	}
@@ -141,11 +142,13 @@ func New(cfg Config) (*Server, error) {
 		RequireRetry: s.tun.RequireRetry, RetryAbove: 32,
 	})
 	if err != nil {
+		if tl != nil && cfg.TCPListener == nil {
+			tl.Close()
+		}
 		s.closeSockets()
 		return nil, fmt.Errorf("relay: quic listen: %w", err)
 	}
 	s.lns = append(s.lns, qln)
-	tl := cfg.TCPListener
 	if tl == nil {
 		if tl, err = net.Listen("tcp", s.pc.LocalAddr().String()); err != nil {
 			s.closeSockets()
@@ -169,6 +172,28 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	return s, nil
+}
+
+// bindBoth binds UDP on addr and, unless tl is given, TCP on the same port
+// number. With port 0 (tests, the demo) it retries until a port is free for both.
+func bindBoth(addr string, tl net.Listener) (net.PacketConn, net.Listener, error) {
+	for try := 0; ; try++ {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("relay: listen %s: %w", addr, err)
+		}
+		if tl != nil {
+			return pc, tl, nil
+		}
+		t, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, t, nil
+		}
+		pc.Close()
+		if _, port, _ := net.SplitHostPort(addr); port != "0" || try >= 20 {
+			return nil, nil, fmt.Errorf("relay: listen on TCP %s (the fallback for agents whose UDP is blocked): %w", pc.LocalAddr(), err)
+		}
+	}
 }
 
 func (s *Server) closeSockets() {
