@@ -76,6 +76,9 @@ type Status struct {
 		Relay     string `json:"relay,omitempty"`
 		Observed  string `json:"observed,omitempty"`
 		LastError string `json:"last_error,omitempty"`
+		// Transport is "quic" or "tcp"; TransportWhy says why (e.g. "QUIC did not connect within 2s (UDP blocked?)").
+		Transport    string `json:"transport,omitempty"`
+		TransportWhy string `json:"transport_reason,omitempty"`
 	} `json:"tunnel"`
 	PublicV4 string `json:"public_v4,omitempty"`
 	PublicV6 string `json:"public_v6,omitempty"`
@@ -213,6 +216,7 @@ func (a *Agent) Status() Status {
 		st.Tunnel.Connected = ts.Connected
 		st.Tunnel.Relay = a.ac.Relay.Address
 		st.Tunnel.LastError = ts.LastError
+		st.Tunnel.Transport, st.Tunnel.TransportWhy = ts.Transport, ts.TransportWhy
 		if ts.Session.Observed.IsValid() {
 			st.Tunnel.Observed = ts.Session.Observed.String()
 		}
