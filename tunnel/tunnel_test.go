@@ -456,8 +456,16 @@ func TestOneProbePerService(t *testing.T) {
 // without a trace) has its session closed by the relay within the deadline, not at
 // the transport's 30 s idle timeout.
 func TestHeartbeatDeadline(t *testing.T) {
+	for _, tr := range []string{TransportQUIC, TransportTCP} {
+		t.Run(tr, func(t *testing.T) { testHeartbeatDeadline(t, tr) })
+	}
+}
+
+func testHeartbeatDeadline(t *testing.T, tr string) {
 	e := startServer(t, nil)
-	c, _ := startClient(t, e, "home", func(c *Config) { c.BackoffMin = time.Hour; c.BackoffMax = time.Hour })
+	c, _ := startClient(t, e, "home", func(c *Config) {
+		c.BackoffMin, c.BackoffMax, c.Transport = time.Hour, time.Hour, tr
+	})
 	ss := nextSession(t, e)
 	start := time.Now()
 	c.PauseHeartbeat(true)
