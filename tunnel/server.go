@@ -193,14 +193,14 @@ func (s *Server) Serve(ctx context.Context, ln transport.Listener) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.ServeConn(ctx, c)
+			s.serveConn(ctx, c)
 		}()
 	}
 }
 
-// ServeConn authenticates c and runs its session until either side closes it
+// serveConn authenticates c and runs its session until either side closes it
 // or ctx ends. The caller has counted c as unauthenticated (Serve does).
-func (s *Server) ServeConn(ctx context.Context, c transport.Conn) {
+func (s *Server) serveConn(ctx context.Context, c transport.Conn) {
 	ss, err := s.authenticate(ctx, c)
 	s.unauth.Add(-1)
 	if err != nil {

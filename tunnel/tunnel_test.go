@@ -521,7 +521,7 @@ func TestUnauthenticatedFlood(t *testing.T) {
 			mu.Unlock()
 		}()
 		mu.Lock()
-		maxServing = max(maxServing, goroutinesIn("(*Server).ServeConn"))
+		maxServing = max(maxServing, goroutinesIn("(*Server).serveConn"))
 		sawRetry = sawRetry || e.srv.RequireRetry()
 		mu.Unlock()
 	}
