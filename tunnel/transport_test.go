@@ -33,21 +33,24 @@ func serverTLS(t *testing.T) *tls.Config {
 		NextProtos: []string{proto.ALPN}, MinVersion: tls.VersionTLS13}
 }
 
-func testListen(t *testing.T, requireRetry func() bool) transport.Listener {
-	ln, err := quictransport.Listen(quictransport.ListenConfig{Addr: "127.0.0.1:0", TLSConfig: serverTLS(t), RequireRetry: requireRetry})
-	if err != nil {
-		t.Fatal(err)
+// testListen listens for QUIC and TLS over TCP on one loopback port number,
+// retrying when the UDP port's TCP twin is taken.
+func testListen(t *testing.T, requireRetry func() bool) (quic, tcp transport.Listener) {
+	t.Helper()
+	for try := 0; ; try++ {
+		ln, err := quictransport.Listen(quictransport.ListenConfig{Addr: "127.0.0.1:0", TLSConfig: serverTLS(t), RequireRetry: requireRetry})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tl, err := tcptransport.Listen(tcptransport.ListenConfig{Addr: ln.Addr().String(), TLSConfig: serverTLS(t)})
+		if err == nil {
+			return ln, tl
+		}
+		ln.Close()
+		if try > 20 {
+			t.Fatalf("tcp on the QUIC listener's port: %v", err)
+		}
 	}
-	return ln
-}
-
-// testListenTCP listens for TLS over TCP on the same port number as ln.
-func testListenTCP(t *testing.T, ln transport.Listener) transport.Listener {
-	tl, err := tcptransport.Listen(tcptransport.ListenConfig{Addr: ln.Addr().String(), TLSConfig: serverTLS(t)})
-	if err != nil {
-		t.Fatalf("tcp on the QUIC listener's port: %v", err)
-	}
-	return tl
 }
 
 var testDial = DialQUIC(nil)

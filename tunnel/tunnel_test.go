@@ -103,8 +103,8 @@ func startServer(t *testing.T, mod func(*ServerConfig)) *relayEnv {
 		t.Fatal(err)
 	}
 	e.srv = srv
-	e.ln = testListen(t, srv.RequireRetry)
-	tln := testListenTCP(t, e.ln)
+	var tln transport.Listener
+	e.ln, tln = testListen(t, srv.RequireRetry)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 2)
 	go func() { srv.Serve(ctx, e.ln); done <- struct{}{} }()
