@@ -216,29 +216,37 @@ func ReadMessage(r io.Reader) (Message, error) { return ReadMessageMax(r, MaxFra
 // MaxFrame). Memory grows with the bytes that arrive, not with the length a frame
 // declares: a peer that announces 64 KiB and sends nothing costs a few KiB, not 64.
 func ReadMessageMax(r io.Reader, limit int) (Message, error) {
-	limit = min(limit, MaxFrame)
 	for {
-		var hdr [4]byte
-		if _, err := io.ReadFull(r, hdr[:]); err != nil {
-			return nil, err
-		}
-		n := binary.BigEndian.Uint32(hdr[:])
-		if n == 0 {
-			return nil, ErrEmptyFrame
-		}
-		if n > uint32(limit) {
-			return nil, fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, n)
-		}
-		buf, err := readGrowing(r, int(n))
-		if err != nil {
-			return nil, unexpected(err)
-		}
-		m, err := DecodeFrame(buf)
-		if errors.Is(err, errUnknownType) {
+		m, err := ReadFrame(r, limit)
+		if errors.Is(err, ErrUnknownType) {
 			continue
 		}
 		return m, err
 	}
+}
+
+// ReadFrame reads and decodes one frame of at most limit bytes, like
+// ReadMessageMax, but returns a frame of unknown type as an error wrapping
+// [ErrUnknownType] instead of skipping it, so a receiver can count such frames
+// against a budget.
+func ReadFrame(r io.Reader, limit int) (Message, error) {
+	limit = min(limit, MaxFrame)
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n == 0 {
+		return nil, ErrEmptyFrame
+	}
+	if n > uint32(limit) {
+		return nil, fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, n)
+	}
+	buf, err := readGrowing(r, int(n))
+	if err != nil {
+		return nil, unexpected(err)
+	}
+	return DecodeFrame(buf)
 }
 
 // readStep is the first allocation for a frame body; the buffer doubles as bytes
@@ -265,7 +273,9 @@ func readGrowing(r io.Reader, n int) ([]byte, error) {
 	return buf, nil
 }
 
-var errUnknownType = errors.New("proto: unknown message type")
+// ErrUnknownType is wrapped by DecodeFrame and ReadFrame for a frame whose type
+// this version doesn't know (a newer peer's message).
+var ErrUnknownType = errors.New("proto: unknown message type")
 
 // DecodeFrame decodes a frame without its length prefix: type byte, JSON body.
 func DecodeFrame(buf []byte) (Message, error) {
@@ -274,7 +284,7 @@ func DecodeFrame(buf []byte) (Message, error) {
 	}
 	m := newMessage(Type(buf[0]))
 	if m == nil {
-		return nil, fmt.Errorf("%w %d", errUnknownType, buf[0])
+		return nil, fmt.Errorf("%w %d", ErrUnknownType, buf[0])
 	}
 	if err := json.Unmarshal(buf[1:], m); err != nil {
 		return nil, fmt.Errorf("proto: decode message type %d: %w", buf[0], err)

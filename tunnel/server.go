@@ -405,7 +405,14 @@ func (ss *ServerSession) run(ctx context.Context) error {
 	lastPing := time.Now()
 	for {
 		ss.ctrl.SetReadDeadline(lastPing.Add(deadline))
-		m, err := proto.ReadMessage(ss.ctrl)
+		m, err := proto.ReadFrame(ss.ctrl, proto.MaxFrame)
+		if errors.Is(err, proto.ErrUnknownType) {
+			// A newer agent's message: skipped, within the budget for other kinds.
+			if !ss.other.Allow() {
+				return ss.overBudget("unknown")
+			}
+			continue
+		}
 		if err != nil {
 			if cause := context.Cause(ss.conn.Context()); cause != nil {
 				return cause

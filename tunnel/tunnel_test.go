@@ -588,3 +588,27 @@ func TestAuthDeadline(t *testing.T) {
 		t.Fatalf("closed after %s", took)
 	}
 }
+
+// TestUnknownFrameFlood: frames of a type the relay doesn't know are skipped (a
+// newer agent may send them), but within a budget like every other kind: a flood
+// of them closes the session.
+func TestUnknownFrameFlood(t *testing.T) {
+	e := startServer(t, nil)
+	conn, ctrl := rawSession(t, e, "home")
+	nextSession(t, e)
+	frame := []byte{0, 0, 0, 3, 200, '{', '}'}
+	for range 10_000 {
+		ctrl.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		if _, err := ctrl.Write(frame); err != nil {
+			break
+		}
+	}
+	select {
+	case <-conn.Context().Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("session still open")
+	}
+	if code, ok := closeCode(context.Cause(conn.Context())); !ok || code != proto.CloseOverBudget {
+		t.Fatalf("closed with %v", context.Cause(conn.Context()))
+	}
+}
