@@ -22,7 +22,8 @@
 // frames: a 4-byte big-endian length, then one type byte, then a JSON body; a frame's
 // length (type byte included) is at most [MaxFrame] (4 KiB before authentication).
 // A reader's memory grows with the bytes that arrive, not with the declared length.
-// Unknown types are skipped so that newer peers can add messages. The flow:
+// Unknown types are skipped so that newer peers can add messages (the relay counts
+// them against its budget for other kinds; see [ReadFrame]). The flow:
 //
 //	agent                                    relay
 //	Hello{Version, Name}            ->
@@ -67,7 +68,7 @@
 // closed with [CloseOverBudget]. The defaults (tunnel.DefaultBudgets): Ping 10/s
 // (burst 20); Register burst 5, then one per 10 s; ProbeRequest burst 5, then one per
 // 2 s per registered service (names not registered share one bucket), and 4/s for
-// all services together; any other kind burst 10, then 1/s. An agent re-verifies
+// all services together; any other kind (unknown types included) burst 10, then 1/s. An agent re-verifies
 // each direct path about every 30 s, far below these. At most one probe per service
 // runs at a time and at most 4 per session; a ProbeRequest beyond that is answered
 // at once with a refusal (not queued).
