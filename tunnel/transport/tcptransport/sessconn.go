@@ -4,24 +4,29 @@ import (
 	"bufio"
 	"crypto/tls"
 	"encoding/binary"
+	"io"
 	"net"
 	"sync"
 )
 
 // rawConn is the TCP connection under TLS, tuned for bulk: reads go through a
-// 64 KiB buffer (one syscall for several TLS records) and, while batching,
+// buffer (one syscall for several TLS records) and, while batching,
 // writes collect so that one yamux frame's TLS records leave in one syscall.
 type rawConn struct {
 	net.Conn
-	r *bufio.Reader
+	r io.Reader // the buffered reader, or the conn itself
 
 	mu       sync.Mutex // guards the fields below; held while flushing to keep record order
 	batching bool
 	wbuf     []byte
 }
 
-func newRawConn(nc net.Conn) *rawConn {
-	return &rawConn{Conn: nc, r: bufio.NewReaderSize(nc, 64<<10)}
+func newRawConn(nc net.Conn, readBuffer int) *rawConn {
+	c := &rawConn{Conn: nc, r: nc}
+	if readBuffer > 0 {
+		c.r = bufio.NewReaderSize(nc, readBuffer)
+	}
+	return c
 }
 
 func (c *rawConn) Read(p []byte) (int, error) { return c.r.Read(p) }

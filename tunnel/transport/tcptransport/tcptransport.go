@@ -60,6 +60,11 @@ type Options struct {
 	// CloseLinger is how long CloseWithError waits for the peer to close after
 	// sending the close frame, so a TCP reset can't overtake it. 0 means 1 s.
 	CloseLinger time.Duration
+	// ReadBuffer, when positive, buffers reads from the TCP socket so one
+	// syscall takes in several TLS records: 64 KiB measured about 10% less CPU
+	// per byte in BenchmarkThroughput, but costs its size on every idle
+	// connection (an idle relay side is about 50 KiB without it). 0: none.
+	ReadBuffer int
 	// DialContext dials TCP for Dial. Nil means a net.Dialer.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 }
@@ -122,7 +127,7 @@ func Dial(ctx context.Context, addr string, tlsConf *tls.Config, opts *Options) 
 	if err != nil {
 		return nil, fmt.Errorf("tcptransport: dial %s: %w", addr, err)
 	}
-	rc := newRawConn(nc)
+	rc := newRawConn(nc, o.ReadBuffer)
 	tc := tls.Client(rc, tlsConf)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		nc.Close()
@@ -242,7 +247,7 @@ func (l *Listener) handshake(nc net.Conn) {
 	ctx, cancel := context.WithTimeout(l.ctx, l.opts.HandshakeTimeout)
 	defer cancel()
 	nc.SetDeadline(time.Now().Add(l.opts.HandshakeTimeout))
-	rc := newRawConn(nc)
+	rc := newRawConn(nc, l.opts.ReadBuffer)
 	tc := tls.Server(rc, l.tlsConf)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		nc.Close()
