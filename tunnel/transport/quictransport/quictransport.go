@@ -83,8 +83,8 @@ func withDatagrams(c *quic.Config, def func() *quic.Config) *quic.Config {
 // [DefaultClientConfig]. The handshake is bounded by ctx and
 // qconf.HandshakeIdleTimeout.
 func Dial(ctx context.Context, pc net.PacketConn, raddr *net.UDPAddr, tlsConf *tls.Config, qconf *quic.Config) (transport.Conn, error) {
-	if tlsConf == nil {
-		return nil, errors.New("quictransport: dial: tls.Config is required")
+	if tlsConf == nil || raddr == nil {
+		return nil, errors.New("quictransport: dial: tls.Config and address are required")
 	}
 	silenceQUICGoWarning()
 	owned := pc == nil

@@ -71,6 +71,9 @@ func newConn(tc *tls.Conn, sc *sessConn, sess *yamux.Session, ctl *yamux.Stream,
 		streams: make(map[uint32]*stream),
 		early:   make(map[uint32]earlyState),
 	}
+	if !client {
+		c.lastPeer = ctl.StreamID() // the control stream is the peer's first
+	}
 	// One goroutine reads the control stream and, when the session ends, says
 	// why: a close frame read there beats the TCP error.
 	c.wg.Go(func() {

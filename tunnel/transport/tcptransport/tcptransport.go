@@ -128,10 +128,15 @@ func Dial(ctx context.Context, addr string, tlsConf *tls.Config, opts *Options) 
 		return nil, fmt.Errorf("tcptransport: dial %s: %w", addr, err)
 	}
 	rc := newRawConn(nc, o.ReadBuffer)
-	tc := tls.Client(rc, tlsConf)
+	tc := tls.Client(rc, tls13(tlsConf))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("tcptransport: dial %s: tls: %w", addr, err)
+	}
+	if len(tlsConf.NextProtos) > 0 && tc.ConnectionState().NegotiatedProtocol == "" {
+		// QUIC refuses a server without ALPN; so does the fallback.
+		nc.Close()
+		return nil, fmt.Errorf("tcptransport: dial %s: the server did not agree on an application protocol %q", addr, tlsConf.NextProtos)
 	}
 	sc := newSessConn(tc, rc)
 	sess, err := yamux.Client(sc, o.yamuxConfig())
@@ -145,6 +150,17 @@ func Dial(ctx context.Context, addr string, tlsConf *tls.Config, opts *Options) 
 		return nil, fmt.Errorf("tcptransport: dial %s: control stream: %w", addr, err)
 	}
 	return newConn(tc, sc, sess, ctl, o, true), nil
+}
+
+// tls13 is conf, raised to TLS 1.3 at least: the seam promises it (QUIC
+// has nothing older).
+func tls13(conf *tls.Config) *tls.Config {
+	if conf.MinVersion >= tls.VersionTLS13 {
+		return conf
+	}
+	conf = conf.Clone()
+	conf.MinVersion = tls.VersionTLS13
+	return conf
 }
 
 // ListenConfig configures [Listen].
@@ -200,7 +216,7 @@ func Listen(cfg ListenConfig) (transport.Listener, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Listener{
 		ln:      ln,
-		tlsConf: cfg.TLSConfig,
+		tlsConf: tls13(cfg.TLSConfig),
 		opts:    cfg.Options.withDefaults(),
 		slots:   make(chan struct{}, cfg.MaxHandshakes),
 		ready:   make(chan *Conn, 32),
