@@ -191,3 +191,16 @@ func TestBufferWarningWords(t *testing.T) {
 	}
 	t.Logf("CheckBuffers: %q", w)
 }
+
+// With the default configs a full-size datagram fits from the first packet,
+// without waiting for path MTU discovery (which a busy CPU can make fail).
+func TestFullDatagramAtOnce(t *testing.T) {
+	qconf := quictransport.DefaultClientConfig()
+	qconf.DisablePathMTUDiscovery = true
+	_, client, server := dialListener(t, quictransport.ListenConfig{}, qconf)
+	for _, c := range []transport.Conn{client, server} {
+		if err := c.SendDatagram(make([]byte, transport.MaxDatagram)); err != nil {
+			t.Errorf("%v", err)
+		}
+	}
+}

@@ -29,6 +29,16 @@ import (
 // Name is what Conn.Transport returns.
 const Name = "quic"
 
+// InitialPacketSize is the QUIC packet size both default configs start from
+// and never go below: the smallest that carries a transport.MaxDatagram
+// payload (a phone's WireGuard packet) from the first packet on. Left to path
+// MTU discovery (from 1280), full-size datagrams were refused until discovery
+// succeeded, and for the rest of the connection when a probe was lost to a
+// busy CPU. A path that can't carry 1390-byte UDP payloads fails the QUIC
+// handshake instead, and the agent falls back to TCP, which carries datagrams
+// as frames.
+const InitialPacketSize = 1390
+
 // DefaultClientConfig is the agent's QUIC configuration. The handshake timeout
 // is short because the agent falls back to TCP when QUIC hasn't connected within
 // about 2 s; keep-alives keep NAT bindings warm between the tunnel's heartbeats.
@@ -46,6 +56,7 @@ func DefaultClientConfig() *quic.Config {
 		InitialConnectionReceiveWindow: 1 << 20,
 		MaxConnectionReceiveWindow:     64 << 20,
 		EnableDatagrams:                true,
+		InitialPacketSize:              InitialPacketSize,
 	}
 }
 
@@ -62,6 +73,7 @@ func DefaultServerConfig() *quic.Config {
 		InitialConnectionReceiveWindow: 1 << 20,
 		MaxConnectionReceiveWindow:     64 << 20,
 		EnableDatagrams:                true,
+		InitialPacketSize:              InitialPacketSize,
 	}
 }
 
