@@ -149,7 +149,8 @@ func (c *Conn) OpenStream(ctx context.Context) (transport.Stream, error) {
 	case <-ctx.Done():
 		go func() {
 			if r := <-done; r.ys != nil {
-				r.ys.Close()
+				// The peer may already have it: abort, so its reader sees why.
+				c.register(r.ys, earlyState{}).Close()
 			}
 		}()
 		return nil, ctx.Err()
