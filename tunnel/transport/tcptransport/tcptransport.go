@@ -52,7 +52,11 @@ type Options struct {
 	// full speed for one video stream over a 50 ms path.
 	MaxStreamWindow uint32
 	// AcceptBacklog is how many streams the peer may open before this side
-	// accepts them (yamux resets the rest). 0 means 256.
+	// accepts them (yamux resets the rest); each may hold 256 KiB the peer
+	// sent before the accept. yamux also uses it to cap this side's opens
+	// awaiting the peer's accept. 0 means 256 for Dial (the relay opens a
+	// stream per viewer connection) and 16 for Listen (agents open only the
+	// control stream: at most 4 MiB buffered for streams the relay never takes).
 	AcceptBacklog int
 	// DatagramQueue is the length of the datagram send and receive queues. 0
 	// means 256.
@@ -79,9 +83,6 @@ func (o *Options) withDefaults() Options {
 	}
 	if r.MaxStreamWindow == 0 {
 		r.MaxStreamWindow = 16 << 20
-	}
-	if r.AcceptBacklog == 0 {
-		r.AcceptBacklog = 256
 	}
 	if r.DatagramQueue == 0 {
 		r.DatagramQueue = 256
@@ -121,6 +122,9 @@ func Dial(ctx context.Context, addr string, tlsConf *tls.Config, opts *Options) 
 		return nil, errors.New("tcptransport: dial: tls.Config is required")
 	}
 	o := opts.withDefaults()
+	if o.AcceptBacklog == 0 {
+		o.AcceptBacklog = 256
+	}
 	ctx, cancel := context.WithTimeout(ctx, o.HandshakeTimeout)
 	defer cancel()
 	nc, err := o.DialContext(ctx, "tcp", addr)
@@ -213,11 +217,15 @@ func Listen(cfg ListenConfig) (transport.Listener, error) {
 			return nil, fmt.Errorf("tcptransport: listen: %w", err)
 		}
 	}
+	opts := cfg.Options.withDefaults()
+	if opts.AcceptBacklog == 0 {
+		opts.AcceptBacklog = 16
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Listener{
 		ln:      ln,
 		tlsConf: tls13(cfg.TLSConfig),
-		opts:    cfg.Options.withDefaults(),
+		opts:    opts,
 		slots:   make(chan struct{}, cfg.MaxHandshakes),
 		ready:   make(chan *Conn, 32),
 		ctx:     ctx,
