@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"net"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -202,5 +203,38 @@ func TestFullDatagramAtOnce(t *testing.T) {
 		if err := c.SendDatagram(make([]byte, transport.MaxDatagram)); err != nil {
 			t.Errorf("%v", err)
 		}
+	}
+}
+
+// The agent redials often while QUIC is blocked: a failed dial leaves nothing
+// running.
+func TestFailedDialLeavesNothing(t *testing.T) {
+	ctls, _ := transporttest.TLSConfigs(t)
+	// A UDP port that drops everything.
+	sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	before := runtime.NumGoroutine()
+	for range 5 {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		_, err := quictransport.Dial(ctx, nil, sink.LocalAddr().(*net.UDPAddr), ctls, nil)
+		cancel()
+		if err == nil {
+			t.Fatal("dial to a sink succeeded")
+		}
+	}
+	waitGoroutines(t, before)
+}
+
+func waitGoroutines(t *testing.T, want int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines, %d before", runtime.NumGoroutine(), want)
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition with a deadline
 	}
 }
