@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"io"
 	"net"
 	"runtime"
 	"strings"
@@ -236,5 +237,71 @@ func waitGoroutines(t *testing.T, want int) {
 			t.Fatalf("%d goroutines, %d before", runtime.NumGoroutine(), want)
 		}
 		time.Sleep(10 * time.Millisecond) // polling a condition with a deadline
+	}
+}
+
+// Connections dialed one after another, and at once, from the same socket
+// share its reader.
+func TestDialsShareASocket(t *testing.T) {
+	ctls, stls := transporttest.TLSConfigs(t)
+	ln, err := quictransport.Listen(quictransport.ListenConfig{Addr: "127.0.0.1:0", TLSConfig: stls})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			go func() {
+				for {
+					s, err := c.AcceptStream(context.Background())
+					if err != nil {
+						return
+					}
+					go func() { io.Copy(s, s); s.CloseWrite() }()
+				}
+			}()
+		}
+	}()
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	before := runtime.NumGoroutine()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	echo := func(c transport.Conn) {
+		s, err := c.OpenStream(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Write([]byte("hi"))
+		s.CloseWrite()
+		if b, err := io.ReadAll(s); err != nil || string(b) != "hi" {
+			t.Fatalf("echo %q %v", b, err)
+		}
+	}
+	var prev transport.Conn
+	for range 3 {
+		c, err := quictransport.Dial(ctx, pc, ln.Addr().(*net.UDPAddr), ctls, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		echo(c)
+		if prev != nil {
+			echo(prev) // the older connection still works beside the new one
+			prev.CloseWithError(0, "")
+		}
+		prev = c
+	}
+	prev.CloseWithError(0, "")
+	waitGoroutines(t, before)
+	// The socket is still the caller's and usable.
+	if _, err := pc.WriteTo([]byte("x"), ln.Addr()); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -90,8 +90,9 @@ func withDatagrams(c *quic.Config, def func() *quic.Config) *quic.Config {
 }
 
 // Dial connects to a relay at raddr. With pc nil Dial opens a UDP socket of its
-// own and closes it with the connection; a pc the caller gives stays the
-// caller's (it is not closed), and carries this one connection. qconf nil means
+// own and closes it with the connection. A pc the caller gives stays the
+// caller's (it is not closed); connections dialed from the same pc share one
+// quic.Transport (one reader on the socket), which ends with the last of them. qconf nil means
 // [DefaultClientConfig]. The handshake is bounded by ctx and
 // qconf.HandshakeIdleTimeout.
 func Dial(ctx context.Context, pc net.PacketConn, raddr *net.UDPAddr, tlsConf *tls.Config, qconf *quic.Config) (transport.Conn, error) {
@@ -113,12 +114,17 @@ func Dial(ctx context.Context, pc net.PacketConn, raddr *net.UDPAddr, tlsConf *t
 		pc = c
 	}
 	noteBuffers(pc)
-	tr := &quic.Transport{Conn: pc}
-	release := func() {
-		tr.Close()
-		if owned {
+	var tr *quic.Transport
+	var release func()
+	if owned {
+		tr = &quic.Transport{Conn: pc}
+		release = func() {
+			tr.Close()
 			pc.Close()
 		}
+	} else {
+		tr = acquireShared(pc)
+		release = func() { releaseShared(pc) }
 	}
 	qc, err := tr.Dial(ctx, raddr, tlsConf, withDatagrams(qconf, DefaultClientConfig))
 	if err != nil {
@@ -266,4 +272,54 @@ func (l *Listener) Close() error {
 		}
 	})
 	return l.closeErr
+}
+
+var (
+	sharedMu sync.Mutex // guards shared
+	shared   = map[net.PacketConn]*sharedTransport{}
+)
+
+// sharedTransport is the one quic.Transport reading a caller's socket.
+type sharedTransport struct {
+	tr      *quic.Transport
+	refs    int
+	closing chan struct{} // non-nil while the last user's Close runs
+}
+
+func acquireShared(pc net.PacketConn) *quic.Transport {
+	for {
+		sharedMu.Lock()
+		st := shared[pc]
+		if st != nil && st.closing != nil {
+			// Two readers on one socket would split its packets: wait.
+			closing := st.closing
+			sharedMu.Unlock()
+			<-closing
+			continue
+		}
+		if st == nil {
+			st = &sharedTransport{tr: &quic.Transport{Conn: pc}}
+			shared[pc] = st
+		}
+		st.refs++
+		sharedMu.Unlock()
+		return st.tr
+	}
+}
+
+func releaseShared(pc net.PacketConn) {
+	sharedMu.Lock()
+	st := shared[pc]
+	st.refs--
+	if st.refs > 0 {
+		sharedMu.Unlock()
+		return
+	}
+	st.closing = make(chan struct{})
+	sharedMu.Unlock()
+	st.tr.Close()
+	sharedMu.Lock()
+	delete(shared, pc)
+	close(st.closing)
+	sharedMu.Unlock()
 }
