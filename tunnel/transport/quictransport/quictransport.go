@@ -140,7 +140,8 @@ func Dial(ctx context.Context, pc net.PacketConn, raddr *net.UDPAddr, tlsConf *t
 // ListenConfig configures [Listen].
 type ListenConfig struct {
 	// PacketConn is the relay's UDP socket; it stays the caller's (Close does not
-	// close it). Nil: Listen binds Addr and closes that socket on Close.
+	// close it), but the listener must be its only reader: don't Dial from it.
+	// Nil: Listen binds Addr and closes that socket on Close.
 	PacketConn net.PacketConn
 	// Addr is the UDP address to bind when PacketConn is nil.
 	Addr string
