@@ -29,6 +29,16 @@ import (
 // Name is what Conn.Transport returns.
 const Name = "quic"
 
+// InitialPacketSize is the QUIC packet size both default configs start from
+// and never go below: the smallest that carries a transport.MaxDatagram
+// payload (a phone's WireGuard packet) from the first packet on. Left to path
+// MTU discovery (from 1280), full-size datagrams were refused until discovery
+// succeeded, and for the rest of the connection when a probe was lost to a
+// busy CPU. A path that can't carry 1390-byte UDP payloads fails the QUIC
+// handshake instead, and the agent falls back to TCP, which carries datagrams
+// as frames.
+const InitialPacketSize = 1390
+
 // DefaultClientConfig is the agent's QUIC configuration. The handshake timeout
 // is short because the agent falls back to TCP when QUIC hasn't connected within
 // about 2 s; keep-alives keep NAT bindings warm between the tunnel's heartbeats.
@@ -46,6 +56,7 @@ func DefaultClientConfig() *quic.Config {
 		InitialConnectionReceiveWindow: 1 << 20,
 		MaxConnectionReceiveWindow:     64 << 20,
 		EnableDatagrams:                true,
+		InitialPacketSize:              InitialPacketSize,
 	}
 }
 
@@ -62,6 +73,7 @@ func DefaultServerConfig() *quic.Config {
 		InitialConnectionReceiveWindow: 1 << 20,
 		MaxConnectionReceiveWindow:     64 << 20,
 		EnableDatagrams:                true,
+		InitialPacketSize:              InitialPacketSize,
 	}
 }
 
@@ -78,13 +90,14 @@ func withDatagrams(c *quic.Config, def func() *quic.Config) *quic.Config {
 }
 
 // Dial connects to a relay at raddr. With pc nil Dial opens a UDP socket of its
-// own and closes it with the connection; a pc the caller gives stays the
-// caller's (it is not closed), and carries this one connection. qconf nil means
+// own and closes it with the connection. A pc the caller gives stays the
+// caller's (it is not closed); connections dialed from the same pc share one
+// quic.Transport (one reader on the socket), which ends with the last of them. qconf nil means
 // [DefaultClientConfig]. The handshake is bounded by ctx and
 // qconf.HandshakeIdleTimeout.
 func Dial(ctx context.Context, pc net.PacketConn, raddr *net.UDPAddr, tlsConf *tls.Config, qconf *quic.Config) (transport.Conn, error) {
-	if tlsConf == nil {
-		return nil, errors.New("quictransport: dial: tls.Config is required")
+	if tlsConf == nil || raddr == nil {
+		return nil, errors.New("quictransport: dial: tls.Config and address are required")
 	}
 	silenceQUICGoWarning()
 	owned := pc == nil
@@ -101,12 +114,17 @@ func Dial(ctx context.Context, pc net.PacketConn, raddr *net.UDPAddr, tlsConf *t
 		pc = c
 	}
 	noteBuffers(pc)
-	tr := &quic.Transport{Conn: pc}
-	release := func() {
-		tr.Close()
-		if owned {
+	var tr *quic.Transport
+	var release func()
+	if owned {
+		tr = &quic.Transport{Conn: pc}
+		release = func() {
+			tr.Close()
 			pc.Close()
 		}
+	} else {
+		tr = acquireShared(pc)
+		release = func() { releaseShared(pc) }
 	}
 	qc, err := tr.Dial(ctx, raddr, tlsConf, withDatagrams(qconf, DefaultClientConfig))
 	if err != nil {
@@ -122,7 +140,8 @@ func Dial(ctx context.Context, pc net.PacketConn, raddr *net.UDPAddr, tlsConf *t
 // ListenConfig configures [Listen].
 type ListenConfig struct {
 	// PacketConn is the relay's UDP socket; it stays the caller's (Close does not
-	// close it). Nil: Listen binds Addr and closes that socket on Close.
+	// close it), but the listener must be its only reader: don't Dial from it.
+	// Nil: Listen binds Addr and closes that socket on Close.
 	PacketConn net.PacketConn
 	// Addr is the UDP address to bind when PacketConn is nil.
 	Addr string
@@ -254,4 +273,54 @@ func (l *Listener) Close() error {
 		}
 	})
 	return l.closeErr
+}
+
+var (
+	sharedMu sync.Mutex // guards shared
+	shared   = map[net.PacketConn]*sharedTransport{}
+)
+
+// sharedTransport is the one quic.Transport reading a caller's socket.
+type sharedTransport struct {
+	tr      *quic.Transport
+	refs    int
+	closing chan struct{} // non-nil while the last user's Close runs
+}
+
+func acquireShared(pc net.PacketConn) *quic.Transport {
+	for {
+		sharedMu.Lock()
+		st := shared[pc]
+		if st != nil && st.closing != nil {
+			// Two readers on one socket would split its packets: wait.
+			closing := st.closing
+			sharedMu.Unlock()
+			<-closing
+			continue
+		}
+		if st == nil {
+			st = &sharedTransport{tr: &quic.Transport{Conn: pc}}
+			shared[pc] = st
+		}
+		st.refs++
+		sharedMu.Unlock()
+		return st.tr
+	}
+}
+
+func releaseShared(pc net.PacketConn) {
+	sharedMu.Lock()
+	st := shared[pc]
+	st.refs--
+	if st.refs > 0 {
+		sharedMu.Unlock()
+		return
+	}
+	st.closing = make(chan struct{})
+	sharedMu.Unlock()
+	st.tr.Close()
+	sharedMu.Lock()
+	delete(shared, pc)
+	close(st.closing)
+	sharedMu.Unlock()
 }

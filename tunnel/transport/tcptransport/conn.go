@@ -37,6 +37,7 @@ type Conn struct {
 	wg     sync.WaitGroup
 
 	closeOnce sync.Once
+	dgOnce    sync.Once // starts the datagram writer on first use
 
 	mu       sync.Mutex // guards the fields below
 	streams  map[uint32]*stream
@@ -70,27 +71,21 @@ func newConn(tc *tls.Conn, sc *sessConn, sess *yamux.Session, ctl *yamux.Stream,
 		streams: make(map[uint32]*stream),
 		early:   make(map[uint32]earlyState),
 	}
-	ctlDone := make(chan struct{})
+	if !client {
+		c.lastPeer = ctl.StreamID() // the control stream is the peer's first
+	}
+	// One goroutine reads the control stream and, when the session ends, says
+	// why: a close frame read there beats the TCP error.
 	c.wg.Go(func() {
-		defer close(ctlDone)
 		err := c.readControl()
 		var ce *transport.CloseError
-		if errors.As(err, &ce) {
+		switch {
+		case errors.As(err, &ce):
 			c.finish(ce)
-			c.sess.Close()
-			return
-		}
-		if errors.Is(err, errProtocol) {
+		case errors.Is(err, errProtocol):
 			c.finish(err)
-			c.sess.Close()
 		}
-	})
-	c.wg.Go(c.writeDatagrams)
-	c.wg.Go(func() {
-		<-c.sess.CloseChan()
-		// The control stream still yields what arrived before the end: a
-		// close frame there says why, better than the TCP error.
-		<-ctlDone
+		c.sess.Close()
 		c.finish(c.lostErr())
 		c.wakeAll()
 	})
@@ -154,7 +149,8 @@ func (c *Conn) OpenStream(ctx context.Context) (transport.Stream, error) {
 	case <-ctx.Done():
 		go func() {
 			if r := <-done; r.ys != nil {
-				r.ys.Close()
+				// The peer may already have it: abort, so its reader sees why.
+				c.register(r.ys, earlyState{}).Close()
 			}
 		}()
 		return nil, ctx.Err()
@@ -281,6 +277,7 @@ func (c *Conn) SendDatagram(b []byte) error {
 	if c.closed.Load() {
 		return fmt.Errorf("tcptransport: send datagram: %w", c.cause())
 	}
+	c.dgOnce.Do(func() { c.wg.Go(c.writeDatagrams) })
 	d := dgPool.Get().(*dgBuf)
 	d.n = len(appendFrameHeader(d.b[:0], frameDatagram, len(b)))
 	d.n += copy(d.b[d.n:], b)

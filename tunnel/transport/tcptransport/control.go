@@ -56,7 +56,7 @@ func appendAbort(b []byte, id uint32, code uint64, flags byte) []byte {
 // readControl reads control frames until the stream ends; it returns the
 // close frame's error when one arrives.
 func (c *Conn) readControl() error {
-	r := bufio.NewReaderSize(c.ctl, 16<<10)
+	r := bufio.NewReaderSize(c.ctl, 4<<10)
 	var hdr [frameHeader]byte
 	buf := make([]byte, maxFrameLen)
 	for {

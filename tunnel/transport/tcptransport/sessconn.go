@@ -4,24 +4,30 @@ import (
 	"bufio"
 	"crypto/tls"
 	"encoding/binary"
+	"errors"
+	"io"
 	"net"
 	"sync"
 )
 
 // rawConn is the TCP connection under TLS, tuned for bulk: reads go through a
-// 64 KiB buffer (one syscall for several TLS records) and, while batching,
+// buffer (one syscall for several TLS records) and, while batching,
 // writes collect so that one yamux frame's TLS records leave in one syscall.
 type rawConn struct {
 	net.Conn
-	r *bufio.Reader
+	r io.Reader // the buffered reader, or the conn itself
 
 	mu       sync.Mutex // guards the fields below; held while flushing to keep record order
 	batching bool
 	wbuf     []byte
 }
 
-func newRawConn(nc net.Conn) *rawConn {
-	return &rawConn{Conn: nc, r: bufio.NewReaderSize(nc, 64<<10)}
+func newRawConn(nc net.Conn, readBuffer int) *rawConn {
+	c := &rawConn{Conn: nc, r: nc}
+	if readBuffer > 0 {
+		c.r = bufio.NewReaderSize(nc, readBuffer)
+	}
+	return c
 }
 
 func (c *rawConn) Read(p []byte) (int, error) { return c.r.Read(p) }
@@ -73,9 +79,19 @@ type sessConn struct {
 	hdr     [12]byte
 	pending bool // hdr holds a data frame's header whose body comes next
 
+	// Only yamux's receive goroutine reads; no lock needed for these.
+	body uint32   // bytes left of the current data frame's body
+	rhdr [12]byte // a frame header split across reads
+	rhn  int
+
 	mu      sync.Mutex // guards the field below
 	readErr error
 }
+
+// errPing: yamux answers every ping from a new goroutine that may wait 10 s
+// to send, so a flood of them from the peer would pile up goroutines. Our
+// peers never ping (keep-alive is off; the tunnel has its own heartbeat).
+var errPing = errors.New("tcptransport: the peer sent a yamux ping")
 
 func newSessConn(tc *tls.Conn, raw *rawConn) *sessConn {
 	return &sessConn{tc: tc, raw: raw}
@@ -83,6 +99,9 @@ func newSessConn(tc *tls.Conn, raw *rawConn) *sessConn {
 
 func (c *sessConn) Read(p []byte) (int, error) {
 	n, err := c.tc.Read(p)
+	if err == nil {
+		err = c.scan(p[:n])
+	}
 	if err != nil {
 		c.mu.Lock()
 		if c.readErr == nil {
@@ -91,6 +110,32 @@ func (c *sessConn) Read(p []byte) (int, error) {
 		c.mu.Unlock()
 	}
 	return n, err
+}
+
+// scan follows yamux's frame boundaries in what was read, to refuse pings.
+func (c *sessConn) scan(p []byte) error {
+	for len(p) > 0 {
+		if c.body > 0 {
+			n := uint32(min(uint64(len(p)), uint64(c.body)))
+			c.body -= n
+			p = p[n:]
+			continue
+		}
+		n := copy(c.rhdr[c.rhn:], p)
+		c.rhn += n
+		p = p[n:]
+		if c.rhn < yamuxHeaderSize {
+			return nil
+		}
+		c.rhn = 0
+		switch c.rhdr[1] {
+		case yamuxTypeData:
+			c.body = binary.BigEndian.Uint32(c.rhdr[8:12])
+		case yamuxTypePing:
+			return errPing
+		}
+	}
+	return nil
 }
 
 // firstReadErr is the error that ended reading, if any.
@@ -103,6 +148,7 @@ func (c *sessConn) firstReadErr() error {
 const (
 	yamuxHeaderSize = 12
 	yamuxTypeData   = 0
+	yamuxTypePing   = 2
 )
 
 func (c *sessConn) Write(p []byte) (int, error) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"syscall"
 	"testing"
@@ -227,5 +228,54 @@ func TestAbortBeforeAccept(t *testing.T) {
 	var se *transport.StreamError
 	if !errors.As(err, &se) || se.Code != 9 || !se.Remote {
 		t.Fatalf("read of a stream aborted before accept: %v, want remote StreamError 9", err)
+	}
+}
+
+// A server that accepts TCP and never speaks TLS: the dial gives up after
+// HandshakeTimeout and leaves nothing running.
+func TestFailedDialLeavesNothing(t *testing.T) {
+	ctls, _ := transporttest.TLSConfigs(t)
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := raw.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+	}()
+	before := runtime.NumGoroutine()
+	for range 3 {
+		start := time.Now()
+		_, err := tcptransport.Dial(context.Background(), raw.Addr().String(), ctls, &tcptransport.Options{HandshakeTimeout: 100 * time.Millisecond})
+		if err == nil {
+			t.Fatal("dial succeeded")
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Fatalf("dial took %v", d)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines, %d before", runtime.NumGoroutine(), before)
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition with a deadline
 	}
 }

@@ -52,7 +52,11 @@ type Options struct {
 	// full speed for one video stream over a 50 ms path.
 	MaxStreamWindow uint32
 	// AcceptBacklog is how many streams the peer may open before this side
-	// accepts them (yamux resets the rest). 0 means 256.
+	// accepts them (yamux resets the rest); each may hold 256 KiB the peer
+	// sent before the accept. yamux also uses it to cap this side's opens
+	// awaiting the peer's accept. 0 means 256 for Dial (the relay opens a
+	// stream per viewer connection) and 16 for Listen (agents open only the
+	// control stream: at most 4 MiB buffered for streams the relay never takes).
 	AcceptBacklog int
 	// DatagramQueue is the length of the datagram send and receive queues. 0
 	// means 256.
@@ -60,6 +64,11 @@ type Options struct {
 	// CloseLinger is how long CloseWithError waits for the peer to close after
 	// sending the close frame, so a TCP reset can't overtake it. 0 means 1 s.
 	CloseLinger time.Duration
+	// ReadBuffer, when positive, buffers reads from the TCP socket so one
+	// syscall takes in several TLS records: 64 KiB measured about 10% less CPU
+	// per byte in BenchmarkThroughput, but costs its size on every idle
+	// connection (an idle relay side is about 50 KiB without it). 0: none.
+	ReadBuffer int
 	// DialContext dials TCP for Dial. Nil means a net.Dialer.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 }
@@ -74,9 +83,6 @@ func (o *Options) withDefaults() Options {
 	}
 	if r.MaxStreamWindow == 0 {
 		r.MaxStreamWindow = 16 << 20
-	}
-	if r.AcceptBacklog == 0 {
-		r.AcceptBacklog = 256
 	}
 	if r.DatagramQueue == 0 {
 		r.DatagramQueue = 256
@@ -116,17 +122,25 @@ func Dial(ctx context.Context, addr string, tlsConf *tls.Config, opts *Options) 
 		return nil, errors.New("tcptransport: dial: tls.Config is required")
 	}
 	o := opts.withDefaults()
+	if o.AcceptBacklog == 0 {
+		o.AcceptBacklog = 256
+	}
 	ctx, cancel := context.WithTimeout(ctx, o.HandshakeTimeout)
 	defer cancel()
 	nc, err := o.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("tcptransport: dial %s: %w", addr, err)
 	}
-	rc := newRawConn(nc)
-	tc := tls.Client(rc, tlsConf)
+	rc := newRawConn(nc, o.ReadBuffer)
+	tc := tls.Client(rc, tls13(tlsConf))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("tcptransport: dial %s: tls: %w", addr, err)
+	}
+	if len(tlsConf.NextProtos) > 0 && tc.ConnectionState().NegotiatedProtocol == "" {
+		// QUIC refuses a server without ALPN; so does the fallback.
+		nc.Close()
+		return nil, fmt.Errorf("tcptransport: dial %s: the server did not agree on an application protocol %q", addr, tlsConf.NextProtos)
 	}
 	sc := newSessConn(tc, rc)
 	sess, err := yamux.Client(sc, o.yamuxConfig())
@@ -140,6 +154,17 @@ func Dial(ctx context.Context, addr string, tlsConf *tls.Config, opts *Options) 
 		return nil, fmt.Errorf("tcptransport: dial %s: control stream: %w", addr, err)
 	}
 	return newConn(tc, sc, sess, ctl, o, true), nil
+}
+
+// tls13 is conf, raised to TLS 1.3 at least: the seam promises it (QUIC
+// has nothing older).
+func tls13(conf *tls.Config) *tls.Config {
+	if conf.MinVersion >= tls.VersionTLS13 {
+		return conf
+	}
+	conf = conf.Clone()
+	conf.MinVersion = tls.VersionTLS13
+	return conf
 }
 
 // ListenConfig configures [Listen].
@@ -192,11 +217,15 @@ func Listen(cfg ListenConfig) (transport.Listener, error) {
 			return nil, fmt.Errorf("tcptransport: listen: %w", err)
 		}
 	}
+	opts := cfg.Options.withDefaults()
+	if opts.AcceptBacklog == 0 {
+		opts.AcceptBacklog = 16
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Listener{
 		ln:      ln,
-		tlsConf: cfg.TLSConfig,
-		opts:    cfg.Options.withDefaults(),
+		tlsConf: tls13(cfg.TLSConfig),
+		opts:    opts,
 		slots:   make(chan struct{}, cfg.MaxHandshakes),
 		ready:   make(chan *Conn, 32),
 		ctx:     ctx,
@@ -242,7 +271,7 @@ func (l *Listener) handshake(nc net.Conn) {
 	ctx, cancel := context.WithTimeout(l.ctx, l.opts.HandshakeTimeout)
 	defer cancel()
 	nc.SetDeadline(time.Now().Add(l.opts.HandshakeTimeout))
-	rc := newRawConn(nc)
+	rc := newRawConn(nc, l.opts.ReadBuffer)
 	tc := tls.Server(rc, l.tlsConf)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		nc.Close()

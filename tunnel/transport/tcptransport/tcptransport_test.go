@@ -48,3 +48,28 @@ func BenchmarkThroughput(b *testing.B) {
 	client, server := pair(b)
 	transporttest.Throughput(b, client, server)
 }
+
+// TestIdleMemory logs what an idle connection costs (both ends together).
+func TestIdleMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measurement")
+	}
+	ctls, stls := transporttest.TLSConfigs(t)
+	ln, err := tcptransport.Listen(tcptransport.ListenConfig{Addr: "127.0.0.1:0", TLSConfig: stls})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	connect := func() (transport.Conn, transport.Conn) {
+		c, err := tcptransport.Dial(context.Background(), ln.Addr().String(), ctls, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ln.Accept(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, s
+	}
+	t.Logf("idle connection, client and server together: %d KiB", transporttest.IdleMemory(t, 100, connect)>>10)
+}

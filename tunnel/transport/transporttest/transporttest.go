@@ -430,9 +430,11 @@ func testDatagrams(t *testing.T, newPair NewPair) {
 // refuses full-size ones until path MTU discovery ran) until the peer gets it.
 func sendDatagramUntilReceived(t *testing.T, ctx context.Context, from, to transport.Conn, want []byte) []byte {
 	t.Helper()
+	var lastErr error
 	for {
-		if err := from.SendDatagram(want); err != nil && !errors.Is(err, transport.ErrDatagramTooLarge) {
-			t.Fatalf("send %d bytes: %v", len(want), err)
+		lastErr = from.SendDatagram(want)
+		if lastErr != nil && !errors.Is(lastErr, transport.ErrDatagramTooLarge) {
+			t.Fatalf("send %d bytes: %v", len(want), lastErr)
 		}
 		rctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 		got, err := to.ReceiveDatagram(rctx)
@@ -441,7 +443,7 @@ func sendDatagramUntilReceived(t *testing.T, ctx context.Context, from, to trans
 			return got
 		}
 		if ctx.Err() != nil {
-			t.Fatalf("datagram of %d bytes never arrived", len(want))
+			t.Fatalf("datagram of %d bytes never arrived (last send: %v)", len(want), lastErr)
 		}
 	}
 }
