@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/bluenviron/gortsplib/v4 v4.16.2
+	github.com/hashicorp/yamux v0.1.2
 	github.com/huin/goupnp v1.3.0
 	github.com/jackpal/gateway v1.1.1
 	github.com/libdns/cloudflare v0.2.2
@@ -15,6 +16,7 @@ require (
 	golang.org/x/image v0.47.0
 	golang.org/x/sync v0.24.0
 	golang.org/x/sys v0.49.0
+	golang.org/x/time v0.16.0
 	gopkg.in/yaml.v3 v3.0.1
 )
 

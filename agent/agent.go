@@ -1,5 +1,5 @@
 // Package agent is porthole-agent, the home daemon. It wires the parts together:
-// the QUIC tunnel to the relay (agent/tunnel), the direct listeners and router port
+// the tunnel to the relay (tunnel), the direct listeners and router port
 // mappings (internal/gateway, agent/portmap), public address detection
 // (agent/publicip) and the DNS record (agent/ddns), and it decides which path DNS
 // points at: the home, once the relay has verified the direct path from outside for
@@ -25,9 +25,9 @@ import (
 	"github.com/porthole-dev/porthole/agent/ddns"
 	"github.com/porthole-dev/porthole/agent/portmap"
 	"github.com/porthole-dev/porthole/agent/publicip"
-	"github.com/porthole-dev/porthole/agent/tunnel"
 	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/internal/gateway"
+	"github.com/porthole-dev/porthole/tunnel"
 )
 
 // Config configures an Agent. Only Agent is required; the rest are hooks for tests.
@@ -163,17 +163,13 @@ func New(cfg Config) (*Agent, error) {
 	a.status.Name, a.status.Version, a.status.Started, a.cams = ac.Name, cfg.Version, time.Now(), cams
 
 	if ac.Relay != nil {
-		var svcs []tunnel.Service
-		for _, s := range ac.Services {
-			pol, err := gateway.NewPolicy(s.Allow, s.AllowAny)
-			if err != nil {
-				return nil, fmt.Errorf("agent: service %s: %w", s.Name, err)
-			}
-			svcs = append(svcs, tunnel.Service{Name: s.Name, Port: s.Port, Target: s.Target, Policy: pol})
+		svcs, handler, err := a.relayServices()
+		if err != nil {
+			return nil, err
 		}
 		tun, err := tunnel.New(tunnel.Config{
-			Address: ac.Relay.Address, Name: ac.Name, Token: ac.Relay.Token,
-			Services: svcs, DialLAN: cfg.DialLAN, Logger: cfg.Logger.With("part", "tunnel"),
+			Address: ac.Relay.Address, Name: ac.Name, Token: ac.Relay.Token, Transport: ac.Relay.Transport,
+			Services: svcs, Handler: handler, Logger: cfg.Logger.With("part", "tunnel"),
 			OnConnect:  func(tunnel.Session) { a.poke() },
 			OnObserved: func(netip.AddrPort) { a.poke() },
 		})
@@ -275,11 +271,9 @@ func (a *Agent) Status() Status {
 		st.Tunnel.LastError = ts.LastError
 		st.Tunnel.Reconnects = ts.Reconnects
 		st.Tunnel.Streams = a.tun.ActiveStreams()
+		st.Tunnel.Transport, st.Tunnel.TransportWhy = ts.Transport, ts.TransportWhy
 		if ts.Connected {
 			st.Tunnel.Since = ts.Since
-			// The tunnel speaks QUIC only until the TCP fallback lands; then
-			// this comes from tunnel.Status.
-			st.Tunnel.Transport = "quic"
 		}
 		if ts.Session.Observed.IsValid() {
 			st.Tunnel.Observed = ts.Session.Observed.String()
@@ -386,12 +380,7 @@ func (a *Agent) startDirect(ctx context.Context, run func(string, func(context.C
 		target := s.Target
 		var intercept func(net.Conn, netip.AddrPort) (bool, []byte)
 		if a.tun != nil {
-			intercept = func(c net.Conn, from netip.AddrPort) (bool, []byte) {
-				if tc, ok := c.(*net.TCPConn); ok {
-					return a.tun.AnswerProbe(tc, from)
-				}
-				return false, nil
-			}
+			intercept = a.tun.AnswerProbe
 		}
 		l, err := gateway.Listen(gateway.Config{
 			Service: s.Name,

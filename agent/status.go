@@ -15,9 +15,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/porthole-dev/porthole/agent/tunnel"
 	"github.com/porthole-dev/porthole/internal/admin"
 	"github.com/porthole-dev/porthole/internal/gateway"
+	"github.com/porthole-dev/porthole/tunnel"
 )
 
 // StatusFile is where a running agent saves its status, inside state_dir: the

@@ -3,7 +3,6 @@ package proto
 import (
 	"crypto/hmac"
 	"crypto/sha256"
-	"crypto/tls"
 	"fmt"
 )
 
@@ -13,9 +12,15 @@ const ExporterLabel = "EXPORTER-porthole-auth-v1"
 // ExporterLen is the number of exporter bytes mixed into each proof.
 const ExporterLen = 32
 
+// KeyingMaterialExporter is what [Exporter] needs of a connection: a TLS exporter
+// (RFC 8446 7.5). *tls.ConnectionState and every tunnel transport connection have one.
+type KeyingMaterialExporter interface {
+	ExportKeyingMaterial(label string, context []byte, length int) ([]byte, error)
+}
+
 // Exporter returns this connection's channel-binding bytes.
-func Exporter(cs tls.ConnectionState) ([]byte, error) {
-	b, err := cs.ExportKeyingMaterial(ExporterLabel, nil, ExporterLen)
+func Exporter(c KeyingMaterialExporter) ([]byte, error) {
+	b, err := c.ExportKeyingMaterial(ExporterLabel, nil, ExporterLen)
 	if err != nil {
 		return nil, fmt.Errorf("proto: tls exporter: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // ALPN is the TLS application protocol of a Porthole tunnel.
@@ -207,34 +208,74 @@ func WriteMessage(w io.Writer, m Message) error {
 	return err
 }
 
-// ReadMessage reads one frame and decodes it. Frames of unknown type are skipped.
-// The returned Message is a pointer (*Hello, *Ping, ...).
-func ReadMessage(r io.Reader) (Message, error) {
+// ReadMessage reads one frame of at most [MaxFrame] bytes and decodes it. Frames of
+// unknown type are skipped. The returned Message is a pointer (*Hello, *Ping, ...).
+func ReadMessage(r io.Reader) (Message, error) { return ReadMessageMax(r, MaxFrame) }
+
+// ReadMessageMax is ReadMessage for frames of at most limit bytes (at most
+// MaxFrame). Memory grows with the bytes that arrive, not with the length a frame
+// declares: a peer that announces 64 KiB and sends nothing costs a few KiB, not 64.
+func ReadMessageMax(r io.Reader, limit int) (Message, error) {
 	for {
-		var hdr [5]byte
-		if _, err := io.ReadFull(r, hdr[:4]); err != nil {
-			return nil, err
-		}
-		n := binary.BigEndian.Uint32(hdr[:4])
-		if n == 0 {
-			return nil, ErrEmptyFrame
-		}
-		if n > MaxFrame {
-			return nil, fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, n)
-		}
-		buf := make([]byte, n)
-		if _, err := io.ReadFull(r, buf); err != nil {
-			return nil, unexpected(err)
-		}
-		m, err := DecodeFrame(buf)
-		if errors.Is(err, errUnknownType) {
+		m, err := ReadFrame(r, limit)
+		if errors.Is(err, ErrUnknownType) {
 			continue
 		}
 		return m, err
 	}
 }
 
-var errUnknownType = errors.New("proto: unknown message type")
+// ReadFrame reads and decodes one frame of at most limit bytes, like
+// ReadMessageMax, but returns a frame of unknown type as an error wrapping
+// [ErrUnknownType] instead of skipping it, so a receiver can count such frames
+// against a budget.
+func ReadFrame(r io.Reader, limit int) (Message, error) {
+	limit = min(limit, MaxFrame)
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n == 0 {
+		return nil, ErrEmptyFrame
+	}
+	if n > uint32(limit) {
+		return nil, fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, n)
+	}
+	buf, err := readGrowing(r, int(n))
+	if err != nil {
+		return nil, unexpected(err)
+	}
+	return DecodeFrame(buf)
+}
+
+// readStep is the first allocation for a frame body; the buffer doubles as bytes
+// arrive.
+const readStep = 4 << 10
+
+// readGrowing reads exactly n bytes, allocating as they arrive.
+func readGrowing(r io.Reader, n int) ([]byte, error) {
+	buf := make([]byte, 0, min(n, readStep))
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, min(n-len(buf), cap(buf)))
+		}
+		end := min(n, cap(buf))
+		k, err := io.ReadFull(r, buf[len(buf):end])
+		buf = buf[:len(buf)+k]
+		if err != nil {
+			if err == io.EOF && len(buf) > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	return buf, nil
+}
+
+// ErrUnknownType is wrapped by DecodeFrame and ReadFrame for a frame whose type
+// this version doesn't know (a newer peer's message).
+var ErrUnknownType = errors.New("proto: unknown message type")
 
 // DecodeFrame decodes a frame without its length prefix: type byte, JSON body.
 func DecodeFrame(buf []byte) (Message, error) {
@@ -243,7 +284,7 @@ func DecodeFrame(buf []byte) (Message, error) {
 	}
 	m := newMessage(Type(buf[0]))
 	if m == nil {
-		return nil, fmt.Errorf("%w %d", errUnknownType, buf[0])
+		return nil, fmt.Errorf("%w %d", ErrUnknownType, buf[0])
 	}
 	if err := json.Unmarshal(buf[1:], m); err != nil {
 		return nil, fmt.Errorf("proto: decode message type %d: %w", buf[0], err)

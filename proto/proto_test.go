@@ -7,8 +7,10 @@ import (
 	"io"
 	"os/exec"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 func TestFrameRoundTrip(t *testing.T) {
@@ -187,5 +189,56 @@ func TestPingFrameDrawsStatelessReset(t *testing.T) {
 	}
 	if len(b) <= 42 {
 		t.Fatalf("a ping frame is %d bytes; the packet carrying it may be too small for a stateless reset", len(b))
+	}
+}
+
+// stallReader yields its bytes, then blocks forever... modelled here as an error
+// that is not EOF, as a read deadline would give.
+type stallReader struct{ b []byte }
+
+var errStalled = errors.New("stalled")
+
+func (r *stallReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, errStalled
+	}
+	n := copy(p, r.b)
+	r.b = r.b[n:]
+	return n, nil
+}
+
+// A frame header declaring MaxFrame bytes followed by nothing must not cost the
+// declared length: an unauthenticated peer could otherwise make the relay allocate
+// 64 KiB per connection by sending four bytes.
+func TestReadMessageAllocatesAsBytesArrive(t *testing.T) {
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], MaxFrame)
+	const runs = 200
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for range runs {
+		if _, err := ReadMessage(&stallReader{b: hdr[:]}); !errors.Is(err, errStalled) {
+			t.Fatalf("err %v", err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / runs; per > 8<<10 {
+		t.Fatalf("a frame header declaring %d bytes followed by nothing allocated %d bytes", MaxFrame, per)
+	}
+	// And a full frame still arrives whole, across the growth steps.
+	big := &Refused{Reason: strings.Repeat("x", MaxFrame-100)}
+	var buf bytes.Buffer
+	if err := WriteMessage(&buf, big); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadMessage(iotest.OneByteReader(&buf))
+	if err != nil || !reflect.DeepEqual(got, big) {
+		t.Fatalf("big frame: %v", err)
+	}
+	buf.Reset()
+	WriteMessage(&buf, big)
+	if _, err := ReadMessageMax(&buf, 1024); !errors.Is(err, ErrFrameTooLarge) {
+		t.Fatalf("ReadMessageMax: %v", err)
 	}
 }

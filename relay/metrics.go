@@ -101,7 +101,7 @@ func (s *Server) Status() Status {
 		as := AgentStatus{Name: name, Ports: rc.Agents[name].Ports.String()}
 		if ss := sessions[name]; ss != nil {
 			as.Connected = true
-			as.Remote = ss.conn.RemoteAddr().String()
+			as.Remote = ss.ts.Observed().String()
 			ss.mu.Lock()
 			for _, l := range ss.listeners {
 				ls := l.ln.Stats()

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porthole-dev/porthole/agent/tunnel"
 	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/internal/gateway"
+	"github.com/porthole-dev/porthole/tunnel"
 )
 
 // TestDirectListenerSharedWithRelayAddress: the agent's direct listener answers the
@@ -30,8 +30,9 @@ func TestDirectListenerSharedWithRelayAddress(t *testing.T) {
 	any, _ := gateway.ParsePolicy([]string{"any"})
 	connected := make(chan struct{}, 1)
 	c, err := tunnel.New(tunnel.Config{
-		Address: e.relay.Addr().String(), Name: "home", Token: tok, Logger: logger(t), PacketConn: pc,
-		Services:  []tunnel.Service{{Name: "cam", Port: port, Target: echoServer(t), Policy: any}},
+		Address: e.relay.Addr().String(), Name: "home", Token: tok, Logger: logger(t), DialQUIC: tunnel.DialQUIC(pc),
+		Services:  []tunnel.Service{{Name: "cam", Port: port, Allow: []string{"any"}}},
+		Handler:   tunnel.ForwardTo(map[string]string{"cam": echoServer(t)}),
 		OnConnect: func(tunnel.Session) { connected <- struct{}{} },
 	})
 	if err != nil {
@@ -56,8 +57,7 @@ func TestDirectListenerSharedWithRelayAddress(t *testing.T) {
 					return nil, err
 				}
 				return c.(*net.TCPConn), nil
-			}, Intercept: func(nc net.Conn, from netip.AddrPort) (bool, []byte) { return c.AnswerProbe(nc.(*net.TCPConn), from) },
-			Logger: logger(t)})
+			}, Intercept: c.AnswerProbe, Logger: logger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}

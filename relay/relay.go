@@ -1,8 +1,10 @@
-// Package relay is porthole-relay, the daemon on a VPS: it accepts agents' QUIC
-// tunnels, authenticates them by token, opens a TCP listener for each service an
-// agent registers (inside that agent's port range), checks viewers against the
-// service's access rule and carries each viewer connection through a QUIC stream to
-// the agent. It also probes agents' direct paths from outside on request.
+// Package relay is porthole-relay, the daemon on a VPS: it accepts agents' tunnels
+// (QUIC, and TLS over TCP on the same port number when UDP is blocked) through
+// the relay half of package tunnel, keeps the registry of connected agents, opens
+// a TCP listener for each service an agent registers (inside that agent's port
+// range), checks viewers against the service's access rule and carries each viewer
+// connection through a stream to the agent. It also probes agents' direct paths
+// from outside on request, dialing only the agent's own address.
 package relay
 
 import (
@@ -20,16 +22,10 @@ import (
 	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/internal/gateway"
 	"github.com/porthole-dev/porthole/proto"
-	"github.com/quic-go/quic-go"
-)
-
-// Application error codes on a QUIC connection closed by either side.
-const (
-	CodeNormal       quic.ApplicationErrorCode = 0
-	CodeAuthFailed   quic.ApplicationErrorCode = 1
-	CodeReplaced     quic.ApplicationErrorCode = 2
-	CodeShuttingDown quic.ApplicationErrorCode = 3
-	CodeProtocol     quic.ApplicationErrorCode = 4
+	"github.com/porthole-dev/porthole/tunnel"
+	"github.com/porthole-dev/porthole/tunnel/transport"
+	"github.com/porthole-dev/porthole/tunnel/transport/quictransport"
+	"github.com/porthole-dev/porthole/tunnel/transport/tcptransport"
 )
 
 // Config configures a relay Server.
@@ -38,13 +34,23 @@ type Config struct {
 	Relay *config.Relay
 	// Logger receives the relay's log. Nil discards.
 	Logger *slog.Logger
-	// PacketConn is the UDP socket agents connect to; nil binds Relay.Listen.
+	// PacketConn is the UDP socket agents connect to with QUIC; nil binds
+	// Relay.Listen. A PacketConn given here stays the caller's.
 	PacketConn net.PacketConn
-	// HandshakeTimeout bounds an agent's authentication. Zero means 10s.
+	// TCPListener is where agents connect with TLS over TCP when UDP is blocked;
+	// the relay takes it over. Nil binds TCP on the UDP socket's address (the
+	// same port number).
+	TCPListener net.Listener
+	// HandshakeTimeout bounds an agent's authentication, from its connection's
+	// acceptance to Welcome. Zero means 3s (tunnel.ServerConfig.AuthTimeout).
 	HandshakeTimeout time.Duration
+	// MaxUnauthenticated caps connections still authenticating. Zero means 64.
+	MaxUnauthenticated int
 	// Heartbeat is the interval agents are told to ping at. Zero means 1s: after a
 	// relay restart the agent's next ping draws a stateless reset, so this bounds
 	// how long a restarted relay waits for its agents (about 100 bytes/s per agent).
+	// An agent silent for three heartbeats (at most 5s) loses its session and its
+	// listeners.
 	Heartbeat time.Duration
 	// ShutdownTimeout is how long open viewer connections may finish on shutdown. Zero means 5s.
 	ShutdownTimeout time.Duration
@@ -56,40 +62,26 @@ type Config struct {
 
 // Server is a running relay.
 type Server struct {
-	cfg Config
-	log *slog.Logger
-	pc  net.PacketConn
-	tr  *quic.Transport
-	ln  *quic.Listener
+	cfg    Config
+	log    *slog.Logger
+	pc     net.PacketConn
+	ownPC  bool
+	lns    []transport.Listener
+	tun    *tunnel.Server
+	runCtx context.Context // listeners serve until it ends
 	// viewers caps viewer connections across every agent's service listeners.
 	viewers *gateway.Limiter
 	adm     *admin.Server // admin endpoint; nil when off
 
 	started time.Time
 
-	wg       sync.WaitGroup // one per agent connection
-	mu       sync.Mutex     // guards the fields below
+	mu       sync.Mutex // guards the fields below
 	sessions map[string]*session
 	closing  bool
 }
 
-// QUICConfig is the relay's QUIC configuration. Exported for tests and benchmarks.
-func QUICConfig() *quic.Config {
-	return &quic.Config{
-		HandshakeIdleTimeout:           5 * time.Second,
-		MaxIdleTimeout:                 30 * time.Second,
-		MaxIncomingStreams:             4, // agents open only the control stream
-		MaxIncomingUniStreams:          -1,
-		InitialStreamReceiveWindow:     512 << 10,
-		MaxStreamReceiveWindow:         16 << 20,
-		InitialConnectionReceiveWindow: 1 << 20,
-		MaxConnectionReceiveWindow:     64 << 20,
-		EnableDatagrams:                true,
-	}
-}
-
 // New loads or creates the relay's state (TLS key, stateless-reset key) and binds its
-// UDP socket. Run then serves.
+// sockets. Run then serves.
 func New(cfg Config) (*Server, error) {
 	if cfg.Relay == nil {
 		return nil, errors.New("relay: Config.Relay is required")
@@ -98,17 +90,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.HandshakeTimeout == 0 {
-		cfg.HandshakeTimeout = 10 * time.Second
-	}
-	if cfg.Heartbeat == 0 {
-		cfg.Heartbeat = time.Second
-	}
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 5 * time.Second
-	}
-	if cfg.ProbeTimeout == 0 {
-		cfg.ProbeTimeout = 5 * time.Second
 	}
 	if cfg.ProbeDial == nil {
 		var d net.Dialer
@@ -125,89 +108,169 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	pc := cfg.PacketConn
-	if pc == nil {
-		pc, err = net.ListenPacket("udp", rc.Listen)
-		if err != nil {
-			return nil, fmt.Errorf("relay: listen %s: %w", rc.Listen, err)
-		}
+	lim := rc.Limits
+	viewers := gateway.NewLimiter(gateway.Limits{MaxConns: lim.MaxConns, MaxConnsPerSource: lim.MaxConnsPerSource, MaxPendingPerSource: lim.MaxPendingPerSource})
+	s := &Server{cfg: cfg, log: cfg.Logger, sessions: map[string]*session{}, runCtx: context.Background(), viewers: viewers, started: time.Now()}
+	s.tun, err = tunnel.NewServer(tunnel.ServerConfig{
+		Token: func(name string) ([]byte, bool) {
+			a, ok := rc.Agents[name]
+			return []byte(a.Token), ok
+		},
+		OnConnect:          s.onConnect,
+		Register:           s.register,
+		ProbeDial:          s.probeDial,
+		OnDisconnect:       s.onDisconnect,
+		PublicIP:           rc.PublicIP,
+		Heartbeat:          cfg.Heartbeat,
+		AuthTimeout:        cfg.HandshakeTimeout,
+		MaxUnauthenticated: cfg.MaxUnauthenticated,
+		ProbeTimeout:       cfg.ProbeTimeout,
+		Logger:             cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
 	}
-	tr := &quic.Transport{Conn: pc, StatelessResetKey: resetKey}
+	s.pc = cfg.PacketConn
+	tl := cfg.TCPListener
+	if s.pc == nil {
+		if s.pc, tl, err = bindBoth(rc.Listen, tl); err != nil {
+			return nil, err
+		}
+		s.ownPC = true
+	}
 	tlsConf := &tls.Config{
 		Certificates: []tls.Certificate{cert},
 		NextProtos:   []string{proto.ALPN},
 		MinVersion:   tls.VersionTLS13,
 	}
-	ln, err := tr.Listen(tlsConf, QUICConfig())
+	qln, err := quictransport.Listen(quictransport.ListenConfig{
+		PacketConn: s.pc, TLSConfig: tlsConf, StatelessResetKey: resetKey,
+		// Retry (source-address validation) while connections pile up either
+		// before the TLS handshake completes or after it, before authentication.
+		RequireRetry: s.tun.RequireRetry, RetryAbove: 32,
+	})
 	if err != nil {
-		pc.Close()
+		if tl != nil && cfg.TCPListener == nil {
+			tl.Close()
+		}
+		s.closeSockets()
 		return nil, fmt.Errorf("relay: quic listen: %w", err)
 	}
-	lim := rc.Limits
-	viewers := gateway.NewLimiter(gateway.Limits{MaxConns: lim.MaxConns, MaxConnsPerSource: lim.MaxConnsPerSource, MaxPendingPerSource: lim.MaxPendingPerSource})
-	s := &Server{cfg: cfg, log: cfg.Logger, pc: pc, tr: tr, ln: ln, viewers: viewers, sessions: map[string]*session{}, started: time.Now()}
+	s.lns = append(s.lns, qln)
+	if tl == nil {
+		if tl, err = net.Listen("tcp", s.pc.LocalAddr().String()); err != nil {
+			s.closeSockets()
+			return nil, fmt.Errorf("relay: listen on TCP %s (the fallback for agents whose UDP is blocked): %w", s.pc.LocalAddr(), err)
+		}
+	}
+	tln, err := tcptransport.Listen(tcptransport.ListenConfig{Listener: tl, TLSConfig: tlsConf})
+	if err != nil {
+		tl.Close()
+		s.closeSockets()
+		return nil, fmt.Errorf("relay: tcp listen: %w", err)
+	}
+	s.lns = append(s.lns, tln)
+	if w := quictransport.TakeBufferWarning(); w != "" {
+		s.log.Warn(w)
+	}
 	if s.adm, err = s.listenAdmin(); err != nil {
-		ln.Close()
-		pc.Close()
+		s.closeSockets()
 		return nil, err
 	}
 	return s, nil
 }
 
+// bindBoth binds UDP on addr and, unless tl is given, TCP on the same port
+// number. With port 0 (tests, the demo) it retries until a port is free for both.
+func bindBoth(addr string, tl net.Listener) (net.PacketConn, net.Listener, error) {
+	for try := 0; ; try++ {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("relay: listen %s: %w", addr, err)
+		}
+		if tl != nil {
+			return pc, tl, nil
+		}
+		t, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, t, nil
+		}
+		pc.Close()
+		if _, port, _ := net.SplitHostPort(addr); port != "0" || try >= 20 {
+			return nil, nil, fmt.Errorf("relay: listen on TCP %s (the fallback for agents whose UDP is blocked): %w", pc.LocalAddr(), err)
+		}
+	}
+}
+
+func (s *Server) closeSockets() {
+	for _, ln := range s.lns {
+		ln.Close()
+	}
+	if s.ownPC {
+		s.pc.Close()
+	}
+}
+
 // Addr is the UDP address agents connect to.
 func (s *Server) Addr() net.Addr { return s.pc.LocalAddr() }
+
+// TCPAddr is the TCP address agents connect to when UDP is blocked.
+func (s *Server) TCPAddr() net.Addr { return s.lns[1].Addr() }
 
 // Run accepts agents until ctx ends, then shuts down gracefully: service listeners
 // stop accepting, open viewer connections get ShutdownTimeout to finish, tunnels close.
 func (s *Server) Run(ctx context.Context) error {
-	s.log.Info("relay listening", "udp", s.Addr().String(), "agents", len(s.cfg.Relay.Agents))
+	s.log.Info("relay listening", "udp", s.Addr().String(), "tcp", s.TCPAddr().String(), "agents", len(s.cfg.Relay.Agents))
 	sctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	s.runCtx = sctx
+	var wg sync.WaitGroup
 	if s.adm != nil {
-		s.wg.Add(1)
+		wg.Add(1)
 		go func() {
-			defer s.wg.Done()
+			defer wg.Done()
 			if err := s.adm.Run(sctx); err != nil {
 				s.log.Warn("admin endpoint stopped", "err", err)
 			}
 		}()
 	}
-	go func() {
-		<-ctx.Done()
-		s.mu.Lock()
-		s.closing = true
-		sessions := make([]*session, 0, len(s.sessions))
-		for _, ss := range s.sessions {
-			sessions = append(sessions, ss)
-		}
-		s.mu.Unlock()
-		s.ln.Close()
-		var wg sync.WaitGroup
-		for _, ss := range sessions {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				ss.shutdown(s.cfg.ShutdownTimeout)
-			}()
-		}
-		wg.Wait()
-		cancel()
-	}()
-	for {
-		conn, err := s.ln.Accept(sctx)
-		if err != nil {
-			break
-		}
-		s.wg.Add(1)
+	for _, ln := range s.lns {
+		wg.Add(1)
 		go func() {
-			defer s.wg.Done()
-			s.serveConn(sctx, conn)
+			defer wg.Done()
+			if err := s.tun.Serve(sctx, ln); err != nil {
+				s.log.Error("agent listener stopped", "addr", ln.Addr().String(), "err", err)
+			}
 		}()
 	}
-	<-sctx.Done()
-	s.wg.Wait()
-	s.tr.Close()
-	s.pc.Close()
+	<-ctx.Done()
+	s.mu.Lock()
+	s.closing = true
+	sessions := make([]*session, 0, len(s.sessions))
+	for _, ss := range s.sessions {
+		sessions = append(sessions, ss)
+	}
+	s.mu.Unlock()
+	// New agents are refused from here on (onConnect sees closing). The agent
+	// listeners stay open until the sessions have shut down: closing the QUIC
+	// listener would close its connections, cutting viewers mid-transfer.
+	var swg sync.WaitGroup
+	for _, ss := range sessions {
+		swg.Add(1)
+		go func() {
+			defer swg.Done()
+			ss.shutdown(s.cfg.ShutdownTimeout)
+		}()
+	}
+	swg.Wait()
+	cancel()
+	wg.Wait()
+	for _, ln := range s.lns {
+		ln.Close()
+	}
+	if s.ownPC {
+		s.pc.Close()
+	}
 	s.log.Info("relay stopped")
 	return nil
 }

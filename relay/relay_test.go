@@ -16,10 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porthole-dev/porthole/agent/tunnel"
 	"github.com/porthole-dev/porthole/internal/config"
-	"github.com/porthole-dev/porthole/internal/gateway"
 	"github.com/porthole-dev/porthole/relay"
+	"github.com/porthole-dev/porthole/tunnel"
+	"github.com/porthole-dev/porthole/tunnel/transport"
 )
 
 func freePort(t *testing.T) uint16 {
@@ -82,14 +82,11 @@ func startRelay(t *testing.T, port uint16, token string) *env {
 }
 
 func startAgent(t *testing.T, addr string, token string, svcPort uint16, target string, allow []string) *tunnel.Client {
-	pol, err := gateway.ParsePolicy(allow)
-	if err != nil {
-		t.Fatal(err)
-	}
 	connected := make(chan tunnel.Session, 1)
 	c, err := tunnel.New(tunnel.Config{
 		Address: addr, Name: "home", Token: token, Logger: logger(t),
-		Services:  []tunnel.Service{{Name: "cam", Port: svcPort, Target: target, Policy: pol}},
+		Services:  []tunnel.Service{{Name: "cam", Port: svcPort, Allow: allow}},
+		Handler:   tunnel.ForwardTo(map[string]string{"cam": target}),
 		OnConnect: func(s tunnel.Session) { connected <- s },
 	})
 	if err != nil {
@@ -166,10 +163,10 @@ func TestViewerThroughTunnel(t *testing.T) {
 func TestWrongTokenRefused(t *testing.T) {
 	port := freePort(t)
 	e := startRelay(t, port, config.NewToken())
-	pol, _ := gateway.ParsePolicy([]string{"any"})
 	failed := make(chan error, 1)
 	c, _ := tunnel.New(tunnel.Config{Address: e.relay.Addr().String(), Name: "home", Token: config.NewToken(),
-		Services: []tunnel.Service{{Name: "cam", Port: port, Target: "127.0.0.1:1", Policy: pol}},
+		Services: []tunnel.Service{{Name: "cam", Port: port, Allow: []string{"any"}}},
+		Handler:  tunnel.ForwardTo(map[string]string{"cam": "127.0.0.1:1"}),
 		OnRetry: func(err error, _ time.Duration) {
 			select {
 			case failed <- err:
@@ -221,4 +218,48 @@ func TestProbeOnlyAgentsOwnAddress(t *testing.T) {
 			t.Errorf("probe %s: %+v, want refusal containing %q", tc.addr, r, tc.want)
 		}
 	}
+}
+
+// TestViewerOverTCPWhenUDPBlocked: an agent whose UDP never reaches the relay
+// falls back to TLS over TCP on the same port number, and viewers are served
+// through it within 5s of the agent's start.
+func TestViewerOverTCPWhenUDPBlocked(t *testing.T) {
+	tok := config.NewToken()
+	port := freePort(t)
+	e := startRelay(t, port, tok)
+	if e.relay.TCPAddr().(*net.TCPAddr).Port != e.relay.Addr().(*net.UDPAddr).Port {
+		t.Fatalf("TCP %s and UDP %s differ in port", e.relay.TCPAddr(), e.relay.Addr())
+	}
+	connected := make(chan tunnel.Session, 1)
+	start := time.Now()
+	c, err := tunnel.New(tunnel.Config{
+		Address: e.relay.Addr().String(), Name: "home", Token: tok, Logger: logger(t),
+		Services: []tunnel.Service{{Name: "cam", Port: port, Allow: []string{"any"}}},
+		Handler:  tunnel.ForwardTo(map[string]string{"cam": echoServer(t)}),
+		DialQUIC: func(ctx context.Context, addr string) (transport.Conn, error) {
+			<-ctx.Done() // UDP blocked: nothing ever answers
+			return nil, ctx.Err()
+		},
+		OnConnect: func(s tunnel.Session) { connected <- s },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case s := <-connected:
+		if s.Transport != "tcp" {
+			t.Fatalf("transport %s (%s)", s.Transport, s.TransportWhy)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("agent did not connect: %+v", c.Status())
+	}
+	roundTrip(t, port, 1<<20)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("first viewer served %s after the agent's start", took)
+	}
+	t.Logf("viewer served over TCP %s after the agent's start (%s)", time.Since(start).Round(time.Millisecond), c.Status().TransportWhy)
 }

@@ -28,7 +28,7 @@ var (
 
 var (
 	agentKeys      = []string{"name", "state_dir", "relay", "services", "direct", "publicip", "ddns", "limits", "admin"}
-	agentRelayKeys = []string{"address", "token", "token_file"}
+	agentRelayKeys = []string{"address", "token", "token_file", "transport"}
 	serviceKeys    = []string{"name", "target", "port", "allow", "first_byte_timeout"}
 	directKeys     = []string{"enabled", "listen", "protocols", "gateway"}
 	publicIPKeys   = []string{"sources", "https", "dns", "min_agree", "accept", "interval", "ipv6", "ipv6_interface_id"}
@@ -126,6 +126,14 @@ func (p *parser) agentRelay(f *fields) *AgentRelay {
 		r.Address = addr
 	}
 	r.Token, _ = p.token(f, "token")
+	tr, line, ok := p.str(f, "transport", DefaultRelayTransport)
+	switch tr = strings.ToLower(tr); {
+	case !ok:
+	case tr == "auto" || tr == "quic" || tr == "tcp":
+		r.Transport = tr
+	default:
+		p.errorf(line, f.sub("transport"), "unknown transport %q: want auto (QUIC, TCP when UDP is blocked), quic or tcp", tr)
+	}
 	return r
 }
 

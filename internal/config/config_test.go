@@ -118,7 +118,7 @@ func TestDesignAgentExample(t *testing.T) {
 	wantA := &Agent{
 		Name:     "home",
 		StateDir: "/var/lib/porthole-agent",
-		Relay:    &AgentRelay{Address: "relay.example.com:7443", Token: tokA},
+		Relay:    &AgentRelay{Address: "relay.example.com:7443", Token: tokA, Transport: "auto"},
 		Services: []Service{{Name: "frontdoor-rtsp", Target: "192.168.1.20:554", Port: 10554, AllowAny: true}},
 		Direct:   Direct{Enabled: true, Listen: "0.0.0.0", Protocols: []string{"upnp", "natpmp", "pcp"}},
 		PublicIP: PublicIP{

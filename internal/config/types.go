@@ -91,7 +91,13 @@ type AgentRelay struct {
 	Address string
 	// Token is the shared secret (resolved from token or token_file). Required.
 	Token string
+	// Transport is "auto" (default: QUIC, TCP on the same port number when QUIC
+	// doesn't connect within about 2 s, back to QUIC when it works), "quic" or "tcp".
+	Transport string
 }
+
+// DefaultRelayTransport is relay.transport when absent.
+const DefaultRelayTransport = "auto"
 
 // Service is one LAN service exposed on one public port.
 type Service struct {
@@ -188,7 +194,7 @@ func (a RelayAgent) String() string {
 
 // String describes r without its token.
 func (r AgentRelay) String() string {
-	return "{Address:" + r.Address + " Token:" + redact(r.Token) + "}"
+	return "{Address:" + r.Address + " Token:" + redact(r.Token) + " Transport:" + r.Transport + "}"
 }
 
 // String describes p without its secrets (api_token, password, token, key).

@@ -38,7 +38,8 @@ type meter struct {
 
 // Splice copies a->b and b->a until both directions end, honouring half-close: when
 // one side stops sending, the other side's write half is closed and the reverse
-// direction keeps flowing. On an error in either direction both sides are closed.
+// direction keeps flowing. On an error in either direction both sides are aborted
+// (a TCP side gets a reset, not a FIN, so a viewer can tell a failure from the end).
 // Both conns are closed when Splice returns. It returns the bytes copied each way and
 // the first error other than a clean end of stream.
 func Splice(a, b Conn) (aToB, bToA int64, err error) {
@@ -54,9 +55,10 @@ func splice(a, b Conn, ab, ba meter) (aToB, bToA int64, err error) {
 			if !errors.Is(e, net.ErrClosed) {
 				first = e
 			}
-			// Unblock the other direction.
-			a.Close()
-			b.Close()
+			// Unblock the other direction, and tell both ends it failed: a
+			// clean FIN would look like the end of the video.
+			abort(a)
+			abort(b)
 		})
 	}
 	wg.Add(1)
@@ -162,4 +164,12 @@ func spliceTCP(dst, src *net.TCPConn, total *atomic.Int64) (int64, error) {
 			return n, nil
 		}
 	}
+}
+
+// abort closes c, with a TCP reset where c is TCP.
+func abort(c Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
 }

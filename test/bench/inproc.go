@@ -9,10 +9,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/porthole-dev/porthole/agent/tunnel"
 	"github.com/porthole-dev/porthole/internal/config"
-	"github.com/porthole-dev/porthole/internal/gateway"
 	"github.com/porthole-dev/porthole/relay"
+	"github.com/porthole-dev/porthole/tunnel"
 )
 
 // Tunnel is an in-process relay and agent exposing one service on loopback, the
@@ -49,11 +48,11 @@ func StartTunnel(ctx context.Context, target string) (*Tunnel, error) {
 	relayDone := make(chan struct{})
 	go func() { srv.Run(rctx); close(relayDone) }()
 
-	pol, _ := gateway.ParsePolicy([]string{"any"})
 	connected := make(chan tunnel.Session, 1)
 	cl, err := tunnel.New(tunnel.Config{
 		Address: srv.Addr().String(), Name: "home", Token: tok,
-		Services: []tunnel.Service{{Name: "cam", Port: port, Target: target, Policy: pol}},
+		Services: []tunnel.Service{{Name: "cam", Port: port, Allow: []string{"any"}}},
+		Handler:  tunnel.ForwardTo(map[string]string{"cam": target}),
 		OnConnect: func(s tunnel.Session) {
 			select {
 			case connected <- s:

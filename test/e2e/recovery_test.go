@@ -12,8 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porthole-dev/porthole/agent/tunnel"
-	"github.com/porthole-dev/porthole/internal/gateway"
+	"github.com/porthole-dev/porthole/tunnel"
 )
 
 // TestRelayKilled: SIGKILL the relay, restart it on the same port and state_dir; the
@@ -84,16 +83,13 @@ func TestNoLeakAfterReconnects(t *testing.T) {
 	tok := strongToken()
 	e := newEnv(t, agentEntry{Name: "home", Token: tok, Lo: lo, Hi: hi})
 	relay := e.startRelay()
-	pol, err := gateway.NewPolicy(nil, true)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cycle := func(i int, viewer bool) {
 		var connected sync.Once
 		up := make(chan struct{})
 		cl, err := tunnel.New(tunnel.Config{
 			Address: fmt.Sprintf("127.0.0.1:%d", e.udp), Name: "home", Token: tok,
-			Services:  []tunnel.Service{{Name: "cam", Port: uint16(ps[0]), Target: echo.Addr(), Policy: pol}},
+			Services:  []tunnel.Service{{Name: "cam", Port: uint16(ps[0]), Allow: []string{"any"}}},
+			Handler:   tunnel.ForwardTo(map[string]string{"cam": echo.Addr()}),
 			OnConnect: func(tunnel.Session) { connected.Do(func() { close(up) }) },
 		})
 		if err != nil {

@@ -22,6 +22,11 @@ import (
 // WireGuard packet at MTU 1280 plus its header fits.
 const MaxDatagram = 1350
 
+// CodeStreamClosed is the stream error code Stream.Close sends for whatever it
+// still has to abort (the same value as the gateway's "aborted", 1), so a peer
+// reading from a closed stream sees a *StreamError, never a clean EOF.
+const CodeStreamClosed uint64 = 1
+
 // Conn is one tunnel connection between an agent and a relay.
 type Conn interface {
 	// OpenStream opens a bidirectional stream, waiting for flow-control credit.
@@ -103,6 +108,9 @@ var (
 	// reset: it lost the connection's state, typically because it restarted and is
 	// back. Redialing at once is right.
 	ErrPeerRestarted = errors.New("transport: the peer restarted (reset)")
+	// ErrDatagramTooLarge: SendDatagram was given more than MaxDatagram bytes, or
+	// more than the path carries right now (QUIC before path MTU discovery).
+	ErrDatagramTooLarge = errors.New("transport: datagram too large")
 )
 
 // Listener accepts tunnel connections (relay side).

@@ -1,0 +1,56 @@
+package tunnel
+
+import (
+	"context"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/porthole-dev/porthole/proto"
+	"github.com/porthole-dev/porthole/tunnel/transport"
+)
+
+// ForwardTo is a StreamHandler that connects each viewer stream to the TCP
+// target of its service (service name -> host:port) and copies both ways with
+// half-close. Tests, benchmarks and tools use it; the agent puts its gateway
+// (access rules, limits) in between instead.
+func ForwardTo(targets map[string]string) StreamHandler {
+	return func(ctx context.Context, hdr proto.StreamHeader, st transport.Stream) {
+		target, ok := targets[hdr.Service]
+		if !ok {
+			st.Abort(uint64(proto.StreamRefused))
+			return
+		}
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		var d net.Dialer
+		c, err := d.DialContext(dctx, "tcp", target)
+		cancel()
+		if err != nil {
+			st.Abort(uint64(proto.StreamRefused))
+			return
+		}
+		tc := c.(*net.TCPConn)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := io.Copy(tc, st); err != nil {
+				tc.SetLinger(0)
+				tc.Close()
+				st.Close()
+				return
+			}
+			tc.CloseWrite()
+		}()
+		if _, err := io.Copy(st, tc); err != nil {
+			st.Abort(uint64(proto.StreamAborted))
+			tc.Close()
+		} else {
+			st.CloseWrite()
+		}
+		wg.Wait()
+		tc.Close()
+		st.Close()
+	}
+}

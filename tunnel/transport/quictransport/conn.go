@@ -1,0 +1,146 @@
+package quictransport
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/porthole-dev/porthole/tunnel/transport"
+)
+
+// Conn is a [transport.Conn] over one QUIC connection.
+type Conn struct {
+	qc  *quic.Conn
+	ctx context.Context // done with qc; its cause mapped to the seam's errors
+}
+
+var _ transport.Conn = (*Conn)(nil)
+
+func newConn(qc *quic.Conn) *Conn {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	context.AfterFunc(qc.Context(), func() { cancel(mapErr(context.Cause(qc.Context()))) })
+	return &Conn{qc: qc, ctx: ctx}
+}
+
+// QUIC returns the underlying connection (statistics, connection state).
+func (c *Conn) QUIC() *quic.Conn { return c.qc }
+
+// OpenStream opens a bidirectional stream, waiting for the peer's stream credit.
+func (c *Conn) OpenStream(ctx context.Context) (transport.Stream, error) {
+	s, err := c.qc.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("quictransport: open stream: %w", mapErr(err))
+	}
+	return &stream{s: s}, nil
+}
+
+// AcceptStream waits for the peer's next stream.
+func (c *Conn) AcceptStream(ctx context.Context) (transport.Stream, error) {
+	s, err := c.qc.AcceptStream(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("quictransport: accept stream: %w", mapErr(err))
+	}
+	return &stream{s: s}, nil
+}
+
+// SendDatagram queues b as one QUIC DATAGRAM frame (quic-go copies b). quic-go
+// drops datagrams when its queue is full. Until path MTU discovery has run (a
+// few round trips after the handshake) a path may refuse payloads above about
+// 1200 bytes: the error then matches transport.ErrDatagramTooLarge.
+func (c *Conn) SendDatagram(b []byte) error {
+	if len(b) > transport.MaxDatagram {
+		return fmt.Errorf("quictransport: send datagram of %d bytes: %w", len(b), transport.ErrDatagramTooLarge)
+	}
+	if err := c.qc.SendDatagram(b); err != nil {
+		return fmt.Errorf("quictransport: send datagram: %w", mapErr(err))
+	}
+	return nil
+}
+
+// ReceiveDatagram waits for the next datagram.
+func (c *Conn) ReceiveDatagram(ctx context.Context) ([]byte, error) {
+	b, err := c.qc.ReceiveDatagram(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("quictransport: receive datagram: %w", mapErr(err))
+	}
+	return b, nil
+}
+
+// ExportKeyingMaterial is the TLS exporter of this connection.
+func (c *Conn) ExportKeyingMaterial(label string, context []byte, length int) ([]byte, error) {
+	cs := c.qc.ConnectionState().TLS
+	return cs.ExportKeyingMaterial(label, context, length)
+}
+
+func (c *Conn) LocalAddr() net.Addr  { return c.qc.LocalAddr() }
+func (c *Conn) RemoteAddr() net.Addr { return c.qc.RemoteAddr() }
+
+// CloseWithError closes the connection with an application error the peer sees
+// as a *transport.CloseError. Idempotent.
+func (c *Conn) CloseWithError(code uint64, msg string) error {
+	return c.qc.CloseWithError(quic.ApplicationErrorCode(code), msg)
+}
+
+// Context is done when the connection is closed.
+func (c *Conn) Context() context.Context { return c.ctx }
+
+// Transport returns "quic".
+func (c *Conn) Transport() string { return Name }
+
+// stream adapts a QUIC stream to transport.Stream with the gateway's semantics:
+// CloseWrite sends FIN; Close aborts whatever is still open but never discards
+// data already sent with a FIN.
+type stream struct {
+	s         *quic.Stream
+	finSent   atomic.Bool
+	closeOnce atomic.Bool
+}
+
+var _ transport.Stream = (*stream)(nil)
+
+func (s *stream) Read(b []byte) (int, error) {
+	n, err := s.s.Read(b)
+	if err != nil {
+		err = mapStreamErr(err)
+	}
+	return n, err
+}
+
+func (s *stream) Write(b []byte) (int, error) {
+	n, err := s.s.Write(b)
+	if err != nil {
+		err = mapStreamErr(err)
+	}
+	return n, err
+}
+
+func (s *stream) CloseWrite() error {
+	s.finSent.Store(true)
+	return mapErr(s.s.Close())
+}
+
+func (s *stream) Close() error {
+	if s.closeOnce.Swap(true) {
+		return nil
+	}
+	code := quic.StreamErrorCode(transport.CodeStreamClosed)
+	s.s.CancelRead(code)
+	if !s.finSent.Load() {
+		s.s.CancelWrite(code)
+	}
+	return nil
+}
+
+func (s *stream) Abort(code uint64) {
+	s.closeOnce.Store(true)
+	s.s.CancelRead(quic.StreamErrorCode(code))
+	s.s.CancelWrite(quic.StreamErrorCode(code))
+}
+
+func (s *stream) SetDeadline(t time.Time) error      { return s.s.SetDeadline(t) }
+func (s *stream) SetReadDeadline(t time.Time) error  { return s.s.SetReadDeadline(t) }
+func (s *stream) SetWriteDeadline(t time.Time) error { return s.s.SetWriteDeadline(t) }
