@@ -310,18 +310,21 @@ func (c *Conn) ExportKeyingMaterial(label string, context []byte, length int) ([
 func (c *Conn) LocalAddr() net.Addr  { return c.tc.LocalAddr() }
 func (c *Conn) RemoteAddr() net.Addr { return c.tc.RemoteAddr() }
 
-// CloseWithError sends a close frame with code and msg, then closes the TCP
-// connection once the peer has closed its end or CloseLinger has passed (in
-// the background: CloseWithError does not wait). Idempotent.
+// CloseWithError sends a close frame with code and msg and returns once it is
+// written (at most CloseLinger). The TCP connection is closed in the
+// background when the peer has closed its end or CloseLinger has passed, so a
+// reset can't overtake the frame. Idempotent.
 func (c *Conn) CloseWithError(code uint64, msg string) error {
 	c.closeOnce.Do(func() {
 		c.finish(&transport.CloseError{Code: code, Msg: msg})
 		c.wakeAll()
+		linger := time.NewTimer(c.opts.CloseLinger)
+		sent := make(chan struct{})
 		c.wg.Go(func() {
-			linger := time.NewTimer(c.opts.CloseLinger)
 			defer linger.Stop()
-			c.ctl.SetWriteDeadline(time.Now().Add(c.opts.CloseLinger))
-			if c.writeControl(appendClose(nil, code, msg)) == nil {
+			err := c.writeControl(appendClose(nil, code, msg))
+			close(sent)
+			if err == nil {
 				select {
 				case <-c.sess.CloseChan(): // the peer read it and closed
 				case <-linger.C:
@@ -329,6 +332,13 @@ func (c *Conn) CloseWithError(code uint64, msg string) error {
 			}
 			c.sess.Close()
 		})
+		wait := time.NewTimer(c.opts.CloseLinger)
+		defer wait.Stop()
+		select {
+		case <-sent:
+		case <-c.sess.CloseChan():
+		case <-wait.C:
+		}
 	})
 	return nil
 }

@@ -279,3 +279,36 @@ func TestFailedDialLeavesNothing(t *testing.T) {
 		time.Sleep(10 * time.Millisecond) // polling a condition with a deadline
 	}
 }
+
+// CloseWithError has written the close frame when it returns: an agent that
+// exits right after still tells the relay why.
+func TestCloseFrameWrittenOnReturn(t *testing.T) {
+	cl, sl := transporttest.TLSConfigs(t)
+	ln, _ := listen(t, tcptransport.ListenConfig{TLSConfig: sl})
+	raws := make(chan net.Conn, 1)
+	opts := &tcptransport.Options{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, network, addr)
+		if err == nil {
+			raws <- c
+		}
+		return c, err
+	}}
+	for range 20 {
+		client, err := tcptransport.Dial(context.Background(), ln.Addr().String(), cl, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		server, err := ln.Accept(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw := <-raws
+		client.CloseWithError(7, "agent exiting")
+		raw.Close() // the process exits
+		var ce *transport.CloseError
+		if cause := waitDone(t, server); !errors.As(cause, &ce) || ce.Code != 7 {
+			t.Fatalf("relay saw %v, want the close frame's code 7", cause)
+		}
+	}
+}
