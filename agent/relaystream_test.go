@@ -385,3 +385,35 @@ type fakeStream struct {
 func (s *fakeStream) Abort(code uint64) { s.calls = append(s.calls, fmt.Sprintf("abort %d", code)) }
 func (s *fakeStream) CloseWrite() error { s.calls = append(s.calls, "closewrite"); return nil }
 func (s *fakeStream) Close() error      { s.calls = append(s.calls, "close"); return nil }
+
+// TestPrintStatusPaths: status shows refusals by limits and, when both paths
+// have served viewers, the split by path.
+func TestPrintStatusPaths(t *testing.T) {
+	s := ServiceStatus{Name: "cam", Port: 10554, Target: "192.168.1.20:554",
+		Relayed: PathStats{Viewers: 2, Connections: 5, Refused: 3, BytesOut: 2_000_000},
+		Direct:  PathStats{Viewers: 1, Connections: 1, Denied: 1, BytesOut: 1_000_000}}
+	s.Viewers, s.Connections, s.Denied, s.Refused, s.BytesOut = 3, 6, 1, 3, 3_000_000
+	var out strings.Builder
+	PrintStatus(&out, Status{Name: "home", Services: []ServiceStatus{s}}, time.Now())
+	for _, want := range []string{
+		"viewers: 3 now, 6 connections, 4 refused (3 by limits); 3.0 MB to viewers",
+		"relayed 2 now, 2.0 MB to viewers; direct 1 now, 1.0 MB to viewers",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// TestStreamConnNoAllocs: the adapter adds no allocation to the splice's
+// buffered copy (stream to camera and back).
+func TestStreamConnNoAllocs(t *testing.T) {
+	var c gateway.Conn = newStreamConn(&fakeStream{}, netip.MustParseAddrPort("127.0.0.9:4242"))
+	buf := make([]byte, 64<<10)
+	if n := testing.AllocsPerRun(100, func() { c.Read(buf); c.Write(buf) }); n != 0 {
+		t.Errorf("%v allocations per Read+Write", n)
+	}
+}
+
+func (s *fakeStream) Read(b []byte) (int, error)  { return len(b), nil }
+func (s *fakeStream) Write(b []byte) (int, error) { return len(b), nil }
