@@ -109,9 +109,17 @@ func StatusPage(st Status, now time.Time) admin.Page {
 		default:
 			cam.Level, sec.Level = admin.Bad, max(sec.Level, admin.Warn)
 		}
+		refused := fmt.Sprintf("%d refused", s.Denied+s.Refused)
+		if s.Refused > 0 {
+			refused += fmt.Sprintf(" (%d by limits)", s.Refused)
+		}
 		sec.Rows = append(sec.Rows, cam,
-			admin.Row{Key: "viewers", Value: fmt.Sprintf("%d now, %d connections, %d refused", s.Viewers, s.Connections, s.Denied)},
+			admin.Row{Key: "viewers", Value: fmt.Sprintf("%d now (%d relayed, %d direct), %d connections, %s",
+				s.Viewers, s.Relayed.Viewers, s.Direct.Viewers, s.Connections, refused)},
 			admin.Row{Key: "bytes", Value: admin.FormatBytes(s.BytesOut) + " to viewers, " + admin.FormatBytes(s.BytesIn) + " from viewers"})
+		if line := pathsLine(s); line != "" {
+			sec.Rows = append(sec.Rows, admin.Row{Key: "by path", Value: line})
+		}
 		p.Sections = append(p.Sections, sec)
 	}
 
@@ -155,14 +163,17 @@ var (
 	descCameraUp   = prometheus.NewDesc("porthole_agent_camera_up", "1 when the last connection to the service's camera succeeded (0 before any).", []string{"service"}, nil)
 	descActive     = prometheus.NewDesc("porthole_agent_viewer_connections_active", "Viewer connections open now.", []string{"service"}, nil)
 	descTotal      = prometheus.NewDesc("porthole_agent_viewer_connections_total", "Viewer connections accepted.", []string{"service"}, nil)
-	descDenied     = prometheus.NewDesc("porthole_agent_viewer_connections_denied_total", "Viewer connections refused.", []string{"service"}, nil)
+	descDenied     = prometheus.NewDesc("porthole_agent_viewer_connections_denied_total", "Viewer connections refused by the allow rule.", []string{"service"}, nil)
+	descRefused    = prometheus.NewDesc("porthole_agent_viewer_connections_refused_total", "Viewer connections refused by a limit (limits:).", []string{"service"}, nil)
+	descPathActive = prometheus.NewDesc("porthole_agent_viewer_connections_active_by_path", "Viewer connections open now, by path (relayed, direct).", []string{"service", "path"}, nil)
+	descPathBytes  = prometheus.NewDesc("porthole_agent_bytes_by_path_total", "Bytes moved per service and path (relayed, direct): in = viewer to camera, out = camera to viewer.", []string{"service", "path", "direction"}, nil)
 	descBytes      = prometheus.NewDesc("porthole_agent_bytes_total", "Bytes moved per service: in = viewer to camera, out = camera to viewer.", []string{"service", "direction"}, nil)
 	descDNSUpdates = prometheus.NewDesc("porthole_agent_dns_updates_total", "DNS record writes since the agent started.", nil, nil)
 	descDNSError   = prometheus.NewDesc("porthole_agent_dns_error", "1 while the last DNS operation failed.", nil, nil)
 	descMappings   = prometheus.NewDesc("porthole_agent_port_mappings", "Router port mappings by state (active, failed, pending).", []string{"state"}, nil)
 	descLastPass   = prometheus.NewDesc("porthole_agent_last_pass_timestamp_seconds", "When the agent's loop last finished a pass.", nil, nil)
 	agentMetrics   = []*prometheus.Desc{descTunnelUp, descTransport, descReconnects, descStreams, descPath, descServices, descAccepted,
-		descCameraUp, descActive, descTotal, descDenied, descBytes, descDNSUpdates, descDNSError, descMappings, descLastPass}
+		descCameraUp, descActive, descTotal, descDenied, descRefused, descPathActive, descPathBytes, descBytes, descDNSUpdates, descDNSError, descMappings, descLastPass}
 	knownPaths      = []string{"direct", "relay", "home", "unknown"}
 	knownTransports = []string{"quic", "tcp"}
 )
@@ -203,6 +214,15 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descActive, float64(s.Viewers), s.Name)
 		counter(descTotal, float64(s.Connections), s.Name)
 		counter(descDenied, float64(s.Denied), s.Name)
+		counter(descRefused, float64(s.Refused), s.Name)
+		for _, p := range []struct {
+			name string
+			st   PathStats
+		}{{"relayed", s.Relayed}, {"direct", s.Direct}} {
+			gauge(descPathActive, float64(p.st.Viewers), s.Name, p.name)
+			counter(descPathBytes, float64(p.st.BytesIn), s.Name, p.name, "in")
+			counter(descPathBytes, float64(p.st.BytesOut), s.Name, p.name, "out")
+		}
 		counter(descBytes, float64(s.BytesIn), s.Name, "in")
 		counter(descBytes, float64(s.BytesOut), s.Name, "out")
 	}

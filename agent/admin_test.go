@@ -223,6 +223,13 @@ func TestAdminRelayedAgent(t *testing.T) {
 	if err := json.Unmarshal([]byte(rb["/status.json"]), &rst); err != nil || len(rst.Agents) != 1 || !rst.Agents[0].Connected || len(rst.Agents[0].Services) != 2 {
 		t.Errorf("relay status.json: %v\n%s", err, rb["/status.json"])
 	}
+	// The relay says which transport each agent's tunnel uses.
+	if len(rst.Agents) == 1 && rst.Agents[0].Transport != "quic" {
+		t.Errorf("relay status: transport %q, want quic", rst.Agents[0].Transport)
+	}
+	if !strings.Contains(rb["/"], "over quic") {
+		t.Errorf("relay page lacks the transport:\n%s", rb["/"])
+	}
 	if !strings.Contains(rb["/metrics"], `porthole_relay_viewer_connections_active{agent="home",service="frontdoor"} 1`) {
 		t.Errorf("relay metrics:\n%s", rb["/metrics"])
 	}

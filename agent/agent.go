@@ -7,7 +7,6 @@
 package agent
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -47,6 +46,9 @@ type Config struct {
 	// Portmap is the base port-mapping config; the agent fills in what the agent
 	// config says (protocols, gateway, logger, state file).
 	Portmap portmap.Config
+	// DialRelayQUIC replaces the tunnel's QUIC dial (tests: a smaller stream
+	// budget); nil = the real one.
+	DialRelayQUIC tunnel.DialFunc
 }
 
 // Agent is a running home agent.
@@ -55,9 +57,15 @@ type Agent struct {
 	ac  *config.Agent
 	log *slog.Logger
 
-	tun     *tunnel.Client  // nil without a relay section
-	pm      *portmap.Client // nil unless direct.enabled
-	direct  []*gateway.Listener
+	tun    *tunnel.Client  // nil without a relay section
+	pm     *portmap.Client // nil unless direct.enabled
+	direct []*gateway.Listener
+	// relayed serves the viewer streams of the tunnel, one socketless
+	// listener per service in config order; nil without a relay section.
+	relayed []*gateway.Listener
+	// viewers is the agent's viewer Limiter (limits:), shared by the direct
+	// and relayed listeners of every service.
+	viewers *gateway.Limiter
 	det     *publicip.Detector // nil without ddns
 	updater *ddns.Updater      // nil without ddns
 	kick    chan struct{}      // asks the path loop to re-check now
@@ -135,13 +143,35 @@ type ServiceStatus struct {
 	RelayReason string `json:"relay_reason,omitempty"`
 	// Camera is the last connection to Target, for any viewer on either path.
 	Camera CameraStatus `json:"camera"`
-	// Viewers connected now, connections accepted and refused, bytes moved:
-	// viewer to camera (in) and camera to viewer (out).
+	// Viewers connected now, connections accepted, refused by the allow rule
+	// (Denied) and by a limit (Refused), bytes moved: viewer to camera (in)
+	// and camera to viewer (out). Both paths together; bytes move while
+	// connections run.
 	Viewers     int64 `json:"viewers"`
 	Connections int64 `json:"connections"`
 	Denied      int64 `json:"denied"`
+	Refused     int64 `json:"refused"`
 	BytesIn     int64 `json:"bytes_in"`
 	BytesOut    int64 `json:"bytes_out"`
+	// Relayed and Direct are the same figures per path: viewers through the
+	// relay's tunnel, and viewers at the agent's own listener.
+	Relayed PathStats `json:"relayed"`
+	Direct  PathStats `json:"direct"`
+}
+
+// PathStats are one path's viewer figures of a service (see ServiceStatus).
+type PathStats struct {
+	Viewers     int64 `json:"viewers"`
+	Connections int64 `json:"connections"`
+	Denied      int64 `json:"denied"`
+	Refused     int64 `json:"refused"`
+	BytesIn     int64 `json:"bytes_in"`
+	BytesOut    int64 `json:"bytes_out"`
+}
+
+func pathStats(s gateway.Stats) PathStats {
+	return PathStats{Viewers: s.Active, Connections: s.Total, Denied: s.Denied, Refused: s.Refused,
+		BytesIn: s.BytesIn, BytesOut: s.BytesOut}
 }
 
 // New builds the agent's parts from cfg without starting anything.
@@ -159,7 +189,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	cams := newCameraLog()
 	cfg.DialLAN = cams.wrap(cfg.DialLAN)
-	a := &Agent{cfg: cfg, ac: ac, log: cfg.Logger, kick: make(chan struct{}, 1)}
+	a := &Agent{cfg: cfg, ac: ac, log: cfg.Logger, kick: make(chan struct{}, 1), viewers: newLimiter(ac.Limits)}
 	a.status.Name, a.status.Version, a.status.Started, a.cams = ac.Name, cfg.Version, time.Now(), cams
 
 	if ac.Relay != nil {
@@ -169,7 +199,7 @@ func New(cfg Config) (*Agent, error) {
 		}
 		tun, err := tunnel.New(tunnel.Config{
 			Address: ac.Relay.Address, Name: ac.Name, Token: ac.Relay.Token, Transport: ac.Relay.Transport,
-			Services: svcs, Handler: handler, Logger: cfg.Logger.With("part", "tunnel"),
+			Services: svcs, Handler: handler, Logger: cfg.Logger.With("part", "tunnel"), DialQUIC: cfg.DialRelayQUIC,
 			OnConnect:  func(tunnel.Session) { a.poke() },
 			OnObserved: func(netip.AddrPort) { a.poke() },
 		})
@@ -362,6 +392,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, l := range a.direct {
 		l.Shutdown(sctx)
 	}
+	// No new relayed viewers; those still open end with the tunnel, whose Run
+	// waits for them (the deferred wg.Wait).
+	for _, l := range a.relayed {
+		l.Close()
+	}
 	return nil
 }
 
@@ -369,39 +404,16 @@ func (a *Agent) Run(ctx context.Context) error {
 // to) and starts port mapping.
 func (a *Agent) startDirect(ctx context.Context, run func(string, func(context.Context) error)) error {
 	var maps []portmap.Mapping
-	lim := a.ac.Limits
-	viewers := gateway.NewLimiter(gateway.Limits{MaxConns: lim.MaxConns, MaxConnsPerSource: lim.MaxConnsPerSource, MaxPendingPerSource: lim.MaxPendingPerSource})
 	for _, s := range a.ac.Services {
-		firstByte := cmp.Or(s.FirstByteTimeout, lim.FirstByteTimeout)
-		pol, err := gateway.NewPolicy(s.Allow, s.AllowAny)
+		cfg, err := a.gatewayConfig(s, "direct")
 		if err != nil {
 			return err
 		}
-		target := s.Target
-		var intercept func(net.Conn, netip.AddrPort) (bool, []byte)
+		cfg.Addr = net.JoinHostPort(a.ac.Direct.Listen, strconv.Itoa(int(s.Port)))
 		if a.tun != nil {
-			intercept = a.tun.AnswerProbe
+			cfg.Intercept = a.tun.AnswerProbe // the relay's probes arrive here, not through the tunnel
 		}
-		l, err := gateway.Listen(gateway.Config{
-			Service: s.Name,
-			Addr:    net.JoinHostPort(a.ac.Direct.Listen, strconv.Itoa(int(s.Port))),
-			Policy:  pol,
-			Dial: func(ctx context.Context, _ netip.AddrPort) (gateway.Conn, error) {
-				c, err := a.cfg.DialLAN(ctx, "tcp", target)
-				if err != nil {
-					return nil, err
-				}
-				gc, ok := c.(gateway.Conn)
-				if !ok {
-					c.Close()
-					return nil, fmt.Errorf("dial %s: not a TCP connection", target)
-				}
-				return gc, nil
-			},
-			Intercept: intercept,
-			Logger:    a.log.With("part", "direct"),
-			Limiter:   viewers, MaxConns: lim.MaxConnsPerService, FirstByteTimeout: firstByte,
-		})
+		l, err := gateway.Listen(cfg)
 		if err != nil {
 			return fmt.Errorf("agent: direct listener: %w (is another program using the port? set direct.enabled: false to run relay-only)", err)
 		}

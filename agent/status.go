@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/porthole-dev/porthole/internal/admin"
-	"github.com/porthole-dev/porthole/internal/gateway"
 	"github.com/porthole-dev/porthole/tunnel"
 )
 
@@ -98,10 +97,6 @@ func (a *Agent) Health() error { return a.Status().Stale(time.Now()) }
 
 // serviceStatusLocked builds the per-service part of Status. a.mu is held.
 func (a *Agent) serviceStatusLocked(ts tunnel.Status) []ServiceStatus {
-	var relayed map[string]gateway.Stats
-	if rs, ok := any(a.tun).(relayStatser); ok && a.tun != nil {
-		relayed = rs.ServiceStats()
-	}
 	out := make([]ServiceStatus, 0, len(a.ac.Services))
 	for i, s := range a.ac.Services {
 		ss := ServiceStatus{Name: s.Name, Port: s.Port, Target: s.Target, Camera: a.cams.get(s.Target)}
@@ -124,26 +119,23 @@ func (a *Agent) serviceStatusLocked(ts tunnel.Status) []ServiceStatus {
 				}
 			}
 		}
-		var sum gateway.Stats
-		if i < len(a.direct) { // startDirect opens one listener per service, in order
-			sum = a.direct[i].Stats()
+		// Both lists hold one listener per service, in config order.
+		if i < len(a.direct) {
+			ss.Direct = pathStats(a.direct[i].Stats())
 		}
-		r := relayed[s.Name]
-		ss.Viewers = sum.Active + r.Active
-		ss.Connections = sum.Total + r.Total
-		ss.Denied = sum.Denied + r.Denied
-		ss.BytesIn = sum.BytesIn + r.BytesIn
-		ss.BytesOut = sum.BytesOut + r.BytesOut
+		if i < len(a.relayed) {
+			ss.Relayed = pathStats(a.relayed[i].Stats())
+		}
+		d, r := ss.Direct, ss.Relayed
+		ss.Viewers = d.Viewers + r.Viewers
+		ss.Connections = d.Connections + r.Connections
+		ss.Denied = d.Denied + r.Denied
+		ss.Refused = d.Refused + r.Refused
+		ss.BytesIn = d.BytesIn + r.BytesIn
+		ss.BytesOut = d.BytesOut + r.BytesOut
 		out = append(out, ss)
 	}
 	return out
-}
-
-// relayStatser is what the tunnel client offers, once it counts relayed viewers
-// per service, for the per-service figures; until then they cover the direct
-// path only.
-type relayStatser interface {
-	ServiceStats() map[string]gateway.Stats
 }
 
 // CameraStatus is the last connection the agent made to a camera.
@@ -343,9 +335,32 @@ func PrintStatus(w io.Writer, st Status, now time.Time) {
 			fmt.Fprintf(w, "    relay:   %s\n", line)
 		}
 		fmt.Fprintf(w, "    camera:  %s\n", cameraLine(s.Camera, now))
-		fmt.Fprintf(w, "    viewers: %d now, %d connections, %d refused; %s to viewers, %s from viewers\n",
-			s.Viewers, s.Connections, s.Denied, admin.FormatBytes(s.BytesOut), admin.FormatBytes(s.BytesIn))
+		fmt.Fprintf(w, "    viewers: %s\n", viewersLine(s))
+		if line := pathsLine(s); line != "" {
+			fmt.Fprintf(w, "             %s\n", line)
+		}
 	}
+}
+
+// viewersLine is a service's viewer figures, both paths together.
+func viewersLine(s ServiceStatus) string {
+	line := fmt.Sprintf("%d now, %d connections, %d refused", s.Viewers, s.Connections, s.Denied+s.Refused)
+	if s.Refused > 0 {
+		line += fmt.Sprintf(" (%d by limits)", s.Refused)
+	}
+	return line + fmt.Sprintf("; %s to viewers, %s from viewers", admin.FormatBytes(s.BytesOut), admin.FormatBytes(s.BytesIn))
+}
+
+// pathsLine splits the figures by path when both have seen viewers; "" when
+// one path has all of them (the line above says it all).
+func pathsLine(s ServiceStatus) string {
+	if s.Relayed.Connections == 0 || s.Direct.Connections == 0 {
+		return ""
+	}
+	path := func(p PathStats) string {
+		return fmt.Sprintf("%d now, %s to viewers", p.Viewers, admin.FormatBytes(p.BytesOut))
+	}
+	return "relayed " + path(s.Relayed) + "; direct " + path(s.Direct)
 }
 
 func cameraLine(c CameraStatus, now time.Time) string {

@@ -71,8 +71,11 @@ type AgentStatus struct {
 	Ports     string `json:"ports"`
 	Connected bool   `json:"connected"`
 	// Remote is the agent's address as the relay sees it.
-	Remote   string          `json:"remote,omitempty"`
-	Services []ServiceStatus `json:"services,omitempty"`
+	Remote string `json:"remote,omitempty"`
+	// Transport is the tunnel's transport: "quic", or "tcp" (the fallback
+	// when UDP is blocked on the agent's side).
+	Transport string          `json:"transport,omitempty"`
+	Services  []ServiceStatus `json:"services,omitempty"`
 }
 
 // ServiceStatus is one service listener the relay runs for an agent.
@@ -81,7 +84,8 @@ type ServiceStatus struct {
 	Port        uint16 `json:"port"`
 	Viewers     int64  `json:"viewers"`
 	Connections int64  `json:"connections"`
-	Denied      int64  `json:"denied"`
+	Denied      int64  `json:"denied"`    // by the allow rule
+	Refused     int64  `json:"refused"`   // by a limit (limits:)
 	BytesIn     int64  `json:"bytes_in"`  // viewer to agent
 	BytesOut    int64  `json:"bytes_out"` // agent to viewer
 }
@@ -102,11 +106,12 @@ func (s *Server) Status() Status {
 		if ss := sessions[name]; ss != nil {
 			as.Connected = true
 			as.Remote = ss.ts.Observed().String()
+			as.Transport = ss.ts.Transport()
 			ss.mu.Lock()
 			for _, l := range ss.listeners {
 				ls := l.ln.Stats()
 				as.Services = append(as.Services, ServiceStatus{Name: l.spec.Name, Port: l.spec.Port,
-					Viewers: ls.Active, Connections: ls.Total, Denied: ls.Denied, BytesIn: ls.BytesIn, BytesOut: ls.BytesOut})
+					Viewers: ls.Active, Connections: ls.Total, Denied: ls.Denied, Refused: ls.Refused, BytesIn: ls.BytesIn, BytesOut: ls.BytesOut})
 			}
 			ss.mu.Unlock()
 			slices.SortFunc(as.Services, func(a, b ServiceStatus) int { return cmp.Compare(a.Port, b.Port) })
@@ -139,16 +144,20 @@ func StatusPage(st Status) admin.Page {
 	for _, a := range st.Agents {
 		sec := admin.Section{Title: "Agent " + a.Name, Level: admin.OK}
 		if a.Connected {
-			sec.Rows = append(sec.Rows, admin.Row{Key: "tunnel", Value: "up from " + a.Remote, Level: admin.OK})
+			sec.Rows = append(sec.Rows, admin.Row{Key: "tunnel", Value: "up from " + a.Remote + " over " + cmp.Or(a.Transport, "?"), Level: admin.OK})
 		} else {
 			sec.Level = admin.Warn
 			sec.Rows = append(sec.Rows, admin.Row{Key: "tunnel", Value: "not connected", Level: admin.Warn})
 		}
 		sec.Rows = append(sec.Rows, admin.Row{Key: "ports", Value: a.Ports})
 		for _, sv := range a.Services {
+			refused := fmt.Sprintf("%d refused", sv.Denied+sv.Refused)
+			if sv.Refused > 0 {
+				refused += fmt.Sprintf(" (%d by limits)", sv.Refused)
+			}
 			sec.Rows = append(sec.Rows, admin.Row{Key: fmt.Sprintf("%s :%d", sv.Name, sv.Port),
-				Value: fmt.Sprintf("%d viewers now, %d connections, %d refused; %s to viewers, %s from viewers",
-					sv.Viewers, sv.Connections, sv.Denied, admin.FormatBytes(sv.BytesOut), admin.FormatBytes(sv.BytesIn))})
+				Value: fmt.Sprintf("%d viewers now, %d connections, %s; %s to viewers, %s from viewers",
+					sv.Viewers, sv.Connections, refused, admin.FormatBytes(sv.BytesOut), admin.FormatBytes(sv.BytesIn))})
 		}
 		p.Sections = append(p.Sections, sec)
 	}

@@ -6,8 +6,9 @@
 //	accept   a net.Listener (TCP, TLS, any wrapper) or ServeConn (a tunnel stream)
 //	limits   a slot in the service (MaxConns) and in the daemon's shared Limiter:
 //	         total and per source; a source keeps few idle connections (nothing
-//	         moved for a grace period). A refused viewer gets a TCP reset and a
-//	         rate-limited log line naming the limit and what to change
+//	         moved for a grace period). A refused viewer gets a TCP reset (a
+//	         tunnel stream: Refuser) and a rate-limited log line naming the
+//	         limit and what to change
 //	sniff    Intercept (the agent answers the relay's probes), then the
 //	         first-byte deadline for protocols whose viewer speaks first
 //	TLS      (next issue) terminated here, under the same deadline

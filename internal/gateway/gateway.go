@@ -433,9 +433,23 @@ func (l *Listener) refuse(nc net.Conn, viewer netip.AddrPort, e *LimitError) {
 		"viewer", viewer.Addr(), "fix", e.Fix(), "refused_since_last_line", l.unlogged.Swap(0))
 }
 
+// A Refuser is a connection that can tell its peer it was refused in a way the
+// peer can't take for the end of the stream: a tunnel stream aborts with
+// proto.StreamRefused, and the relay then resets the viewer. The gateway
+// refuses such a conn with Refuse instead of closing it; Refuse must release
+// it as Close does.
+type Refuser interface {
+	Refuse()
+}
+
 // reset closes nc with a TCP reset where nc is (or wraps) a TCP socket, so the
-// refused peer learns at once and no TIME_WAIT is left; a plain Close otherwise.
+// refused peer learns at once and no TIME_WAIT is left; with Refuse where nc is
+// a Refuser; a plain Close otherwise.
 func reset(nc net.Conn) {
+	if r, ok := nc.(Refuser); ok {
+		r.Refuse()
+		return
+	}
 	inner := nc
 	for {
 		if tc, ok := inner.(*net.TCPConn); ok {

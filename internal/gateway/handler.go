@@ -73,6 +73,9 @@ func (TCP) Serve(ctx context.Context, v *Viewer) error {
 	back, err := v.DialBackend(ctx)
 	if err != nil {
 		v.Log.Warn("viewer could not be connected", "viewer", v.Addr, "err", err)
+		// A reset, not a FIN: the viewer must not take an unreachable
+		// backend for a stream that ended.
+		reset(v.Conn)
 		return err
 	}
 	in, out, err := v.Splice(back)
