@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -82,8 +83,11 @@ func (e *onceEnv) writeConfig(t *testing.T, host, zone string, echoes ...string)
 	t.Helper()
 	dir := t.TempDir()
 	stateDir = filepath.Join(dir, "state")
+	// Its own admin address: the status step must not read whatever else
+	// answers at the default 127.0.0.1:7480 on this machine.
 	cfg := fmt.Sprintf(`name: home
 state_dir: %s
+admin: %s
 publicip:
   sources: [https]
   https: [%s]
@@ -100,7 +104,7 @@ ddns:
     key_name: %s
     key_alg: %s
     key: ${PORTHOLE_TEST_TSIG}
-`, stateDir, strings.Join(echoes, ", "), onceMinAgree, host, e.knot.Addr, zone, e.knot.KeyName, e.knot.KeyAlg)
+`, stateDir, freeLoopbackAddr(t), strings.Join(echoes, ", "), onceMinAgree, host, e.knot.Addr, zone, e.knot.KeyName, e.knot.KeyAlg)
 	cfgPath = filepath.Join(dir, "agent.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -241,4 +245,15 @@ func TestOnceAgainstKnot(t *testing.T) {
 			t.Errorf("knot was updated: serial %d -> %d", serial0, s)
 		}
 	})
+}
+
+// freeLoopbackAddr is a 127.0.0.1 TCP address nothing listens on (at the time of asking).
+func freeLoopbackAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
