@@ -1,9 +1,7 @@
 package agent
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -77,47 +75,4 @@ func orNone(s string) string {
 		return "none"
 	}
 	return s
-}
-
-// Once runs one detect-and-update pass and writes what was done to w. With a relay
-// configured it first connects the tunnel (to learn the relay's view of our address
-// and its public address); the direct path is not tried in this mode.
-func (a *Agent) Once(ctx context.Context, w io.Writer) error {
-	if a.updater == nil {
-		return errors.New("no ddns section in the config: nothing to do once")
-	}
-	a.pm = nil
-	if a.tun != nil {
-		tctx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { a.tun.Run(tctx); close(done) }()
-		defer func() { cancel(); <-done }()
-		deadline := time.NewTimer(15 * time.Second)
-		defer deadline.Stop()
-	wait:
-		for !a.tun.Status().Connected {
-			select {
-			case <-a.kick:
-				break wait
-			case <-deadline.C:
-				return fmt.Errorf("tunnel to %s did not come up: %s", a.ac.Relay.Address, a.tun.Status().LastError)
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-	}
-	var verified bool
-	rep := a.pass(ctx, &verified)
-	os.MkdirAll(a.ac.StateDir, 0o700) // best effort: status is informational
-	a.saveStatus()                    // so `porthole-agent status` can show the last run
-	st := a.Status()
-	fmt.Fprintf(w, "public address: v4 %s v6 %s\n", orNone(st.PublicV4), orNone(st.PublicV6))
-	fmt.Fprintf(w, "path: %s (%s)\n", orNone(st.Path), st.PathWhy)
-	if rep.action != "" {
-		fmt.Fprintf(w, "dns %s: %s %s (%s)\n", a.ac.DDNS.Hostname, rep.action, rep.target, rep.reason)
-	}
-	if !rep.ok {
-		return fmt.Errorf("nothing published: %s", rep.reason)
-	}
-	return nil
 }

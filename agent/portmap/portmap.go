@@ -98,7 +98,10 @@ type MappingStatus struct {
 	Mapping
 	Active  bool      // the router forwards ExternalPort to us, as far as we know
 	Expires time.Time // end of the granted lease; zero when inactive or permanent
-	Err     error     // why the mapping is not active (nil while being made)
+	// Since is when the router last made it (zero when inactive); a check
+	// from outside made before then verified an earlier mapping.
+	Since time.Time
+	Err   error // why the mapping is not active (nil while being made)
 }
 
 // mapper is one protocol's way of talking to the router.
@@ -147,6 +150,7 @@ type entry struct {
 	protocol  string // the protocol that made it
 	granted   uint16
 	expires   time.Time
+	since     time.Time // when it last became active
 	next      time.Time // next renewal or retry
 	failures  int
 	err       error
@@ -766,6 +770,7 @@ func (c *Client) mapOne(ctx context.Context, e *entry) {
 		return
 	}
 	if !e.active {
+		e.since = now
 		c.log.Info("portmap: port mapped", "mapping", e.m, "internal", netip.AddrPortFrom(c.local, e.m.InternalPort), "protocol", c.m.name(), "lifetime", g.Lifetime)
 	}
 	e.active, e.inFlight, e.granted, e.protocol = true, false, g.ExternalPort, c.m.name()
@@ -907,7 +912,7 @@ func (c *Client) publish() {
 		}
 		ms := MappingStatus{Mapping: e.m, Active: e.active, Err: e.err}
 		if e.active {
-			ms.Expires = e.expires
+			ms.Expires, ms.Since = e.expires, e.since
 		}
 		s.Mappings = append(s.Mappings, ms)
 	}
