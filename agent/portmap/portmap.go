@@ -53,7 +53,8 @@ type Config struct {
 	// grant is used as given; mappings are renewed at half of it.
 	Lease time.Duration
 	// CheckInterval is how often the router is checked for a reboot, a lost
-	// mapping or a new external address. Default 60s. Retries back off up to it.
+	// mapping or a new external address. Default 30s, so a lost mapping is
+	// made again within a minute. Retries back off up to it.
 	CheckInterval time.Duration
 	// Timeout bounds one exchange with the router (SSDP search, NAT-PMP or PCP
 	// request with retransmissions, SOAP call). Default 2s.
@@ -117,6 +118,9 @@ type mapper interface {
 	// verify reports whether the router still holds the mapping (UPnP);
 	// epoch-based protocols answer true and rely on takeReset.
 	verify(ctx context.Context, r request, granted uint16) (bool, error)
+	// checksByRenewing: the protocol can't ask whether the router holds a
+	// mapping (NAT-PMP, PCP), so the periodic check requests it again.
+	checksByRenewing() bool
 	// takeReset reports whether a router restart was seen since the last call.
 	takeReset() bool
 }
@@ -215,7 +219,7 @@ func New(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("portmap: lease %s is shorter than a minute", cfg.Lease)
 	}
 	if cfg.CheckInterval == 0 {
-		cfg.CheckInterval = time.Minute
+		cfg.CheckInterval = 30 * time.Second
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 2 * time.Second
@@ -642,6 +646,15 @@ func (c *Client) check(ctx context.Context) bool {
 	lost := 0
 	for _, e := range c.sortedEntries() {
 		if !e.active {
+			continue
+		}
+		if c.m.checksByRenewing() {
+			// Requested again (same nonce, same port) by reconcile in this
+			// step: a router that lost it without its epoch showing (a
+			// reboot soon after the previous reply, a firewall reload that
+			// flushed the rules) makes it again, and the reply's epoch is
+			// checked like any other.
+			e.next = c.clock.Now()
 			continue
 		}
 		octx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)

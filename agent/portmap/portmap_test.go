@@ -322,6 +322,7 @@ func TestRenewAtHalfLease(t *testing.T) {
 	for _, proto := range []string{ProtoPCP, ProtoNATPMP, ProtoUPnP} {
 		t.Run(proto, func(t *testing.T) {
 			h := newHarness(t, fakerouter.Config{}, proto)
+			h.cfg.CheckInterval = time.Minute
 			h.start(rtsp)
 			h.wantActive(rtsp)
 			h.events()
@@ -330,8 +331,14 @@ func TestRenewAtHalfLease(t *testing.T) {
 			}
 			h.advance(59 * time.Second)
 			evs := h.events()
-			if n := count(evs, proto, "map") + count(evs, "upnp", "AddAnyPortMapping"); n != 0 {
-				t.Fatalf("renewed before half the lease: %v", evs)
+			// UPnP asks whether the router holds the mapping; NAT-PMP and PCP
+			// can't, so each check requests it again: exactly once per check.
+			wantMaps := map[string]int{ProtoUPnP: 0, ProtoPCP: 59, ProtoNATPMP: 59}[proto]
+			if n := count(evs, proto, "map") + count(evs, "upnp", "AddAnyPortMapping"); n != wantMaps {
+				t.Fatalf("%d mapping requests in 59 checks before half the lease, want %d: %v", n, wantMaps, evs)
+			}
+			if st := h.status(); st.RouterRestarts != 0 || len(h.r.Mappings()) != 1 {
+				t.Fatalf("re-requests seen as restarts or duplicated: %+v, router %+v", st, h.r.Mappings())
 			}
 			if proto != ProtoUPnP && count(evs, proto, map[string]string{ProtoPCP: "announce", ProtoNATPMP: "addr"}[proto]) != 59 {
 				t.Errorf("want 59 epoch checks, got %v", evs)
@@ -358,6 +365,7 @@ func TestRenewAtHalfLease(t *testing.T) {
 func TestGrantedLifetimeIsUsed(t *testing.T) {
 	// The router clamps to 10 minutes: renew after 5.
 	h := newHarness(t, fakerouter.Config{MaxLifetime: 10 * time.Minute}, ProtoNATPMP)
+	h.cfg.CheckInterval = time.Hour // only the lease drives renewals here
 	h.start(rtsp)
 	ms := h.wantActive(rtsp)
 	if want := h.clk.Now().Add(10 * time.Minute); !ms.Expires.Equal(want) {
@@ -566,12 +574,14 @@ func TestEpochResetRemaps(t *testing.T) {
 			h.start(rtsp)
 			h.wantActive(rtsp)
 			<-h.c.Changes()
-			// A normal minute: no restart seen, nothing re-made.
+			// A normal minute: no restart seen; the checks request the
+			// mapping again (same nonce, same port), nothing more.
 			h.events()
 			h.advance(time.Minute)
-			if n := count(h.events(), proto, "map"); n != 0 || h.status().RouterRestarts != 0 {
-				t.Fatalf("re-mapped without a reboot (%d)", n)
+			if n := count(h.events(), proto, "map"); n != 1 || h.status().RouterRestarts != 0 || len(h.r.Mappings()) != 1 {
+				t.Fatalf("a normal minute: %d MAPs (want 1, the check's), restarts %d, router %+v", n, h.status().RouterRestarts, h.r.Mappings())
 			}
+			h.wantActive(rtsp)
 			h.r.Reboot()
 			if len(h.r.Mappings()) != 0 {
 				t.Fatal("reboot kept mappings")
@@ -791,4 +801,55 @@ func TestRouterGoesSilent(t *testing.T) {
 	h.wantActive(rtsp)
 	h.stop()
 	h.wantRouterEmpty()
+}
+
+// A router that loses our mappings is noticed and mapped again within a
+// minute with each protocol, also when its epoch does not show it: the
+// rules flushed without a restart (a firewall reload), or a reboot so soon
+// after the previous reply that the epoch lands within RFC 6887's
+// tolerance. Before: NAT-PMP and PCP checked only the epoch, so both went
+// unnoticed until the renewal at half the lease (an hour).
+func TestLostMappingsRemappedWithinAMinute(t *testing.T) {
+	for _, proto := range []string{ProtoPCP, ProtoNATPMP, ProtoUPnP} {
+		for _, tc := range []struct {
+			name string
+			lose func(h *harness)
+		}{
+			{"rules flushed", func(h *harness) {
+				h.advance(45 * time.Second)
+				h.r.ClearMappings()
+			}},
+			{"reboot the epoch can't show", func(h *harness) {
+				h.advance(time.Second) // the router was 0 s old at the last reply
+				h.r.Reboot()
+			}},
+			{"reboot", func(h *harness) {
+				h.advance(10 * time.Minute)
+				h.r.Reboot()
+			}},
+		} {
+			t.Run(proto+"/"+tc.name, func(t *testing.T) {
+				h := newHarness(t, fakerouter.Config{}, proto)
+				h.start(rtsp)
+				h.wantActive(rtsp)
+				tc.lose(h)
+				if len(h.r.Mappings()) != 0 {
+					t.Fatal("the router kept the mapping")
+				}
+				lost := h.clk.Now()
+				for h.clk.Now().Sub(lost) < time.Minute {
+					h.advance(5 * time.Second)
+					if _, ok := h.routerMapping("tcp", rtsp.ExternalPort); ok {
+						break
+					}
+				}
+				took := h.clk.Now().Sub(lost)
+				if _, ok := h.routerMapping("tcp", rtsp.ExternalPort); !ok {
+					t.Fatalf("not mapped again %v after the router lost it; events %v", took, h.events())
+				}
+				t.Logf("mapped again %v after the router lost it", took)
+				h.wantActive(rtsp)
+			})
+		}
+	}
 }
