@@ -638,7 +638,7 @@ func (c *Client) check(ctx context.Context) bool {
 		return false
 	}
 	if c.m.takeReset() {
-		c.routerRestarted("its epoch went back")
+		c.routerRestarted("its epoch went back or jumped")
 	}
 	if err == nil && reported {
 		c.setExtAddr(addr, true)
@@ -762,7 +762,7 @@ func (c *Client) mapOne(ctx context.Context, e *entry) {
 		return // shutdown deletes it, in case the router made it
 	}
 	if c.m.takeReset() {
-		c.routerRestarted("its epoch went back")
+		c.routerRestarted("its epoch went back or jumped")
 	}
 	now := c.clock.Now()
 	if err != nil {

@@ -853,3 +853,29 @@ func TestLostMappingsRemappedWithinAMinute(t *testing.T) {
 		}
 	}
 }
+
+// An epoch that jumps forward (the router's clock moved, or it restarted
+// and counts from a different origin) is a restart: every mapping is made
+// again at the next check.
+func TestEpochJumpIsRestart(t *testing.T) {
+	for _, proto := range []string{ProtoPCP, ProtoNATPMP} {
+		t.Run(proto, func(t *testing.T) {
+			h := newHarness(t, fakerouter.Config{}, proto)
+			h.start(rtsp)
+			h.wantActive(rtsp)
+			h.advance(30 * time.Second)
+			if n := h.status().RouterRestarts; n != 0 {
+				t.Fatalf("RouterRestarts = %d before the jump", n)
+			}
+			h.r.ShiftEpoch(time.Hour)
+			h.advance(30 * time.Second)
+			if n := h.status().RouterRestarts; n != 1 {
+				t.Errorf("RouterRestarts = %d after the epoch jumped an hour, want 1", n)
+			}
+			h.wantActive(rtsp)
+			if !strings.Contains(h.logs.String(), "router restarted or lost our mappings") {
+				t.Errorf("no restart logged:\n%s", h.logs.String())
+			}
+		})
+	}
+}
