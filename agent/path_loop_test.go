@@ -114,11 +114,16 @@ func TestPathReverifiesDirectAndFallsBack(t *testing.T) {
 	if got := h.published(); !slices.Equal(got, []string{newAddr.String()}) {
 		t.Fatalf("A records = %v after %+v, want the home %s", got, r, newAddr)
 	}
-	// Three re-verifications without any poke: probes only, no detection.
-	for i := range 3 {
+	// Three re-verifications without any poke: a probe each, no address
+	// detection. (A full pass may come between them if the host's local
+	// addresses change: the watcher sees the real host.)
+	for reverified := 0; reverified < 3; {
 		r := h.pass()
-		if r.detected || r.probes != 1 || r.path != path.Direct {
-			t.Fatalf("re-verification %d: %+v, want one probe, no address detection, still direct", i, r)
+		if r.path != path.Direct || !r.detected && r.probes != 1 {
+			t.Fatalf("re-verification %d: %+v, want one probe, still direct", reverified, r)
+		}
+		if !r.detected {
+			reverified++
 		}
 	}
 	relay.set(false, "connection timed out")
@@ -130,7 +135,7 @@ func TestPathReverifiesDirectAndFallsBack(t *testing.T) {
 	}
 	// Scaled: the default 30 s re-verification gives DNS on the relay within
 	// 60 s; here within two re-verifications plus scheduling.
-	if took > 2*reverify+2*time.Second {
+	if took > 2*reverify+5*time.Second {
 		t.Errorf("DNS went to the relay %v after the direct path failed (re-verify every %v)", took, reverify)
 	}
 	t.Logf("direct path failed -> DNS on the relay in %v (re-verify every %v)", took, reverify)
