@@ -195,7 +195,10 @@ func TestSetPathRateLimit(t *testing.T) {
 	if !strings.Contains(out, "changes_not_logged=") {
 		t.Errorf("skipped changes are not counted:\n%s", out)
 	}
-	if got := a.Status().PathWhy; got != "settled" {
+	a.mu.Lock()
+	got := a.status.PathWhy
+	a.mu.Unlock()
+	if got != "settled" {
 		t.Errorf("status reason %q", got)
 	}
 }
