@@ -159,6 +159,9 @@ func (a *Agent) pass(ctx context.Context, st *pathState, detect bool) passReport
 		a.mu.Unlock()
 	}
 	d := a.decide(ctx, st, &rep)
+	if ctx.Err() != nil {
+		return rep // shutting down: a probe cut short says nothing about the path
+	}
 	rep.path, rep.recheckIn = d.Path, d.RecheckIn
 	var want ddns.Records
 	switch d.Path {
@@ -230,7 +233,11 @@ func (a *Agent) decide(ctx context.Context, st *pathState, rep *passReport) path
 	d := path.Decide(f)
 	if len(d.Probe) > 0 {
 		for _, s := range d.Probe {
-			st.probes[s.Name] = a.probe(ctx, f.Home, s)
+			p := a.probe(ctx, f.Home, s)
+			if ctx.Err() != nil {
+				return st.prev
+			}
+			st.probes[s.Name] = p
 			rep.probes++
 		}
 		f.Now = src.now()
