@@ -24,7 +24,10 @@ func (a *Agent) Once(ctx context.Context, w io.Writer) error {
 	if a.updater == nil {
 		return errors.New("no ddns section in the config: nothing to do once")
 	}
-	a.pm, a.paths.router = nil, nil
+	if a.pm != nil {
+		a.pm, a.paths.router = nil, nil
+		a.paths.directOffWhy = "-once does not try the direct path (no router mapping, no probe): DNS points at the relay"
+	}
 	if a.tun != nil {
 		tctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})

@@ -23,6 +23,9 @@ type pathSources struct {
 	// probe asks the relay to connect to addr from outside as service.
 	probe func(ctx context.Context, addr netip.AddrPort, service string) (ok bool, reason string, err error)
 	now   func() time.Time
+	// directOffWhy says why router is nil when the config enables the
+	// direct path (-once); "" = the config disables it.
+	directOffWhy string
 	// reverify: how often the relay re-verifies a direct path (0 = 30 s);
 	// retryFailed: when a failed one is tried again (0 = 1 min).
 	reverify, retryFailed time.Duration
@@ -203,6 +206,7 @@ func (a *Agent) decide(ctx context.Context, st *pathState, rep *passReport) path
 		HomeV6:          st.res.V6,
 		NATBlocks:       st.res.NAT == publicip.NATCGNAT || st.res.NAT == publicip.NATDouble,
 		DirectEnabled:   src.router != nil,
+		DirectOffWhy:    src.directOffWhy,
 		Probes:          st.probes,
 		Previous:        st.prev,
 		ReverifyAfter:   src.reverify,

@@ -112,8 +112,10 @@ type Facts struct {
 	NATBlocks bool
 	NATWhy    string
 
-	// DirectEnabled: direct.enabled and a port mapper runs.
+	// DirectEnabled: direct.enabled and a port mapper runs. DirectOffWhy
+	// says why not; "" = the config turned it off.
 	DirectEnabled bool
+	DirectOffWhy  string
 	// RouterProblem is the port mapper's user-facing problem, "" if none.
 	RouterProblem string
 	// Mappings are the wanted router mappings.
@@ -174,6 +176,8 @@ func Decide(f Facts) Decision {
 		return Decision{Path: Relay, Reason: "tunnel not connected yet; relay address unknown"}
 	case !f.Connected:
 		return relay("tunnel to the relay is down, so the direct path can't be verified")
+	case !f.DirectEnabled && f.DirectOffWhy != "":
+		return relay(f.DirectOffWhy)
 	case !f.DirectEnabled:
 		return relay("direct path disabled (direct.enabled: false)")
 	case f.NATBlocks:

@@ -68,6 +68,8 @@ func TestDecide(t *testing.T) {
 			want: Decision{Path: Relay, Target: relayIP}, why: "tunnel to the relay is down"},
 		{name: "direct disabled", facts: func(f *Facts) { f.DirectEnabled = false },
 			want: Decision{Path: Relay, Target: relayIP}, why: "direct.enabled: false"},
+		{name: "direct off for another reason", facts: func(f *Facts) { f.DirectEnabled, f.DirectOffWhy = false, "-once does not try it" },
+			want: Decision{Path: Relay, Target: relayIP, Reason: "-once does not try it"}},
 		{name: "CGNAT", facts: func(f *Facts) { f.NATBlocks, f.NATWhy = true, "carrier-grade NAT: ask the ISP" },
 			want: Decision{Path: Relay, Target: relayIP, Reason: "carrier-grade NAT: ask the ISP"}},
 		{name: "router problem", facts: func(f *Facts) { f.RouterProblem = "router refuses mappings (UPnP 501)" },
