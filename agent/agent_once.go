@@ -25,7 +25,7 @@ func (a *Agent) Once(ctx context.Context, w io.Writer) error {
 		return errors.New("no ddns section in the config: nothing to do once")
 	}
 	if a.pm != nil {
-		a.pm, a.paths.router = nil, nil
+		a.pm, a.paths.router, a.paths.repair = nil, nil, nil
 		a.paths.directOffWhy = "-once does not try the direct path (no router mapping, no probe): DNS points at the relay"
 	}
 	if a.tun != nil {

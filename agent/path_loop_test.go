@@ -24,10 +24,23 @@ var fakeRelayIP = netip.MustParseAddr("198.51.100.7") // only ever DNS data
 // fakeRelay stands in for the tunnel: connected, and answering probes as
 // the test says.
 type fakeRelay struct {
-	mu     sync.Mutex // guards the fields below
-	ok     bool
-	reason string
-	probes []netip.AddrPort
+	mu      sync.Mutex // guards the fields below
+	ok      bool
+	reason  string
+	probes  []netip.AddrPort
+	repairs int // the router asked to make its mappings again
+}
+
+func (f *fakeRelay) repair() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.repairs++
+}
+
+func (f *fakeRelay) repaired() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.repairs
 }
 
 func (f *fakeRelay) set(ok bool, reason string) {
@@ -70,6 +83,7 @@ func relayAgent(t *testing.T, relay *fakeRelay, reverify time.Duration) *harness
 					Active:  true, Since: mappedAt,
 				}}}
 			}
+			a.paths.repair = relay.repair
 			a.paths.reverify, a.paths.retryFailed = reverify, reverify
 		},
 	})
@@ -162,6 +176,11 @@ func TestPathReasonChangeLogged(t *testing.T) {
 	h.passUntil("the new reason", func(r passReport) bool {
 		return strings.Contains(h.a.Status().PathWhy, "no route to host")
 	})
+	// A run of failed probes asks the router once to make the mappings
+	// again (a router may report mappings whose rules are gone).
+	if n := relay.repaired(); n != 1 {
+		t.Errorf("router asked to repair %d times in one run of failed probes, want 1", n)
+	}
 	logs := h.logs.String()
 	for _, want := range []string{"connection refused", "no route to host"} {
 		if !strings.Contains(logs, "reason=\"relay could not reach cam directly: "+want) {

@@ -20,6 +20,8 @@ type pathSources struct {
 	relay func() (connected bool, relayIP netip.Addr)
 	// router reports the port mapper; nil when the direct path is off.
 	router func() portmap.Status
+	// repair has the router make every mapping again (portmap.Client.Repair).
+	repair func()
 	// probe asks the relay to connect to addr from outside as service.
 	probe func(ctx context.Context, addr netip.AddrPort, service string) (ok bool, reason string, err error)
 	now   func() time.Time
@@ -57,7 +59,7 @@ func (a *Agent) defaultPathSources() pathSources {
 		}
 	}
 	if a.pm != nil {
-		s.router = a.pm.Status
+		s.router, s.repair = a.pm.Status, a.pm.Repair
 	}
 	return s
 }
@@ -249,6 +251,10 @@ func (a *Agent) decide(ctx context.Context, st *pathState, rep *passReport) path
 	}
 	if st.prev.Path == path.Direct && d.Path != path.Direct && d.Path != "" {
 		a.log.Warn("direct path lost; DNS goes back to the relay", "reason", d.Reason)
+	}
+	if d.RepairMappings && src.repair != nil {
+		a.log.Info("the relay could not reach a mapped port; asking the router to make the mappings again")
+		src.repair()
 	}
 	st.prev = d
 	return d

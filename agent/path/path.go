@@ -27,10 +27,14 @@
 //     must be verified again). If any is missing, Decide asks for those
 //     probes (Decision.Probe) and keeps the previous path meanwhile.
 //  9. A probe that could not run or that failed: "relay", saying which
-//     service and why; re-checked after RetryFailed.
-//  10. Otherwise "direct" to the home address, re-verified every
-//     ReverifyAfter: the relay probes again, and a failure sends DNS back to
-//     the relay at the next decision, within ReverifyAfter plus one probe.
+//     service and why; re-checked after RetryFailed. The first failed probe
+//     of a run also asks for the mappings to be made again
+//     (RepairMappings): a router may report a mapping whose forwarding
+//     rule is gone (miniupnpd after a firewall reload).
+//  10. Otherwise "direct" to the home address, re-verified when the oldest
+//     probe is ReverifyAfter old (RecheckIn): the relay probes again, and a
+//     failure sends DNS back to the relay at once, so within ReverifyAfter
+//     plus one probe of the failure.
 //
 // The agent logs every change of path or reason (rate-limited), so a log
 // reader learns why the path stays on the relay, not only that it does.
@@ -151,6 +155,14 @@ type Decision struct {
 	// RecheckIn is when to decide again even if nothing changes (the next
 	// re-verification); zero = at the agent's regular interval.
 	RecheckIn time.Duration
+	// ProbeFailed: the relay could not reach a service although the router
+	// reports every mapping active.
+	ProbeFailed bool
+	// RepairMappings asks the agent to have the router make every mapping
+	// again: set on the first failed probe of a run of them, since some
+	// routers (miniupnpd after a firewall reload) report mappings whose
+	// forwarding rules are gone.
+	RepairMappings bool
 }
 
 // Decide applies the package's rules to f.
@@ -205,7 +217,7 @@ func Decide(f Facts) Decision {
 	}
 	if len(stale) > 0 {
 		d := f.Previous
-		d.Probe, d.Target, d.RecheckIn = stale, netip.Addr{}, 0
+		d.Probe, d.Target, d.RecheckIn, d.RepairMappings = stale, netip.Addr{}, 0, false
 		if d.Path == "" {
 			d.Path, d.Reason = Relay, "verifying the direct path"
 		}
@@ -220,10 +232,20 @@ func Decide(f Facts) Decision {
 		}
 		if !p.OK {
 			d := relay(fmt.Sprintf("relay could not reach %s directly: %s", s.Name, p.Reason))
-			d.RecheckIn = retry
+			d.RecheckIn, d.ProbeFailed = retry, true
+			d.RepairMappings = !f.Previous.ProbeFailed
 			return d
 		}
 	}
-	return Decision{Path: Direct, Target: f.Home, RecheckIn: reverify,
+	// Re-verify when the oldest result is reverify old, not reverify after
+	// this decision: a decision in between (a new address, a poke) must not
+	// push the next probe out.
+	oldest := f.Now
+	for _, s := range f.Services {
+		if at := f.Probes[s.Name].At; at.Before(oldest) {
+			oldest = at
+		}
+	}
+	return Decision{Path: Direct, Target: f.Home, RecheckIn: max(oldest.Add(reverify).Sub(f.Now), time.Second),
 		Reason: "the relay reached every service at " + f.Home.String() + " from outside"}
 }

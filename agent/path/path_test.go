@@ -42,7 +42,7 @@ func ready() Facts {
 }
 
 func TestDecide(t *testing.T) {
-	direct := Decision{Path: Direct, Target: home, RecheckIn: DefaultReverifyAfter,
+	direct := Decision{Path: Direct, Target: home, RecheckIn: DefaultReverifyAfter - time.Second, // probed 1 s ago
 		Reason: "the relay reached every service at 203.0.113.7 from outside"}
 	for _, tc := range []struct {
 		name  string
@@ -82,7 +82,12 @@ func TestDecide(t *testing.T) {
 			want: Decision{Path: Relay, Target: relayIP, Reason: "mapping tcp/10443 not active"}},
 		{name: "probe failed", facts: func(f *Facts) {
 			f.Probes["web"] = Probe{At: t0.Add(-time.Second), Home: home, Reason: "connection refused"}
-		}, want: Decision{Path: Relay, Target: relayIP, RecheckIn: DefaultRetryFailed,
+		}, want: Decision{Path: Relay, Target: relayIP, RecheckIn: DefaultRetryFailed, ProbeFailed: true, RepairMappings: true,
+			Reason: "relay could not reach web directly: connection refused"}},
+		{name: "probe failed again: no second repair", facts: func(f *Facts) {
+			f.Probes["web"] = Probe{At: t0.Add(-time.Second), Home: home, Reason: "connection refused"}
+			f.Previous = Decision{Path: Relay, ProbeFailed: true, RepairMappings: true}
+		}, want: Decision{Path: Relay, Target: relayIP, RecheckIn: DefaultRetryFailed, ProbeFailed: true,
 			Reason: "relay could not reach web directly: connection refused"}},
 		{name: "probe could not run", facts: func(f *Facts) {
 			f.Probes["cam"] = Probe{At: t0.Add(-time.Second), Home: home, Err: "tunnel: not connected"}
@@ -92,8 +97,12 @@ func TestDecide(t *testing.T) {
 			f.ReverifyAfter, f.RetryFailed = time.Hour, 2*time.Hour
 			f.Probes["web"] = Probe{At: t0.Add(-time.Minute), Home: home, Reason: "timeout"}
 			f.Probes["cam"] = Probe{At: t0.Add(-time.Minute), Home: home, OK: true}
-		}, want: Decision{Path: Relay, Target: relayIP, RecheckIn: 2 * time.Hour,
+		}, want: Decision{Path: Relay, Target: relayIP, RecheckIn: 2 * time.Hour, ProbeFailed: true, RepairMappings: true,
 			Reason: "relay could not reach web directly: timeout"}},
+		{name: "re-verify when the oldest probe is due", facts: func(f *Facts) {
+			f.Probes["cam"] = Probe{At: t0.Add(-20 * time.Second), Home: home, OK: true}
+		}, want: Decision{Path: Direct, Target: home, RecheckIn: 10 * time.Second,
+			Reason: "the relay reached every service at 203.0.113.7 from outside"}},
 		// The order of the rules: the first that applies wins.
 		{name: "tunnel down beats a router problem", facts: func(f *Facts) {
 			f.Connected, f.RouterProblem = false, "x"
@@ -213,5 +222,6 @@ func TestDecideCycle(t *testing.T) {
 
 func equal(a, b Decision) bool {
 	return a.Path == b.Path && a.Reason == b.Reason && a.Target == b.Target &&
-		a.TargetV6 == b.TargetV6 && a.RecheckIn == b.RecheckIn && slices.Equal(a.Probe, b.Probe)
+		a.TargetV6 == b.TargetV6 && a.RecheckIn == b.RecheckIn && slices.Equal(a.Probe, b.Probe) &&
+		a.ProbeFailed == b.ProbeFailed && a.RepairMappings == b.RepairMappings
 }

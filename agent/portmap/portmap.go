@@ -176,6 +176,7 @@ type Client struct {
 	mu      sync.Mutex // guards the fields below
 	desired []Mapping
 	status  Status
+	repair  bool // Repair was called
 
 	// The fields below belong to the Run goroutine.
 	gw, local       netip.Addr
@@ -307,6 +308,21 @@ func (c *Client) SetMappings(ms []Mapping) error {
 	return nil
 }
 
+// Repair asks Run to delete and make again, at once, every mapping the
+// router reports: for when a check from outside (the relay's probe) finds
+// that a mapping the router holds does not forward. Some routers keep
+// answering for rules that are gone (miniupnpd after a firewall reload
+// still finds them with GetSpecificPortMappingEntry).
+func (c *Client) Repair() {
+	c.mu.Lock()
+	c.repair = true
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
 // Status returns a snapshot of the current state.
 func (c *Client) Status() Status {
 	c.mu.Lock()
@@ -354,6 +370,13 @@ func (c *Client) Run(ctx context.Context) error {
 // step does whatever is due: discovery, the periodic check, mappings.
 func (c *Client) step(ctx context.Context) {
 	c.syncDesired()
+	c.mu.Lock()
+	repair := c.repair
+	c.repair = false
+	c.mu.Unlock()
+	if repair && c.m != nil {
+		c.remakeAll(ctx)
+	}
 	if c.m == nil {
 		if c.clock.Now().Before(c.nextDiscover) || !c.discover(ctx) {
 			return
@@ -678,6 +701,20 @@ func (c *Client) check(ctx context.Context) bool {
 	return true
 }
 
+// remakeAll deletes every active mapping and marks it for re-making (Repair).
+func (c *Client) remakeAll(ctx context.Context) {
+	c.log.Info("portmap: making every mapping again: a check from outside failed although the router reports them", "protocol", c.m.name())
+	now := c.clock.Now()
+	for _, e := range c.sortedEntries() {
+		if !e.active || !e.wanted {
+			continue
+		}
+		c.removeEntry(ctx, e, e.m)
+		e.active, e.inFlight, e.next, e.expires = false, false, now, time.Time{}
+		c.stateDirty = true
+	}
+}
+
 // routerRestarted marks every mapping for re-making at once.
 func (c *Client) routerRestarted(why string) {
 	c.restarts++
@@ -977,7 +1014,7 @@ func sameStatus(a, b Status) bool {
 	}
 	for i := range a.Mappings {
 		x, y := a.Mappings[i], b.Mappings[i]
-		if x.Mapping != y.Mapping || x.Active != y.Active || errString(x.Err) != errString(y.Err) {
+		if x.Mapping != y.Mapping || x.Active != y.Active || !x.Since.Equal(y.Since) || errString(x.Err) != errString(y.Err) {
 			return false
 		}
 	}

@@ -879,3 +879,41 @@ func TestEpochJumpIsRestart(t *testing.T) {
 		})
 	}
 }
+
+// Repair deletes and makes again every mapping at once, and says so on
+// Changes (Since moves), so the agent can verify the new one.
+func TestRepairRemakesMappings(t *testing.T) {
+	for _, proto := range []string{ProtoPCP, ProtoNATPMP, ProtoUPnP} {
+		t.Run(proto, func(t *testing.T) {
+			h := newHarness(t, fakerouter.Config{}, proto)
+			h.start(rtsp)
+			before := h.wantActive(rtsp).Since
+			h.advance(time.Second)
+			h.events()
+			select {
+			case <-h.c.Changes():
+			default:
+			}
+			gen := h.clk.generation()
+			h.c.Repair()
+			h.clk.waitIdle(t, gen)
+			evs := h.events()
+			del := map[string]string{ProtoPCP: "delete", ProtoNATPMP: "delete", ProtoUPnP: "DeletePortMapping"}[proto]
+			add := map[string]string{ProtoPCP: "map", ProtoNATPMP: "map", ProtoUPnP: "AddAnyPortMapping"}[proto]
+			if count(evs, proto, del) != 1 || count(evs, proto, add) != 1 {
+				t.Errorf("events after Repair: %v, want one %s and one %s", evs, del, add)
+			}
+			if ms := h.wantActive(rtsp); !ms.Since.After(before) {
+				t.Errorf("Since %s, want after %s", ms.Since, before)
+			}
+			select {
+			case <-h.c.Changes():
+			default:
+				t.Error("Repair not signalled on Changes")
+			}
+			if n := h.status().RouterRestarts; n != 0 {
+				t.Errorf("RouterRestarts = %d", n)
+			}
+		})
+	}
+}

@@ -519,6 +519,45 @@ func routerReboot(t *testing.T, proto string, protocols []string) {
 	s.waitStatus(ctx, "path:     direct", "protocol "+proto)
 }
 
+// Scenario 6b: the router's firewall is reloaded and our rules are gone,
+// while miniupnpd runs on (its NAT-PMP/PCP epoch shows nothing). The agent's
+// periodic check maps again within a minute, with each protocol.
+func TestScenarioRouterRulesFlushed(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		proto     string
+		protocols []string
+	}{
+		{"upnp", []string{"upnp"}},
+		{"natpmp", []string{"natpmp"}},
+		{"pcp", nil},
+	} {
+		t.Run(tc.proto, func(t *testing.T) {
+			t.Parallel()
+			s := wantDirect(t, scenarioOpts{protocols: tc.protocols}, tc.proto)
+			s.l.FlushRouterRules(t)
+			if m := s.mappings(); len(m) != 0 {
+				t.Fatalf("router mappings %q after the flush, want none", m)
+			}
+			flushed := time.Now()
+			ctx, cancel := context.WithTimeout(context.Background(), 75*time.Second)
+			defer cancel()
+			s.waitFor(ctx, "a mapping again after the rules were flushed", func() (bool, string) {
+				m := s.mappings()
+				return len(m) == 1, fmt.Sprintf("%q", m)
+			})
+			if took := time.Since(flushed); took > time.Minute {
+				t.Errorf("%s: mapped again %.1fs after the flush, want within 60 s", tc.proto, took.Seconds())
+			}
+			s.waitFor(ctx, "the direct path again", func() (bool, string) {
+				_, err := s.view(ctx, scHome)
+				return err == nil, fmt.Sprint(err)
+			})
+			s.waitStatus(ctx, "path:     direct", "protocol "+tc.proto)
+		})
+	}
+}
+
 // Scenario 7: a clean stop (SIGTERM) leaves no mapping on the router, with
 // each protocol.
 func TestScenarioCleanStop(t *testing.T) {
