@@ -38,5 +38,8 @@
 // Every NAT-PMP and PCP reply carries the router's epoch; one going back or
 // jumping (RFC 6886 3.6, RFC 6887 8.5) counts as a restart and every mapping
 // is made again at once. A reboot soon after the previous reply stays within
-// the RFC's tolerance and is caught by the re-request instead.
+// the RFC's tolerance and is caught by the re-request instead. A router
+// that answers for a rule that no longer forwards (miniupnpd's UPnP after a
+// firewall reload) is caught only from outside: the agent calls Repair when
+// the relay's probe fails, and every mapping is deleted and made again.
 package portmap
