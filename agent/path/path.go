@@ -14,7 +14,7 @@
 //     connected): "relay", DNS left alone.
 //  3. The tunnel is down: "relay". The direct path can only be published
 //     after the relay verified it, so it can't stay published unverified.
-//  4. Direct disabled in the config: "relay".
+//  4. Direct disabled in the config, or not tried (-once): "relay".
 //  5. The NAT blocks inbound connections (carrier-grade or double NAT):
 //     "relay", with the NAT's own explanation.
 //  6. The router reports a problem (no router, refused mapping, no external
