@@ -508,15 +508,16 @@ func routerReboot(t *testing.T, proto string, protocols []string) {
 		t.Logf("%s: mapped again before DNS had to move", proto)
 	}
 	// The log says so when the epoch or the moved control URL shows the
-	// restart; a reboot soon after the previous NAT-PMP/PCP reply stays
-	// within the epoch's tolerance and the re-request re-makes the mapping
-	// silently (seen here with NAT-PMP: this is how the old epoch-only
-	// check missed reboots for good).
+	// restart. Here miniupnpd's epoch often does not show it (a restart soon
+	// after the previous reply stays within RFC 6887's tolerance): the
+	// periodic re-request, or the repair after the relay's failed probe,
+	// makes the mapping again. The old epoch-only check missed these for
+	// good.
 	if out := s.agent.Output(); strings.Contains(out, "router restarted or lost our mappings") ||
 		strings.Contains(out, "router stopped answering") {
 		t.Logf("%s: the agent logged the restart", proto)
 	} else {
-		t.Logf("%s: the epoch did not show the restart; the periodic re-request made the mapping again", proto)
+		t.Logf("%s: the epoch did not show the restart; made again by the re-request or the repair", proto)
 	}
 	s.waitFor(ctx, "the direct path again", func() (bool, string) {
 		_, err := s.view(ctx, scHome)
