@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -70,6 +69,7 @@ type Agent struct {
 	updater *ddns.Updater      // nil without ddns
 	kick    chan struct{}      // asks the path loop to re-check now
 	onPass  func(passReport)   // tests: called after each path-loop pass; nil in production
+	paths   pathSources        // where the path loop's facts come from (pathloop.go)
 
 	cams *cameraLog // last connection result per LAN target
 	// direct (above) is appended under mu, since Status reads it.
@@ -78,6 +78,7 @@ type Agent struct {
 	status     Status
 	lastWrite  time.Time // the DNS updater's LastWrite seen by saveStatus
 	dnsUpdates int
+	pathLog    reasonLimiter // rate-limits the path log line
 }
 
 // Status is the agent's state as `porthole-agent status` prints it, the admin
@@ -253,6 +254,7 @@ func New(cfg Config) (*Agent, error) {
 		pc.IPv6 = pc.IPv6 && ac.Relay == nil
 		a.det = publicip.New(pc)
 	}
+	a.paths = a.defaultPathSources()
 	return a, nil
 }
 
@@ -455,150 +457,6 @@ func (a *Agent) statusLoop(ctx context.Context) error {
 	}
 }
 
-// pathLoop re-checks the public address and the path on an interval (jittered),
-// at once when the tunnel reconnects or sees a new address, when a local address
-// changes, or when the router's mappings change; then it brings DNS in line.
-func (a *Agent) pathLoop(ctx context.Context, localChange <-chan struct{}) error {
-	interval := a.ac.PublicIP.Interval
-	if interval <= 0 {
-		interval = 5 * time.Minute
-	}
-	var verified bool
-	for {
-		rep := a.pass(ctx, &verified)
-		a.saveStatus()
-		if a.onPass != nil {
-			a.onPass(rep)
-		}
-		wait := interval/2 + rand.N(interval) // [0.5, 1.5) interval, mean interval
-		if !rep.ok {
-			wait = min(wait, 30*time.Second)
-		}
-		if !rep.retryAt.IsZero() {
-			// A deferred write (minimum interval, backoff) is due then, not a
-			// whole interval later.
-			wait = min(wait, max(time.Until(rep.retryAt), 0))
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		case <-a.kick:
-			t.Stop()
-		case <-localChange:
-			t.Stop()
-			a.log.Info("local address changed; re-checking the public address")
-		}
-	}
-}
-
-type passReport struct {
-	ok      bool
-	action  string
-	reason  string
-	target  ddns.Records
-	retryAt time.Time // when a deferred write may go ahead; zero if none
-}
-
-// pass is one detect-decide-publish cycle.
-func (a *Agent) pass(ctx context.Context, verified *bool) passReport {
-	var rep passReport
-	res, err := a.det.Detect(ctx)
-	a.mu.Lock()
-	a.status.PublicV4, a.status.PublicV6 = addrString(res.V4), addrString(res.V6)
-	a.status.NAT = res.NAT.String()
-	a.mu.Unlock()
-	if err != nil && !res.V4.IsValid() && a.tun == nil {
-		rep.reason = fmt.Sprintf("public address not detected: %v", err)
-		a.setPath("unknown", rep.reason, "")
-		return rep
-	}
-	path, why := "home", "no relay configured: the record follows the home's address"
-	want := ddns.Records{V4: res.V4, V6: res.V6}
-	if a.tun != nil {
-		path, why, want = a.choosePath(ctx, res, verified)
-	}
-	if want.IsZero() {
-		rep.reason = why
-		a.setPath(path, why, "")
-		return rep
-	}
-	out, err := a.updater.Update(ctx, want)
-	a.setPath(path, why, want.String())
-	a.mu.Lock()
-	a.status.DNSAction = string(out.Action) + ": " + out.Reason
-	a.mu.Unlock()
-	rep.action, rep.reason, rep.target, rep.retryAt = string(out.Action), out.Reason, want, out.RetryAt
-	if err != nil {
-		rep.reason = err.Error()
-		return rep
-	}
-	rep.ok = true
-	return rep
-}
-
-// choosePath decides between the direct path and the relay for a relay-configured agent.
-func (a *Agent) choosePath(ctx context.Context, res publicip.Result, verified *bool) (string, string, ddns.Records) {
-	ts := a.tun.Status()
-	relayIP := ts.Session.RelayPublicIP
-	if !relayIP.IsValid() && ts.Session.RelayAddr.IsValid() {
-		relayIP = ts.Session.RelayAddr.Addr().Unmap()
-	}
-	relayRec := a.onlyFamily(relayIP)
-	if !relayIP.IsValid() {
-		return "relay", "tunnel not connected yet; relay address unknown", ddns.Records{}
-	}
-	if a.pm == nil {
-		return "relay", "direct path disabled (direct.enabled: false)", relayRec
-	}
-	if res.NAT == publicip.NATCGNAT || res.NAT == publicip.NATDouble {
-		*verified = false
-		return "relay", res.NAT.Explain(), relayRec
-	}
-	ps := a.pm.Status()
-	if ps.Problem != "" {
-		*verified = false
-		return "relay", "router: " + ps.Problem, relayRec
-	}
-	home := res.V4
-	if !home.IsValid() {
-		home = ps.ExternalAddr
-	}
-	if !home.IsValid() || len(ps.Mappings) == 0 {
-		*verified = false
-		return "relay", "no verified public address or mapping yet", relayRec
-	}
-	for _, m := range ps.Mappings {
-		if !m.Active {
-			*verified = false
-			return "relay", "mapping " + m.Mapping.String() + " not active", relayRec
-		}
-	}
-	for _, s := range a.ac.Services {
-		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		r, err := a.tun.Probe(pctx, netip.AddrPortFrom(home, s.Port), s.Name)
-		cancel()
-		if err != nil {
-			*verified = false
-			return "relay", "probe could not run: " + err.Error(), relayRec
-		}
-		if !r.OK {
-			if *verified {
-				a.log.Warn("direct path lost; DNS goes back to the relay", "service", s.Name, "reason", r.Reason)
-			}
-			*verified = false
-			return "relay", "relay could not reach " + s.Name + " directly: " + r.Reason, relayRec
-		}
-	}
-	if !*verified {
-		a.log.Info("direct path verified from outside for every service; DNS points home", "home", home)
-	}
-	*verified = true
-	return "direct", "the relay reached every service at " + home.String() + " from outside", a.onlyFamily(home)
-}
-
 // onlyFamily is what DNS should hold to send viewers to ip: ip, and no record
 // of the other family. A provider that can't remove AAAA (the dyndns2 family)
 // fails such an update; since the agent never publishes AAAA while a relay is
@@ -610,19 +468,6 @@ func (a *Agent) onlyFamily(ip netip.Addr) ddns.Records {
 		return ddns.Records{V6: ip, NoV4: true}
 	}
 	return ddns.Records{V4: ip, NoV6: a.updater.Capabilities().RemoveAAAA}
-}
-
-func (a *Agent) setPath(path, why, dns string) {
-	a.mu.Lock()
-	changed := a.status.Path != path
-	a.status.Path, a.status.PathWhy = path, why
-	if dns != "" {
-		a.status.DNS = dns
-	}
-	a.mu.Unlock()
-	if changed {
-		a.log.Info("path", "path", path, "reason", why)
-	}
 }
 
 func addrString(a netip.Addr) string {

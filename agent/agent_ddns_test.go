@@ -123,8 +123,10 @@ type harnessOpts struct {
 	seed        netip.Addr        // a record the provider already holds
 	addr        netip.Addr        // what boxSources answer at start
 	before      func(*fakecloudflare.Server)
-	provider    *config.Provider // nil: the fake Cloudflare
-	client      *http.Client     // with provider
+	provider    *config.Provider    // nil: the fake Cloudflare
+	client      *http.Client        // with provider
+	configure   func(*config.Agent) // edits the config before New
+	setup       func(*Agent)        // edits the agent before Run (path sources)
 }
 
 func startAgent(t *testing.T, o harnessOpts) *harness {
@@ -168,6 +170,9 @@ func startAgent(t *testing.T, o harnessOpts) *harness {
 			Provider: prov,
 		},
 	}
+	if o.configure != nil {
+		o.configure(ac)
+	}
 	a, err := New(Config{
 		Agent:      ac,
 		Logger:     slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -176,6 +181,9 @@ func startAgent(t *testing.T, o harnessOpts) *harness {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if o.setup != nil {
+		o.setup(a)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.a, h.cancel = a, cancel

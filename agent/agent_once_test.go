@@ -230,6 +230,41 @@ func TestOnceAgainstKnot(t *testing.T) {
 		}
 	})
 
+	// The address changes right after a write: the new one must wait for
+	// min_interval, so DNS is wrong when -once ends. Before: exit 0.
+	t.Run("write deferred by the minimum interval", func(t *testing.T) {
+		host := "moved.example.com"
+		cfg, _ := e.writeConfig(t, host, "example.com", echoServer(t, "203.0.113.77"), echoServer(t, "203.0.113.77"))
+		if r := e.run(t, "-config", cfg, "-once"); r.code != 0 {
+			t.Fatalf("first -once: exit %d", r.code)
+		}
+		b, err := os.ReadFile(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i, j := strings.Index(string(b), "https: ["), strings.Index(string(b), "]\n  min_agree")
+		moved := string(b[:i]) + "https: [" + echoServer(t, "203.0.113.78") + ", " + echoServer(t, "203.0.113.78") + string(b[j:])
+		if err := os.WriteFile(cfg, []byte(moved), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		serial0 := e.serial(t)
+		r := e.run(t, "-config", cfg, "-once")
+		if r.code == 0 {
+			t.Errorf("-once whose write was deferred (DNS still holds the old address): exit 0")
+		}
+		for _, want := range []string{"DNS not written yet", "203.0.113.78", "minimum interval", "run -once again"} {
+			if !strings.Contains(r.stderr, want) {
+				t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+			}
+		}
+		if got := e.addrs(t, host); len(got) != 1 || got[0] != netip.MustParseAddr("203.0.113.77") {
+			t.Errorf("knot serves A %v for %s, want the old [203.0.113.77] (the write waits)", got, host)
+		}
+		if s := e.serial(t); s != serial0 {
+			t.Errorf("knot was updated: serial %d -> %d", serial0, s)
+		}
+	})
+
 	t.Run("unknown zone", func(t *testing.T) {
 		host := "home.nothere.test"
 		cfg, _ := e.writeConfig(t, host, "nothere.test", echoServer(t, "203.0.113.77"), echoServer(t, "203.0.113.77"))

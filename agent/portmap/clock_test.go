@@ -88,6 +88,22 @@ func (c *fakeClock) Advance(d time.Duration) bool {
 	return fired
 }
 
+// next returns when the earliest pending timer is due.
+func (c *fakeClock) next() (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.timers) == 0 {
+		return time.Time{}, false
+	}
+	at := c.timers[0].at
+	for _, t := range c.timers[1:] {
+		if t.at.Before(at) {
+			at = t.at
+		}
+	}
+	return at, true
+}
+
 func (c *fakeClock) generation() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -154,6 +154,8 @@ func (p *natpmpMapper) remove(ctx context.Context, r request, _ uint16) error {
 
 func (p *natpmpMapper) verify(context.Context, request, uint16) (bool, error) { return true, nil }
 
+func (p *natpmpMapper) checksByRenewing() bool { return true }
+
 func (p *natpmpMapper) takeReset() bool { return p.epoch.take() }
 
 var _ mapper = (*natpmpMapper)(nil)

@@ -189,6 +189,8 @@ func (p *pcpMapper) remove(ctx context.Context, r request, granted uint16) error
 
 func (p *pcpMapper) verify(context.Context, request, uint16) (bool, error) { return true, nil }
 
+func (p *pcpMapper) checksByRenewing() bool { return true }
+
 func (p *pcpMapper) takeReset() bool { return p.epoch.take() }
 
 var _ mapper = (*pcpMapper)(nil)

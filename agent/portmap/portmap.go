@@ -53,7 +53,8 @@ type Config struct {
 	// grant is used as given; mappings are renewed at half of it.
 	Lease time.Duration
 	// CheckInterval is how often the router is checked for a reboot, a lost
-	// mapping or a new external address. Default 60s. Retries back off up to it.
+	// mapping or a new external address. Default 30s, so a lost mapping is
+	// made again within a minute. Retries back off up to it.
 	CheckInterval time.Duration
 	// Timeout bounds one exchange with the router (SSDP search, NAT-PMP or PCP
 	// request with retransmissions, SOAP call). Default 2s.
@@ -98,7 +99,10 @@ type MappingStatus struct {
 	Mapping
 	Active  bool      // the router forwards ExternalPort to us, as far as we know
 	Expires time.Time // end of the granted lease; zero when inactive or permanent
-	Err     error     // why the mapping is not active (nil while being made)
+	// Since is when the router last made it (zero when inactive); a check
+	// from outside made before then verified an earlier mapping.
+	Since time.Time
+	Err   error // why the mapping is not active (nil while being made)
 }
 
 // mapper is one protocol's way of talking to the router.
@@ -114,6 +118,9 @@ type mapper interface {
 	// verify reports whether the router still holds the mapping (UPnP);
 	// epoch-based protocols answer true and rely on takeReset.
 	verify(ctx context.Context, r request, granted uint16) (bool, error)
+	// checksByRenewing: the protocol can't ask whether the router holds a
+	// mapping (NAT-PMP, PCP), so the periodic check requests it again.
+	checksByRenewing() bool
 	// takeReset reports whether a router restart was seen since the last call.
 	takeReset() bool
 }
@@ -147,6 +154,7 @@ type entry struct {
 	protocol  string // the protocol that made it
 	granted   uint16
 	expires   time.Time
+	since     time.Time // when it last became active
 	next      time.Time // next renewal or retry
 	failures  int
 	err       error
@@ -168,6 +176,7 @@ type Client struct {
 	mu      sync.Mutex // guards the fields below
 	desired []Mapping
 	status  Status
+	repair  bool // Repair was called
 
 	// The fields below belong to the Run goroutine.
 	gw, local       netip.Addr
@@ -211,7 +220,7 @@ func New(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("portmap: lease %s is shorter than a minute", cfg.Lease)
 	}
 	if cfg.CheckInterval == 0 {
-		cfg.CheckInterval = time.Minute
+		cfg.CheckInterval = 30 * time.Second
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 2 * time.Second
@@ -299,6 +308,21 @@ func (c *Client) SetMappings(ms []Mapping) error {
 	return nil
 }
 
+// Repair asks Run to delete and make again, at once, every mapping the
+// router reports: for when a check from outside (the relay's probe) finds
+// that a mapping the router holds does not forward. Some routers keep
+// answering for rules that are gone (miniupnpd after a firewall reload
+// still finds them with GetSpecificPortMappingEntry).
+func (c *Client) Repair() {
+	c.mu.Lock()
+	c.repair = true
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
 // Status returns a snapshot of the current state.
 func (c *Client) Status() Status {
 	c.mu.Lock()
@@ -346,6 +370,13 @@ func (c *Client) Run(ctx context.Context) error {
 // step does whatever is due: discovery, the periodic check, mappings.
 func (c *Client) step(ctx context.Context) {
 	c.syncDesired()
+	c.mu.Lock()
+	repair := c.repair
+	c.repair = false
+	c.mu.Unlock()
+	if repair && c.m != nil {
+		c.remakeAll(ctx)
+	}
 	if c.m == nil {
 		if c.clock.Now().Before(c.nextDiscover) || !c.discover(ctx) {
 			return
@@ -630,7 +661,7 @@ func (c *Client) check(ctx context.Context) bool {
 		return false
 	}
 	if c.m.takeReset() {
-		c.routerRestarted("its epoch went back")
+		c.routerRestarted("its epoch went back or jumped")
 	}
 	if err == nil && reported {
 		c.setExtAddr(addr, true)
@@ -638,6 +669,15 @@ func (c *Client) check(ctx context.Context) bool {
 	lost := 0
 	for _, e := range c.sortedEntries() {
 		if !e.active {
+			continue
+		}
+		if c.m.checksByRenewing() {
+			// Requested again (same nonce, same port) by reconcile in this
+			// step: a router that lost it without its epoch showing (a
+			// reboot soon after the previous reply, a firewall reload that
+			// flushed the rules) makes it again, and the reply's epoch is
+			// checked like any other.
+			e.next = c.clock.Now()
 			continue
 		}
 		octx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
@@ -659,6 +699,20 @@ func (c *Client) check(ctx context.Context) bool {
 		c.routerRestarted(fmt.Sprintf("%d mapping(s) vanished from it", lost))
 	}
 	return true
+}
+
+// remakeAll deletes every active mapping and marks it for re-making (Repair).
+func (c *Client) remakeAll(ctx context.Context) {
+	c.log.Info("portmap: making every mapping again: a check from outside failed although the router reports them", "protocol", c.m.name())
+	now := c.clock.Now()
+	for _, e := range c.sortedEntries() {
+		if !e.active || !e.wanted {
+			continue
+		}
+		c.removeEntry(ctx, e, e.m)
+		e.active, e.inFlight, e.next, e.expires = false, false, now, time.Time{}
+		c.stateDirty = true
+	}
 }
 
 // routerRestarted marks every mapping for re-making at once.
@@ -745,7 +799,7 @@ func (c *Client) mapOne(ctx context.Context, e *entry) {
 		return // shutdown deletes it, in case the router made it
 	}
 	if c.m.takeReset() {
-		c.routerRestarted("its epoch went back")
+		c.routerRestarted("its epoch went back or jumped")
 	}
 	now := c.clock.Now()
 	if err != nil {
@@ -766,6 +820,7 @@ func (c *Client) mapOne(ctx context.Context, e *entry) {
 		return
 	}
 	if !e.active {
+		e.since = now
 		c.log.Info("portmap: port mapped", "mapping", e.m, "internal", netip.AddrPortFrom(c.local, e.m.InternalPort), "protocol", c.m.name(), "lifetime", g.Lifetime)
 	}
 	e.active, e.inFlight, e.granted, e.protocol = true, false, g.ExternalPort, c.m.name()
@@ -907,7 +962,7 @@ func (c *Client) publish() {
 		}
 		ms := MappingStatus{Mapping: e.m, Active: e.active, Err: e.err}
 		if e.active {
-			ms.Expires = e.expires
+			ms.Expires, ms.Since = e.expires, e.since
 		}
 		s.Mappings = append(s.Mappings, ms)
 	}
@@ -959,7 +1014,7 @@ func sameStatus(a, b Status) bool {
 	}
 	for i := range a.Mappings {
 		x, y := a.Mappings[i], b.Mappings[i]
-		if x.Mapping != y.Mapping || x.Active != y.Active || errString(x.Err) != errString(y.Err) {
+		if x.Mapping != y.Mapping || x.Active != y.Active || !x.Since.Equal(y.Since) || errString(x.Err) != errString(y.Err) {
 			return false
 		}
 	}

@@ -144,6 +144,8 @@ func (p *upnpMapper) check(ctx context.Context) (netip.Addr, bool, error) {
 	return a.Unmap(), true, nil
 }
 
+func (p *upnpMapper) checksByRenewing() bool { return false }
+
 func (p *upnpMapper) takeReset() bool { return false }
 
 var _ mapper = (*upnpMapper)(nil)

@@ -5,7 +5,8 @@
 // refused with 606, conflicts give 718, lease clamping, PCP delete needs the
 // same nonce) and lets a test script faults: UPnP error codes per action,
 // NAT-PMP and PCP result codes, a different granted port, an empty external
-// address, a router that accepts only permanent leases, silence, and reboots.
+// address, a router that accepts only permanent leases, silence, reboots,
+// mappings dropped without a reboot and an epoch that jumps.
 //
 // Everything listens on 127.0.0.1 only.
 package fakerouter
@@ -273,6 +274,16 @@ func (r *Router) Reboot() {
 	r.epochStart = r.cfg.Now()
 	r.bootID++
 	r.ctlPath = fmt.Sprintf("/ctl/IPConn%d", r.bootID)
+}
+
+// ShiftEpoch moves the NAT-PMP/PCP epoch (seconds since start of epoch)
+// forward by d without touching the mappings, as a router whose clock
+// jumped does; RFC 6886 3.6 and RFC 6887 8.5 tell clients to treat an epoch
+// that moved differently from their own clock as a restart.
+func (r *Router) ShiftEpoch(d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.epochStart = r.epochStart.Add(-d)
 }
 
 func (r *Router) expireLocked() {

@@ -176,6 +176,20 @@ func (l *Lab) RestartRouter(t testing.TB) {
 	t.Logf("lab %s: router restarted in %.2fs", l.ID, time.Since(start).Seconds())
 }
 
+// FlushRouterRules empties miniupnpd's chains without restarting it, as a
+// firewall reload does on many routers: every mapping is gone while
+// miniupnpd runs on, so the NAT-PMP and PCP epoch shows nothing.
+func (l *Lab) FlushRouterRules(t testing.TB) {
+	t.Helper()
+	var cmds []string
+	for _, c := range miniupnpdChains {
+		cmds = append(cmds, "flush chain inet filter "+c)
+	}
+	if _, err := l.Exec(Router, "nft", strings.Join(cmds, "; ")); err != nil {
+		t.Fatalf("lab %s: flush router rules: %v", l.ID, err)
+	}
+}
+
 // Mappings lists the router's port-forwarding (DNAT) rules as nft prints
 // them, one per mapping, e.g.
 // `iif "wan0" @nh,72,8 0x6 th dport 18554 dnat ip to 192.168.77.10:8554`.
