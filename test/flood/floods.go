@@ -43,13 +43,17 @@ type ProbeResult struct {
 	Answers int
 	// OverBudget counts sessions the relay closed with proto.CloseOverBudget.
 	OverBudget int
+	// Reset counts sessions that ended with a stateless reset (QUIC) or a TCP
+	// reset: the relay closed the connection and dropped its state before its
+	// close reached us, which a loaded machine can do to the flooder.
+	Reset int
 	// Errors are the first few other ends of a session (dial, authentication,
 	// closes with another code).
 	Errors []string
 }
 
 func (r ProbeResult) String() string {
-	s := fmt.Sprintf("%d sessions, %d ProbeRequests, %d answers, %d sessions closed over budget", r.Sessions, r.Requests, r.Answers, r.OverBudget)
+	s := fmt.Sprintf("%d sessions, %d ProbeRequests, %d answers, %d sessions closed over budget, %d reset", r.Sessions, r.Requests, r.Answers, r.OverBudget, r.Reset)
 	if len(r.Errors) > 0 {
 		s += fmt.Sprintf("; %d other ends, first: %s", len(r.Errors), r.Errors[0])
 	}
@@ -99,6 +103,8 @@ func Probes(ctx context.Context, cfg ProbeConfig) ProbeResult {
 		switch {
 		case errors.As(cause, &ce) && ce.Remote && proto.CloseCode(ce.Code) == proto.CloseOverBudget:
 			res.OverBudget++
+		case errors.Is(cause, transport.ErrPeerRestarted):
+			res.Reset++
 		case ctx.Err() != nil:
 		default:
 			note("session %d: %v", res.Sessions, cause)
