@@ -29,6 +29,8 @@ type RigConfig struct {
 	Prefix []string
 	// Transport is the agents' relay.transport; empty leaves the key out (auto).
 	Transport string
+	// RelayExtra is YAML added at the top level of relay.yaml (e.g. limits:).
+	RelayExtra string
 	// MaxOutput bounds each process's in-memory output; zero means 4 MiB.
 	MaxOutput int
 }
@@ -104,7 +106,7 @@ func StartRig(ctx context.Context, cfg RigConfig) (*Rig, error) {
 	a, b := Identity{"alpha", config.NewToken()}, Identity{"bravo", config.NewToken()}
 	r.Flooder = Identity{"mallory", config.NewToken()}
 	rc := framework.RelayConfig{Listen: r.RelayAddr, StateDir: filepath.Join(cfg.Dir, "relay-state"),
-		Extra: "admin: " + r.Admin + "\n",
+		Extra: "admin: " + r.Admin + "\n" + cfg.RelayExtra,
 		Agents: []framework.RelayAgent{
 			{Name: a.Name, Token: a.Token, Lo: min(ports[0], ports[1]), Hi: max(ports[0], ports[1])},
 			{Name: b.Name, Token: b.Token, Lo: ports[2], Hi: ports[2]},
