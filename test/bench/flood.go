@@ -70,7 +70,7 @@ func Floods(ctx context.Context, bins Bins, s FloodScale) []Figure {
 		}},
 		{fmt.Sprintf("%d+%d unauthenticated handshakes", s.Handshakes, s.Handshakes), func(ctx context.Context, r *flood.Rig, window time.Duration) (string, error) {
 			start := time.Now()
-			res := flood.PreAuth(ctx, flood.PreAuthConfig{Relay: r.RelayAddr, QUIC: s.Handshakes, TCP: s.Handshakes, Parallel: 200})
+			res := flood.PreAuth(ctx, flood.PreAuthConfig{Relay: r.RelayAddr, QUIC: s.Handshakes, TCP: s.Handshakes, Parallel: s.Handshakes})
 			if err := ctx.Err(); err != nil {
 				return "", err
 			}
