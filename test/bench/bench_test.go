@@ -223,3 +223,16 @@ func BenchmarkAgentKilled(b *testing.B) {
 		b.ReportMetric(figs[0].Value, "s-to-reset")
 	}
 }
+
+func BenchmarkFloods(b *testing.B) {
+	bs := mustBins(b)
+	for range b.N {
+		figs := Floods(context.Background(), bs, Smoke.Floods)
+		check(b, figs...)
+		for _, f := range figs {
+			if !f.Pass {
+				b.Errorf("%s: viewer not served throughout: %s", f.Name, f.Note)
+			}
+		}
+	}
+}

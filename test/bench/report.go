@@ -3,8 +3,9 @@
 // connection with iperf3 in both directions with the relay's and agent's CPU
 // seconds per GB, added ping-pong latency, many paced camera viewers, relay
 // memory per idle agent and with idle viewers at several GOGC settings, QUIC
-// throughput at two UDP buffer limits, and recovery when the relay or the
-// agent is killed. Every figure is printed beside a direct baseline measured
+// throughput at two UDP buffer limits, recovery when the relay or the
+// agent is killed, and a viewer's round trips under the floods of issue #7
+// (test/flood). Every figure is printed beside a direct baseline measured
 // in the same run where one applies, with its target and frp's figure from
 // issue #7; nothing here asserts on numbers. `go run
 // ./test/bench/cmd/benchreport` prints the full table; the Benchmark functions

@@ -38,12 +38,14 @@ type Scale struct {
 	UDPBuffers bool
 	// Settle is how long the relay process is left alone before each RSS reading.
 	Settle time.Duration
+	// Floods sizes the "floods" step.
+	Floods FloodScale
 	// Only, if set, names the steps to run (see Steps); empty runs all.
 	Only []string
 }
 
 // Steps are the names of Run's measurements, in order, for Scale.Only.
-var Steps = []string{"throughput", "latency", "viewers", "memory", "idle-viewers", "restart", "agent-killed", "udp-buffers"}
+var Steps = []string{"throughput", "latency", "viewers", "memory", "idle-viewers", "restart", "agent-killed", "udp-buffers", "floods"}
 
 // Full is the scale of `make bench`, the figures of the issue.
 var Full = Scale{
@@ -51,6 +53,7 @@ var Full = Scale{
 	Pings: 20000, Agents: 200, IdleViewers: 2000, Viewers: 200, ViewerTime: 10 * time.Second,
 	Restarts: 5, RestartJitter: 2 * time.Second, AgentKills: 3, AgentKillLimit: 40 * time.Second,
 	UDPBuffers: true, Settle: 3 * time.Second,
+	Floods: FloodScale{Window: 5 * time.Second, IdleConns: 4000, Handshakes: 1000},
 }
 
 // Smoke is small enough for CI; its numbers only show that everything runs.
@@ -58,6 +61,7 @@ var Smoke = Scale{
 	IperfSeconds: 1, Parallels: []int{1}, Reverses: []bool{true},
 	Pings: 200, Agents: 5, IdleViewers: 50, Viewers: 10, ViewerTime: time.Second,
 	Restarts: 1, AgentKills: 1, AgentKillLimit: 6 * time.Second, Settle: 200 * time.Millisecond,
+	Floods: FloodScale{Window: 500 * time.Millisecond, IdleConns: 200, Handshakes: 50},
 }
 
 // Run builds the binaries, measures every figure at scale s and prints the
@@ -96,6 +100,7 @@ func Run(ctx context.Context, s Scale, w, progress io.Writer) error {
 	if s.UDPBuffers {
 		step("udp-buffers", func() []Figure { return UDPBuffers(ctx, bins, s.IperfSeconds) })
 	}
+	step("floods", func() []Figure { return Floods(ctx, bins, s.Floods) })
 	fmt.Fprintf(w, "Porthole bench, %s; load average before the run: %s\n", started.UTC().Format("2006-01-02 15:04 MST"), load)
 	if err := WriteTable(w, figs); err != nil {
 		return err
