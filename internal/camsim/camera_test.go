@@ -370,7 +370,7 @@ func TestEncoderRunsOnlyWhileWatched(t *testing.T) {
 
 func TestCloseEndsEverything(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		before := runtime.NumGoroutine()
+		before := bubbleGoroutines()
 
 		cam := New(small)
 		ln := newPipeListener()
@@ -406,7 +406,7 @@ func TestCloseEndsEverything(t *testing.T) {
 		tr.CloseIdleConnections()
 
 		synctest.Wait()
-		if after := runtime.NumGoroutine(); after > before {
+		if after := bubbleGoroutines(); after > before {
 			buf := make([]byte, 1<<20)
 			t.Errorf("goroutines: %d before, %d after Close\n%s", before, after, buf[:runtime.Stack(buf, true)])
 		}
@@ -434,4 +434,33 @@ func TestRunStopsWithContext(t *testing.T) {
 			t.Errorf("stream went on for %d frames after Run returned", n)
 		}
 	})
+}
+
+// bubbleGoroutines counts the goroutines of the calling synctest bubble.
+// runtime.NumGoroutine would also count goroutines other tests left winding
+// down outside the bubble, which come and go as they like (a flake under -shuffle).
+func bubbleGoroutines() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	// The header of each goroutine: "goroutine 161 [running, synctest bubble 10]:".
+	self := bytes.SplitN(buf, []byte("\n"), 2)[0]
+	i := bytes.Index(self, []byte("synctest bubble "))
+	if i < 0 {
+		panic("bubbleGoroutines called outside a synctest bubble")
+	}
+	tag := self[i : i+bytes.IndexByte(self[i:], ']')]
+	count := 0
+	for _, line := range bytes.Split(buf, []byte("\n")) {
+		if bytes.HasPrefix(line, []byte("goroutine ")) && bytes.Contains(line, append(append([]byte{}, tag...), ']')) {
+			count++
+		}
+	}
+	return count
 }
