@@ -72,6 +72,27 @@ func testGCHeadroom(t *testing.T, live int) {
 	if goal < uint64(live) {
 		t.Errorf("heap goal %d MiB is below the live heap %d MiB: the GC would run without pause", goal>>20, live>>20)
 	}
+
+	// The limit follows the live state: more of it raises the limit at the next
+	// collection (the hook, not only the first computation, is at work).
+	before := debug.SetMemoryLimit(-1)
+	more := make([][]byte, 16)
+	for i := range more {
+		more[i] = make([]byte, 1<<20)
+	}
+	sink = append(sink, more...)
+	var after int64
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		runtime.GC()
+		after = debug.SetMemoryLimit(-1)
+		if after >= before+12<<20 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if after < before+12<<20 {
+		t.Errorf("memory limit went from %d to %d MiB after 16 MiB more live state; want it to follow", before>>20, after>>20)
+	}
 	stop()
 	if got := debug.SetMemoryLimit(-1); got != prev {
 		t.Errorf("after stop the memory limit is %d, want the previous %d", got, prev)
