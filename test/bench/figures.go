@@ -177,7 +177,9 @@ func idleViewers(ctx context.Context, bins Bins, n int, settle time.Duration, en
 		return Figure{}, err
 	}
 	defer echo.Close()
-	st, err := StartStack(ctx, StackConfig{Bins: bins, Target: echo.Addr(), RelayEnv: env})
+	// All n viewers go to one service: lift the relay's per-service cap (1024 by
+	// default), or the figure counts refused connections instead of memory.
+	st, err := StartStack(ctx, StackConfig{Bins: bins, Target: echo.Addr(), RelayEnv: env, RelayExtra: "limits:\n  max_conns_per_service: -1\n"})
 	if err != nil {
 		return Figure{}, err
 	}
