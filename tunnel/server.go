@@ -172,6 +172,11 @@ func (s *Server) RequireRetry() bool { return s.unauth.Load() > int64(s.cfg.Retr
 func (s *Server) Serve(ctx context.Context, ln transport.Listener) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// One watcher of ctx for all of ln's sessions rather than one per session:
+	// an idle agent's session holds no context of its own.
+	live := &sessionSet{}
+	stop := context.AfterFunc(ctx, live.closeAll)
+	defer stop()
 	for {
 		c, err := ln.Accept(ctx)
 		if err != nil {
@@ -193,14 +198,54 @@ func (s *Server) Serve(ctx context.Context, ln transport.Listener) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.serveConn(ctx, c)
+			s.serveConn(ctx, c, live)
 		}()
 	}
 }
 
+// sessionSet holds a listener's running sessions, to close them when its
+// Serve's context ends.
+type sessionSet struct {
+	mu     sync.Mutex // guards the fields below
+	m      map[*ServerSession]struct{}
+	closed bool
+}
+
+// add reports false once closeAll ran: the session must not start.
+func (set *sessionSet) add(ss *ServerSession) bool {
+	set.mu.Lock()
+	defer set.mu.Unlock()
+	if set.closed {
+		return false
+	}
+	if set.m == nil {
+		set.m = map[*ServerSession]struct{}{}
+	}
+	set.m[ss] = struct{}{}
+	return true
+}
+
+func (set *sessionSet) remove(ss *ServerSession) {
+	set.mu.Lock()
+	defer set.mu.Unlock()
+	delete(set.m, ss)
+}
+
+func (set *sessionSet) closeAll() {
+	set.mu.Lock()
+	set.closed = true
+	m := set.m
+	set.m = nil
+	set.mu.Unlock()
+	for ss := range m {
+		ss.Close(proto.CloseShuttingDown, "relay shutting down")
+	}
+}
+
 // serveConn authenticates c and runs its session until either side closes it
-// or ctx ends. The caller has counted c as unauthenticated (Serve does).
-func (s *Server) serveConn(ctx context.Context, c transport.Conn) {
+// or ctx ends (live closes it then). The caller has counted c as
+// unauthenticated (Serve does).
+func (s *Server) serveConn(ctx context.Context, c transport.Conn, live *sessionSet) {
 	ss, err := s.authenticate(ctx, c)
 	s.unauth.Add(-1)
 	if err != nil {
@@ -215,8 +260,12 @@ func (s *Server) serveConn(ctx context.Context, c transport.Conn) {
 			return
 		}
 	}
+	if !live.add(ss) {
+		ss.Close(proto.CloseShuttingDown, "relay shutting down")
+	}
+	defer live.remove(ss)
 	ss.log.Info("agent connected", "remote", ss.observed.String(), "transport", c.Transport())
-	err = ss.run(ctx)
+	err = ss.run()
 	ss.Close(proto.CloseNormal, "")
 	ss.log.Info("agent disconnected", "reason", describeClose(err))
 	if s.cfg.OnDisconnect != nil {
@@ -311,11 +360,6 @@ func (s *Server) authenticate(ctx context.Context, c transport.Conn) (*ServerSes
 		register: b.Register.limiter(),
 		probes:   b.Probes.limiter(),
 		other:    b.Other.limiter(),
-		services: map[string]bool{},
-		inflight: map[string]bool{},
-		perSvc:   map[string]*rate.Limiter{},
-		lastOK:   map[string]bool{},
-		refused:  newLogLimiter(1, 10*time.Second),
 	}, nil
 }
 
@@ -334,12 +378,14 @@ type ServerSession struct {
 	// Budgets; used by the control loop only.
 	ping, register, probes, other *rate.Limiter
 
+	// The maps and refused are made on first use: most sessions are idle agents
+	// that register once and rarely probe, and the relay holds thousands.
 	mu       sync.Mutex               // guards the fields below
 	services map[string]bool          // accepted at the last Register
 	inflight map[string]bool          // services with a probe running
 	perSvc   map[string]*rate.Limiter // probe budget per registered service ("" for the rest)
 	lastOK   map[string]bool          // last probe verdict per service, to log changes only
-	refused  *logLimiter
+	refused  *logLimiter              // probe refusals
 }
 
 // Name is the agent's name.
@@ -393,14 +439,13 @@ func (ss *ServerSession) overBudget(kind string) error {
 }
 
 // run reads control messages until the connection ends, the agent goes silent
-// or exceeds a budget.
-func (ss *ServerSession) run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
+// or exceeds a budget. The connection is closed when it returns.
+func (ss *ServerSession) run() error {
+	// Probes end with the connection, which is closed before waiting for them.
+	ctx := ss.conn.Context()
 	var probes sync.WaitGroup
 	defer probes.Wait()
-	defer cancel()
-	stop := context.AfterFunc(ctx, func() { ss.Close(proto.CloseShuttingDown, "relay shutting down") })
-	defer stop()
+	defer ss.Close(proto.CloseNormal, "")
 	deadline := ss.srv.cfg.HeartbeatDeadline
 	lastPing := time.Now()
 	for {
@@ -471,6 +516,9 @@ func (ss *ServerSession) handleRegister(want []proto.Service) *proto.Registered 
 	clear(ss.services)
 	for _, r := range res.Results {
 		if r.Accepted {
+			if ss.services == nil {
+				ss.services = make(map[string]bool, len(res.Results))
+			}
 			ss.services[r.Name] = true
 		}
 	}
@@ -488,6 +536,9 @@ func (ss *ServerSession) probeBudget(service string) *rate.Limiter {
 	l := ss.perSvc[service]
 	if l == nil {
 		l = ss.srv.cfg.Budgets.Probe.limiter()
+		if ss.perSvc == nil {
+			ss.perSvc = map[string]*rate.Limiter{}
+		}
 		ss.perSvc[service] = l
 	}
 	return l
@@ -504,10 +555,16 @@ func (ss *ServerSession) startProbe(ctx context.Context, wg *sync.WaitGroup, req
 	case len(ss.inflight) >= ss.srv.cfg.MaxProbes:
 		why = fmt.Sprintf("%d probes are already running", len(ss.inflight))
 	default:
+		if ss.inflight == nil {
+			ss.inflight = map[string]bool{}
+		}
 		ss.inflight[req.Service] = true
 	}
 	logIt, n := false, 0
 	if why != "" {
+		if ss.refused == nil {
+			ss.refused = newLogLimiter(1, 10*time.Second)
+		}
 		logIt, n = ss.refused.allow()
 	}
 	ss.mu.Unlock()
@@ -546,6 +603,9 @@ func (ss *ServerSession) probe(ctx context.Context, req *proto.ProbeRequest) *pr
 	ss.mu.Lock()
 	last, seen := ss.lastOK[req.Service]
 	if ss.services[req.Service] {
+		if ss.lastOK == nil {
+			ss.lastOK = map[string]bool{}
+		}
 		ss.lastOK[req.Service] = res.OK
 	}
 	ss.mu.Unlock()

@@ -168,7 +168,7 @@ func Throughput(ctx context.Context, bins Bins, secs float64, parallels []int, r
 	// The relay as started above runs with its main's GC setting; the issue
 	// asks what a memory setting costs in throughput, so measure each one.
 	for _, g := range gogcSettings {
-		got := throughputFor(ctx, bins, srv, "quic", secs, []int{1}, []bool{true}, []string{g.env}, ", relay "+g.label+",")
+		got := throughputFor(ctx, bins, srv, "quic", secs, []int{1}, []bool{true}, g.env, ", relay "+g.label+",")
 		for i := range got {
 			got[i].Target, got[i].Compare = "", ""
 		}

@@ -107,6 +107,8 @@ type StackConfig struct {
 	// Agents is how many more agents the relay knows, idle and not started
 	// here (for the memory figure); see StartIdleAgents.
 	Agents int
+	// RelayExtra is YAML added at the top level of relay.yaml (limits:).
+	RelayExtra string
 }
 
 // Stack is porthole-relay and porthole-agent running as separate processes on
@@ -155,7 +157,7 @@ func StartStack(ctx context.Context, cfg StackConfig) (*Stack, error) {
 	s.RelayAddr = framework.Addr(rport)
 	s.ViewerAddr = framework.Addr(ports[0])
 	tok := config.NewToken()
-	rc := framework.RelayConfig{Listen: s.RelayAddr, StateDir: filepath.Join(dir, "relay-state"),
+	rc := framework.RelayConfig{Listen: s.RelayAddr, StateDir: filepath.Join(dir, "relay-state"), Extra: cfg.RelayExtra,
 		Agents: []framework.RelayAgent{{Name: "home", Token: tok, Lo: ports[0], Hi: ports[0]}}}
 	for i := 1; i < n; i++ {
 		a := idleAgent{name: fmt.Sprintf("idle%04d", i), token: config.NewToken()}

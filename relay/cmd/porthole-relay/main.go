@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 
 	"github.com/porthole-dev/porthole/internal/config"
@@ -38,8 +37,9 @@ func main() {
 	check := flag.Bool("check", false, "validate the config, print problems, exit")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	verbose := flag.Bool("v", false, "debug logging")
+	headroomMiB := flag.Int("gc-headroom", relay.DefaultGCHeadroom>>20, "MiB the heap may grow between garbage collections over what the relay holds; 0: Go's GOGC rule alone")
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: porthole-relay [-config relay.yaml] [-check] [-v] | porthole-relay token | -version\n")
+		fmt.Fprintf(os.Stderr, "usage: porthole-relay [-config relay.yaml] [-check] [-v] [-gc-headroom MiB] | porthole-relay token | -version\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -59,14 +59,11 @@ func main() {
 		fmt.Printf("%s: ok (%d agents)\n", *cfgPath, len(rc.Agents))
 		return
 	}
-	if os.Getenv("GOGC") == "" {
-		// A relay on a small VPS mostly holds idle tunnels. make bench, 200 idle
-		// agents: 91-95 KiB RSS per agent at GOGC=25, 89-117 KiB at Go's default
-		// (target < 100): about 49 KiB of live heap (quic-go and TLS state) and 4
-		// goroutines per agent, plus the GC's headroom over that heap. Relay CPU
-		// per GB moved measured the same at both settings. Drop this once the
-		// per-agent state is smaller. GOGC in the environment overrides it.
-		debug.SetGCPercent(25)
+	if *headroomMiB > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		// Idle tunnels would otherwise cost twice their size in RSS (the GC lets
+		// the heap grow by as much as is live); see relay.LimitGCHeadroom. GOGC
+		// still applies; a GOMEMLIMIT in the environment replaces this.
+		relay.LimitGCHeadroom(int64(*headroomMiB) << 20)
 	}
 	level := slog.LevelInfo
 	if *verbose {
