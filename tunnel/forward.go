@@ -2,18 +2,17 @@ package tunnel
 
 import (
 	"context"
-	"io"
 	"net"
-	"sync"
 	"time"
 
+	"github.com/porthole-dev/porthole/internal/gateway"
 	"github.com/porthole-dev/porthole/proto"
 	"github.com/porthole-dev/porthole/tunnel/transport"
 )
 
 // ForwardTo is a StreamHandler that connects each viewer stream to the TCP
 // target of its service (service name -> host:port) and copies both ways with
-// half-close. Tests, benchmarks and tools use it; the agent puts its gateway
+// half-close (gateway.Splice). Tests, benchmarks and tools use it; the agent puts its gateway
 // (access rules, limits) in between instead.
 func ForwardTo(targets map[string]string) StreamHandler {
 	return func(ctx context.Context, hdr proto.StreamHeader, st transport.Stream) {
@@ -30,27 +29,6 @@ func ForwardTo(targets map[string]string) StreamHandler {
 			st.Abort(uint64(proto.StreamRefused))
 			return
 		}
-		tc := c.(*net.TCPConn)
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := io.Copy(tc, st); err != nil {
-				tc.SetLinger(0)
-				tc.Close()
-				st.Close()
-				return
-			}
-			tc.CloseWrite()
-		}()
-		if _, err := io.Copy(st, tc); err != nil {
-			st.Abort(uint64(proto.StreamAborted))
-			tc.Close()
-		} else {
-			st.CloseWrite()
-		}
-		wg.Wait()
-		tc.Close()
-		st.Close()
+		gateway.Splice(st, c.(*net.TCPConn))
 	}
 }
