@@ -10,6 +10,7 @@ import (
 
 	"github.com/porthole-dev/porthole/internal/gateway"
 	"github.com/porthole-dev/porthole/tunnel/transport"
+	"github.com/porthole-dev/porthole/tunnel/transport/quictransport"
 )
 
 // BenchmarkForward is one viewer connection through a relay and an agent in
@@ -17,9 +18,17 @@ import (
 // stream -> relay's Splice -> viewer TCP, b.N MiB camera->viewer. CPU per GiB
 // counts the whole process (both daemons' halves plus the two TCP endpoints).
 // Run it with -cpu 1,2 to see what GOMAXPROCS costs.
+// lost-%, the agent's packets declared lost, tells a congestion collapse from
+// a slow CPU.
 func BenchmarkForward(b *testing.B) {
 	client, server := pair(b) // client: the agent; server: the relay
+	qc := client.(*quictransport.Conn).QUIC()
+	s0 := qc.ConnectionStats()
 	forward(b, client, server)
+	s1 := qc.ConnectionStats()
+	if sent := s1.PacketsSent - s0.PacketsSent; sent > 0 {
+		b.ReportMetric(100*float64(s1.PacketsLost-s0.PacketsLost)/float64(sent), "lost-%")
+	}
 }
 
 func forward(b *testing.B, agent, relay transport.Conn) {
