@@ -177,9 +177,11 @@ func idleViewers(ctx context.Context, bins Bins, n int, settle time.Duration, en
 		return Figure{}, err
 	}
 	defer echo.Close()
-	// All n viewers go to one service: lift the relay's per-service cap (1024 by
-	// default), or the figure counts refused connections instead of memory.
-	st, err := StartStack(ctx, StackConfig{Bins: bins, Target: echo.Addr(), RelayEnv: env, RelayExtra: "limits:\n  max_conns_per_service: -1\n"})
+	// All n viewers go to one service: lift the per-service cap (1024 by
+	// default) of the relay and of the agent (relayed streams pass its gateway
+	// too), or the figure counts refused connections instead of memory.
+	const noServiceCap = "limits:\n  max_conns_per_service: -1\n"
+	st, err := StartStack(ctx, StackConfig{Bins: bins, Target: echo.Addr(), RelayEnv: env, RelayExtra: noServiceCap, AgentExtra: noServiceCap})
 	if err != nil {
 		return Figure{}, err
 	}
@@ -204,8 +206,7 @@ func idleViewers(ctx context.Context, bins Bins, n int, settle time.Duration, en
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			src := &net.TCPAddr{IP: net.IPv4(127, 0, byte(1+i/perSource/250), byte(1+i/perSource%250))}
-			d := net.Dialer{LocalAddr: src, Timeout: 10 * time.Second}
+			d := net.Dialer{LocalAddr: viewerSource(i, perSource), Timeout: 10 * time.Second}
 			c, err := d.DialContext(ctx, "tcp", st.ViewerAddr)
 			if err != nil {
 				errs[i] = err
@@ -518,4 +519,12 @@ func answers(viewer string) bool {
 	b := make([]byte, 1)
 	_, err = c.Read(b)
 	return err == nil && b[0] == 'x'
+}
+
+// viewerSource is the loopback source address of the i-th of many viewers, perSource
+// of them on each (127.0.1.1, 127.0.1.2, ...): real viewers come from many
+// addresses, and the daemons' per-address cap (64 by default) must not turn a
+// figure into one of refused connections.
+func viewerSource(i, perSource int) *net.TCPAddr {
+	return &net.TCPAddr{IP: net.IPv4(127, 0, byte(1+i/perSource/250), byte(1+i/perSource%250))}
 }

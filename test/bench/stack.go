@@ -109,6 +109,8 @@ type StackConfig struct {
 	Agents int
 	// RelayExtra is YAML added at the top level of relay.yaml (limits:).
 	RelayExtra string
+	// AgentExtra is YAML added at the top level of the main agent's agent.yaml.
+	AgentExtra string
 }
 
 // Stack is porthole-relay and porthole-agent running as separate processes on
@@ -170,7 +172,8 @@ func StartStack(ctx context.Context, cfg StackConfig) (*Stack, error) {
 		return fail(err)
 	}
 	ac := framework.AgentConfig{Name: "home", StateDir: filepath.Join(dir, "agent-state"), Relay: s.RelayAddr, Token: tok,
-		Transport: cfg.Transport, Services: []framework.Service{{Name: "cam", Target: cfg.Target, Port: ports[0]}}}
+		Transport: cfg.Transport, Services: []framework.Service{{Name: "cam", Target: cfg.Target, Port: ports[0]}},
+		Extra: cfg.AgentExtra}
 	if s.agentCfg, err = framework.WriteFile(dir, "agent.yaml", ac.YAML()); err != nil {
 		return fail(err)
 	}

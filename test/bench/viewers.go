@@ -106,7 +106,7 @@ func runViewers(ctx context.Context, addr string, epoch time.Time, n int, dur ti
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var d net.Dialer
+			d := net.Dialer{LocalAddr: viewerSource(i, 20)}
 			c, err := d.DialContext(ctx, "tcp", addr)
 			if err != nil {
 				results[i].err = err
