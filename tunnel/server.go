@@ -462,6 +462,11 @@ func (ss *ServerSession) run() error {
 			if cause := context.Cause(ss.conn.Context()); cause != nil {
 				return cause
 			}
+			// The connection closed (by either side) before its context says
+			// so: not a bad message.
+			if ce := (*transport.CloseError)(nil); errors.As(err, &ce) {
+				return err
+			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				ss.log.Warn("closing the session: no heartbeat from the agent", "for", deadline)
 				ss.Close(proto.CloseHeartbeatTimeout, fmt.Sprintf("no heartbeat for %s", deadline))
