@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -216,11 +217,18 @@ func rawDatagramSession(t *testing.T, e *relayEnv, dial DialFunc) transport.Conn
 func TestMalformedDatagrams(t *testing.T) {
 	for _, tr := range []string{TransportQUIC, TransportTCP} {
 		t.Run(tr, func(t *testing.T) {
-			var calls atomic.Int64
+			var calls, logged atomic.Int64
+			loopsAtDisconnect := make(chan int, 1)
 			got, handler := capture()
 			e := startServer(t, func(c *ServerConfig) {
 				c.HeartbeatDeadline = time.Minute // the raw peer doesn't ping
 				c.OnDatagram = func(ss *ServerSession, h proto.DatagramHeader, p []byte) { calls.Add(1); handler(h, p) }
+				c.Logger = slog.New(msgCounter{msg: "malformed datagrams from the peer dropped", n: &logged})
+				gone := c.OnDisconnect
+				c.OnDisconnect = func(ss *ServerSession, err error) {
+					loopsAtDisconnect <- goroutinesIn(serverDgramLoop)
+					gone(ss, err)
+				}
 			})
 			dial := testDial
 			if tr == TransportTCP {
@@ -256,9 +264,39 @@ func TestMalformedDatagrams(t *testing.T) {
 				t.Fatal("malformed datagrams closed the session")
 			default:
 			}
+			if n := logged.Load(); n != 1 {
+				t.Errorf("malformed datagrams logged %d times, want once", n)
+			}
+			// The session's datagram goroutine has ended by the time the relay
+			// hears of the disconnect.
+			conn.CloseWithError(0, "")
+			select {
+			case n := <-loopsAtDisconnect:
+				if n != 0 {
+					t.Fatalf("%d datagram goroutines left at OnDisconnect", n)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("no OnDisconnect")
+			}
 		})
 	}
 }
+
+// msgCounter counts log records with one message.
+type msgCounter struct {
+	msg string
+	n   *atomic.Int64
+}
+
+func (h msgCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (h msgCounter) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		h.n.Add(1)
+	}
+	return nil
+}
+func (h msgCounter) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h msgCounter) WithGroup(string) slog.Handler      { return h }
 
 // TestDatagramFlood: datagrams over the session's budget are dropped and
 // counted; the session stays.
