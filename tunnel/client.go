@@ -92,8 +92,9 @@ type Config struct {
 	// many seconds; a fresh dial is quicker.
 	PongTimeout time.Duration
 	// OnDatagram is called with each datagram from the relay, in the session's one
-	// datagram goroutine; payload is valid only during the call. Nil: datagrams
-	// are not read at all (no goroutine).
+	// datagram goroutine; payload is valid only during the call. It should not
+	// block: datagrams queue behind it and the session's end waits for it. Nil:
+	// datagrams are not read at all (no goroutine).
 	OnDatagram func(h proto.DatagramHeader, payload []byte)
 	// DatagramBudget bounds the datagrams a session reads; over it they are
 	// dropped and counted. Zero fields take DefaultDatagramBudget.

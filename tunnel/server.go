@@ -105,8 +105,9 @@ type ServerConfig struct {
 	// Budgets per control message kind; zero fields take DefaultBudgets.
 	Budgets Budgets
 	// OnDatagram is called with each datagram from an agent, in that session's
-	// one datagram goroutine; payload is valid only during the call. Nil:
-	// datagrams are not read at all (no goroutine per session).
+	// one datagram goroutine; payload is valid only during the call. It should
+	// not block: datagrams queue behind it and the session's end waits for it.
+	// Nil: datagrams are not read at all (no goroutine per session).
 	OnDatagram func(ss *ServerSession, h proto.DatagramHeader, payload []byte)
 	// DatagramBudget bounds the datagrams a session reads; over it they are
 	// dropped and counted, the session stays. Zero fields take DefaultDatagramBudget.
