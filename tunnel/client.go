@@ -91,6 +91,14 @@ type Config struct {
 	// so after a relay restart the old session may not draw its stateless reset for
 	// many seconds; a fresh dial is quicker.
 	PongTimeout time.Duration
+	// OnDatagram is called with each datagram from the relay, in the session's one
+	// datagram goroutine; payload is valid only during the call. It should not
+	// block: datagrams queue behind it and the session's end waits for it. Nil:
+	// datagrams are not read at all (no goroutine).
+	OnDatagram func(h proto.DatagramHeader, payload []byte)
+	// DatagramBudget bounds the datagrams a session reads; over it they are
+	// dropped and counted. Zero fields take DefaultDatagramBudget.
+	DatagramBudget Budget
 }
 
 // Session is what the relay told the agent about an established session.
@@ -133,6 +141,7 @@ type Client struct {
 	active      atomic.Int64
 	pauseHB     atomic.Bool
 	quicRetries atomic.Int64 // QUIC attempts while on TCP (tests)
+	dgrams      dgramCounters
 }
 
 // New checks cfg and returns a Client; Run starts it.
@@ -177,6 +186,7 @@ func New(cfg Config) (*Client, error) {
 	if cfg.PongTimeout == 0 {
 		cfg.PongTimeout = 3 * time.Second
 	}
+	cfg.DatagramBudget = fillDatagramBudget(cfg.DatagramBudget)
 	return &Client{cfg: cfg, log: cfg.Logger.With("relay", cfg.Address)}, nil
 }
 
@@ -527,6 +537,13 @@ func (c *Client) serve(ctx context.Context, cn *clientConn, sess Session) (trans
 			}
 		}
 	}()
+	if c.cfg.OnDatagram != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.receiveDatagrams(sctx, cn)
+		}()
+	}
 	upgrade := make(chan transport.Conn, 1)
 	if sess.Transport == TransportTCP && c.cfg.Transport == TransportAuto && c.cfg.DialQUIC != nil {
 		wg.Add(1)

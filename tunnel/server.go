@@ -104,6 +104,14 @@ type ServerConfig struct {
 	MaxProbes int
 	// Budgets per control message kind; zero fields take DefaultBudgets.
 	Budgets Budgets
+	// OnDatagram is called with each datagram from an agent, in that session's
+	// one datagram goroutine; payload is valid only during the call. It should
+	// not block: datagrams queue behind it and the session's end waits for it.
+	// Nil: datagrams are not read at all (no goroutine per session).
+	OnDatagram func(ss *ServerSession, h proto.DatagramHeader, payload []byte)
+	// DatagramBudget bounds the datagrams a session reads; over it they are
+	// dropped and counted, the session stays. Zero fields take DefaultDatagramBudget.
+	DatagramBudget Budget
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -154,6 +162,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cfg.MaxProbes = 4
 	}
 	cfg.Budgets.fill()
+	cfg.DatagramBudget = fillDatagramBudget(cfg.DatagramBudget)
 	return &Server{cfg: cfg, log: cfg.Logger, busy: newLogLimiter(1, 10*time.Second), refuse: newLogLimiter(10, time.Second)}, nil
 }
 
@@ -265,8 +274,10 @@ func (s *Server) serveConn(ctx context.Context, c transport.Conn, live *sessionS
 	}
 	defer live.remove(ss)
 	ss.log.Info("agent connected", "remote", ss.observed.String(), "transport", c.Transport())
+	waitDatagrams := ss.startDatagrams()
 	err = ss.run()
 	ss.Close(proto.CloseNormal, "")
+	waitDatagrams()
 	ss.log.Info("agent disconnected", "reason", describeClose(err))
 	if s.cfg.OnDisconnect != nil {
 		s.cfg.OnDisconnect(ss, err)
@@ -386,6 +397,8 @@ type ServerSession struct {
 	perSvc   map[string]*rate.Limiter // probe budget per registered service ("" for the rest)
 	lastOK   map[string]bool          // last probe verdict per service, to log changes only
 	refused  *logLimiter              // probe refusals
+
+	dgrams dgramCounters
 }
 
 // Name is the agent's name.

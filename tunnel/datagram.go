@@ -1,0 +1,172 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/porthole-dev/porthole/proto"
+	"github.com/porthole-dev/porthole/tunnel/transport"
+)
+
+// DefaultDatagramBudget is what one session may receive of datagrams before the
+// excess is dropped: 20,000 a second (about 200 Mbit/s of 1280-byte WireGuard
+// packets) with bursts of 2,000. Over it datagrams are dropped and counted, not
+// the session closed: a UDP flood from the internet is normal and must not cost
+// the agent its tunnel, only its CPU must be bounded.
+var DefaultDatagramBudget = Budget{Every: 50 * time.Microsecond, Burst: 2000}
+
+// MaxDatagramPayload is the largest payload SendDatagram takes: the transports'
+// MaxDatagram less the datagram header.
+const MaxDatagramPayload = transport.MaxDatagram - proto.DatagramHeaderLen
+
+// DatagramStats counts one session's (server) or all sessions' (client) datagrams.
+type DatagramStats struct {
+	Received  uint64 // handed to OnDatagram
+	Sent      uint64 // given to the transport (which may still drop them, as UDP would)
+	Dropped   uint64 // received over the budget, not parsed
+	Malformed uint64 // received but not a datagram this version understands
+}
+
+// dgramCounters are the atomic counters behind DatagramStats.
+type dgramCounters struct {
+	received, sent, dropped, malformed atomic.Uint64
+}
+
+func (d *dgramCounters) stats() DatagramStats {
+	return DatagramStats{Received: d.received.Load(), Sent: d.sent.Load(), Dropped: d.dropped.Load(), Malformed: d.malformed.Load()}
+}
+
+func fillDatagramBudget(b Budget) Budget {
+	if b.Every == 0 {
+		b.Every = DefaultDatagramBudget.Every
+	}
+	if b.Burst == 0 {
+		b.Burst = DefaultDatagramBudget.Burst
+	}
+	return b
+}
+
+// dgBufs holds send buffers: the transports copy what they send (quic-go copies,
+// tcptransport queues its own copy), so one buffer serves one send call.
+var dgBufs = sync.Pool{New: func() any { b := make([]byte, 0, transport.MaxDatagram); return &b }}
+
+// sendDatagram frames h and payload and hands them to conn without blocking.
+func sendDatagram(conn transport.Conn, ctr *dgramCounters, h proto.DatagramHeader, payload []byte) error {
+	if len(payload) > MaxDatagramPayload {
+		return fmt.Errorf("tunnel: send datagram: payload of %d bytes (at most %d): %w", len(payload), MaxDatagramPayload, transport.ErrDatagramTooLarge)
+	}
+	bp := dgBufs.Get().(*[]byte)
+	defer dgBufs.Put(bp)
+	b, err := proto.AppendDatagram((*bp)[:0], h, payload)
+	if err != nil {
+		return fmt.Errorf("tunnel: send datagram: %w", err)
+	}
+	*bp = b[:0]
+	if err := conn.SendDatagram(b); err != nil {
+		return fmt.Errorf("tunnel: send datagram: %w", connErrIfClosed(conn, err))
+	}
+	ctr.sent.Add(1)
+	return nil
+}
+
+// connErrIfClosed is connErr, except that a datagram too large stays itself
+// (it is not the connection's fault).
+func connErrIfClosed(conn transport.Conn, err error) error {
+	if errors.Is(err, transport.ErrDatagramTooLarge) {
+		return err
+	}
+	return connErr(conn, err)
+}
+
+// datagramLoop reads conn's datagrams until ctx ends or conn closes, handing
+// each well-formed one within budget to handle. The payload passed to handle is
+// valid only during the call. Datagrams over budget are dropped before parsing;
+// malformed ones are counted and logged at most once a minute.
+func datagramLoop(ctx context.Context, conn transport.Conn, budget Budget, ctr *dgramCounters, log *slog.Logger, handle func(proto.DatagramHeader, []byte)) {
+	lim := budget.limiter()
+	var bad *logLimiter // made on the first malformed datagram: most sessions see none
+	for {
+		b, err := conn.ReceiveDatagram(ctx)
+		if err != nil {
+			return
+		}
+		if !lim.Allow() {
+			ctr.dropped.Add(1)
+			continue
+		}
+		h, payload, err := proto.ParseDatagram(b)
+		if err != nil {
+			ctr.malformed.Add(1)
+			if bad == nil {
+				bad = newLogLimiter(1, time.Minute)
+			}
+			if ok, n := bad.allow(); ok {
+				log.Warn("malformed datagrams from the peer dropped", "err", err, "len", len(b), "dropped_since_last_log", n, "malformed_total", ctr.malformed.Load())
+			}
+			continue
+		}
+		ctr.received.Add(1)
+		handle(h, payload)
+	}
+}
+
+// SendDatagram sends one datagram to the relay over the current session. It never
+// blocks: when the transport's queue is full the datagram is dropped, as UDP
+// would. It returns ErrNotConnected without a session, and an error wrapping
+// transport.ErrDatagramTooLarge for a payload above MaxDatagramPayload.
+func (c *Client) SendDatagram(h proto.DatagramHeader, payload []byte) error {
+	if len(payload) > MaxDatagramPayload {
+		return fmt.Errorf("tunnel: send datagram: payload of %d bytes (at most %d): %w", len(payload), MaxDatagramPayload, transport.ErrDatagramTooLarge)
+	}
+	c.mu.Lock()
+	cn := c.cur
+	c.mu.Unlock()
+	if cn == nil {
+		return ErrNotConnected
+	}
+	return sendDatagram(cn.conn, &c.dgrams, h, payload)
+}
+
+// DatagramStats counts the datagrams of all sessions since New.
+func (c *Client) DatagramStats() DatagramStats { return c.dgrams.stats() }
+
+// receiveDatagrams runs Config.OnDatagram for the session's datagrams until ctx ends.
+func (c *Client) receiveDatagrams(ctx context.Context, cn *clientConn) {
+	datagramLoop(ctx, cn.conn, c.cfg.DatagramBudget, &c.dgrams, c.log, c.cfg.OnDatagram)
+}
+
+// SendDatagram sends one datagram to the agent. It never blocks: when the
+// transport's queue is full the datagram is dropped, as UDP would. A payload
+// above MaxDatagramPayload returns an error wrapping
+// transport.ErrDatagramTooLarge; a closed session, the reason it closed.
+func (ss *ServerSession) SendDatagram(h proto.DatagramHeader, payload []byte) error {
+	return sendDatagram(ss.conn, &ss.dgrams, h, payload)
+}
+
+// DatagramStats counts the session's datagrams.
+func (ss *ServerSession) DatagramStats() DatagramStats { return ss.dgrams.stats() }
+
+// startDatagrams starts the session's datagram reader when ServerConfig.OnDatagram
+// is set (none otherwise: idle agents must stay cheap) and returns a function
+// that waits for it; the reader ends when the connection closes.
+func (ss *ServerSession) startDatagrams() (wait func()) {
+	h := ss.srv.cfg.OnDatagram
+	if h == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ss.receiveDatagrams(h)
+	}()
+	return func() { <-done }
+}
+
+func (ss *ServerSession) receiveDatagrams(h func(*ServerSession, proto.DatagramHeader, []byte)) {
+	datagramLoop(ss.conn.Context(), ss.conn, ss.srv.cfg.DatagramBudget, &ss.dgrams, ss.log, func(dh proto.DatagramHeader, p []byte) { h(ss, dh, p) })
+}
