@@ -9,7 +9,8 @@
 // The agent dials the relay's UDP port with QUIC (TLS 1.3, ALPN [ALPN]). When QUIC
 // has not connected within about 2 s (UDP blocked), it dials TLS over TCP on the
 // same port number, with yamux as the stream multiplexer, and while on TCP it
-// retries QUIC about every 60 s (jittered), moving back when QUIC connects
+// retries QUIC about every 60 s (jittered) while no viewer is connected, moving
+// back when QUIC connects
 // (relay.transport: auto|quic|tcp in agent.yaml). Everything below is the same on
 // both: streams with half-close, datagrams (as frames on TCP), close codes.
 // The relay's certificate may be self-signed: trust does not come from the

@@ -70,7 +70,8 @@ type Config struct {
 	// this. Zero means 2s.
 	QUICWait time.Duration
 	// QUICRetry: in auto mode, while on TCP, QUIC is tried again about this often
-	// (jittered) and the tunnel moves back when it connects. Zero means 60s.
+	// (jittered), while no viewer stream is open, and the tunnel moves back when
+	// it connects. Zero means 60s.
 	QUICRetry time.Duration
 	// Software is told to the relay in Hello. Empty means "porthole-agent".
 	Software string
@@ -581,7 +582,8 @@ func (c *Client) serve(ctx context.Context, cn *clientConn, sess Session) (trans
 	}
 }
 
-// retryQUIC tries QUIC about every QUICRetry (jittered) until it connects or ctx ends.
+// retryQUIC tries QUIC about every QUICRetry (jittered), while no viewer stream
+// is open, until it connects or ctx ends.
 func (c *Client) retryQUIC(ctx context.Context) transport.Conn {
 	for {
 		wait := c.cfg.QUICRetry/2 + rand.N(c.cfg.QUICRetry)
@@ -591,6 +593,13 @@ func (c *Client) retryQUIC(ctx context.Context) transport.Conn {
 			t.Stop()
 			return nil
 		case <-t.C:
+		}
+		// Moving to QUIC replaces the session and cuts the viewer streams
+		// running over TCP: wait until nobody is watching. TCP serves them
+		// well meanwhile.
+		if n := c.active.Load(); n > 0 {
+			c.log.Debug("QUIC retry postponed: viewers are watching over TCP", "streams", n)
+			continue
 		}
 		c.quicRetries.Add(1)
 		dctx, cancel := context.WithTimeout(ctx, 2*c.cfg.QUICWait)

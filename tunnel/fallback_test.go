@@ -2,11 +2,13 @@ package tunnel
 
 import (
 	"context"
+	"io"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/porthole-dev/porthole/proto"
 	"github.com/porthole-dev/porthole/tunnel/transport"
 )
 
@@ -87,3 +89,63 @@ type testErr string
 func (e testErr) Error() string { return string(e) }
 
 const errTestRefused = testErr("refused")
+
+// TestNoUpgradeWhileWatching: while a viewer stream runs over TCP the client
+// doesn't move back to QUIC (that would cut the viewer); once the stream ends
+// it does.
+func TestNoUpgradeWhileWatching(t *testing.T) {
+	e := startServer(t, nil)
+	var blocked atomic.Bool
+	blocked.Store(true)
+	c, sess := startClient(t, e, "home", func(c *Config) {
+		c.DialQUIC = func(ctx context.Context, addr string) (transport.Conn, error) {
+			if blocked.Load() {
+				<-ctx.Done()
+				return nil, ctx.Err()
+			}
+			return testDial(ctx, addr)
+		}
+		c.QUICWait, c.QUICRetry = 300*time.Millisecond, 100*time.Millisecond
+	})
+	if sess.Transport != "tcp" {
+		t.Fatalf("session on %s", sess.Transport)
+	}
+	ss := nextSession(t, e)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := ss.OpenStream(ctx, proto.StreamHeader{Kind: proto.StreamViewer, Service: "cam", Viewer: "198.51.100.9:5555"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoOnce := func() {
+		t.Helper()
+		st.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := st.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(st, make([]byte, 1)); err != nil {
+			t.Fatalf("viewer stream: %v", err)
+		}
+	}
+	echoOnce() // the agent holds the stream now
+	blocked.Store(false)
+	// Many retry intervals pass with QUIC available: no new session, and the
+	// viewer keeps being served.
+	for range 10 {
+		select {
+		case <-e.sessions:
+			t.Fatal("moved to QUIC while a viewer was watching over TCP")
+		case <-time.After(100 * time.Millisecond):
+		}
+		echoOnce()
+	}
+	if n := c.quicRetries.Load(); n != 0 {
+		t.Fatalf("%d QUIC attempts while watching", n)
+	}
+	st.CloseWrite()
+	io.Copy(io.Discard, st)
+	st.Close()
+	if next := nextSession(t, e); next.Transport() != "quic" {
+		t.Fatalf("after the viewer left: session on %s", next.Transport())
+	}
+}
