@@ -181,11 +181,26 @@ func (c *Conn) AcceptStream(ctx context.Context) (transport.Stream, error) {
 		}
 	}
 	c.lastPeer = max(c.lastPeer, id)
+	// Registered in the same critical section: a control frame for this
+	// stream processed in between would find neither the early state (id is
+	// no longer above lastPeer) nor the stream, and be dropped.
+	s := c.registerLocked(ys, early)
 	c.mu.Unlock()
-	return c.register(ys, early), nil
+	s.maybeFinish()
+	return s, nil
 }
 
 func (c *Conn) register(ys *yamux.Stream, e earlyState) *stream {
+	c.mu.Lock()
+	s := c.registerLocked(ys, e)
+	c.mu.Unlock()
+	s.maybeFinish()
+	return s
+}
+
+// registerLocked makes the stream for ys with what early frames said and
+// records it; c.mu must be held. The caller runs maybeFinish after unlocking.
+func (c *Conn) registerLocked(ys *yamux.Stream, e earlyState) *stream {
 	s := &stream{c: c, ys: ys, id: ys.StreamID()}
 	s.peerFin, s.peerFinSize = e.fin, e.finSize
 	if e.abort&abortReset != 0 {
@@ -194,10 +209,7 @@ func (c *Conn) register(ys *yamux.Stream, e earlyState) *stream {
 	if e.abort&abortStopped != 0 {
 		s.writeAbort = &transport.StreamError{Code: e.code, Remote: true}
 	}
-	c.mu.Lock()
 	c.streams[s.id] = s
-	c.mu.Unlock()
-	s.maybeFinish()
 	return s
 }
 
