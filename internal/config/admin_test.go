@@ -8,7 +8,7 @@ import (
 )
 
 func TestAgentAdmin(t *testing.T) {
-	const head = "name: home\nservices:\n  - {name: cam, target: \"192.168.1.20:554\", port: 10554, allow: [any]}\n"
+	const head = "name: home\nservices:\n  - {name: cam, target: \"192.168.1.20:554\", port: 10554, allow: [198.51.100.0/24]}\n"
 	tests := []struct {
 		name, line  string
 		addr        string

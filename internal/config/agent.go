@@ -27,9 +27,9 @@ var (
 )
 
 var (
-	agentKeys      = []string{"name", "state_dir", "relay", "services", "direct", "publicip", "ddns", "limits", "admin"}
+	agentKeys      = []string{"name", "state_dir", "relay", "services", "viewers", "tls", "direct", "publicip", "ddns", "limits", "admin"}
 	agentRelayKeys = []string{"address", "token", "token_file", "transport"}
-	serviceKeys    = []string{"name", "target", "port", "allow", "first_byte_timeout"}
+	serviceKeys    = []string{"name", "kind", "target", "port", "allow", "first_byte_timeout", "viewers", "camera_login", "tls"}
 	directKeys     = []string{"enabled", "listen", "protocols", "gateway"}
 	publicIPKeys   = []string{"sources", "https", "dns", "min_agree", "accept", "interval", "ipv6", "ipv6_interface_id"}
 	ddnsKeys       = []string{"hostname", "ttl", "min_interval", "delete_on_exit", "provider"}
@@ -87,8 +87,9 @@ func (p *parser) agent(data []byte) (*Agent, error) {
 	if df := p.section(f, "ddns", ddnsKeys); df != nil {
 		a.DDNS = p.ddns(df)
 	}
+	a.Viewers = p.viewers(f)
 	var listed bool
-	a.Services, listed = p.services(f)
+	a.Services, listed = p.services(f, a.Viewers)
 	if !listed && a.DDNS == nil {
 		line := f.line
 		if e, ok := f.m["services"]; ok {
@@ -99,7 +100,11 @@ func (p *parser) agent(data []byte) (*Agent, error) {
 	if len(a.Services) > 0 && a.Relay == nil && !a.Direct.Enabled {
 		p.errorf(f.m["services"].key.Line, "services", "no way to reach them: configure relay or enable direct")
 	}
-	a.Warnings = p.warnings
+	if tf := p.section(f, "tls", tlsKeys); tf != nil {
+		a.TLS = p.tlsSection(tf, a, f.has("ddns"))
+	}
+	p.tlsWarning(a, p.tlsLine, p.tlsKey)
+	a.Warnings = p.warningList()
 	if err := p.result(); err != nil {
 		return nil, err
 	}
@@ -139,7 +144,7 @@ func (p *parser) agentRelay(f *fields) *AgentRelay {
 
 // services reads the services list; listed is false when there is none
 // (absent, null or empty) and true when there is one, even a broken one.
-func (p *parser) services(f *fields) (out []Service, listed bool) {
+func (p *parser) services(f *fields, viewers map[string]Viewer) (out []Service, listed bool) {
 	e, ok := f.m["services"]
 	if !ok {
 		return nil, false
@@ -175,6 +180,7 @@ func (p *parser) services(f *fields) (out []Service, listed bool) {
 			}
 			s.Name = name
 		}
+		p.serviceKind(sf, &s, viewers)
 		if target, line, ok := p.required(sf, "target", "the LAN host:port, e.g. 192.168.1.20:554"); ok {
 			p.hostPort(target, line, sf.sub("target"), false)
 			s.Target = target
@@ -187,8 +193,8 @@ func (p *parser) services(f *fields) (out []Service, listed bool) {
 				p.errorf(line, sf.sub("port"), "%d is not a port (1-65535)", v)
 			default:
 				s.Port = uint16(v)
-				if BrowserBlocked(s.Port) && webTarget(s.Target) {
-					p.warnf(line, sf.sub("port"), "web browsers refuse URLs on port %d (Chrome's and Firefox's unsafe-port list), and the target looks like a web page; pick another public port", v)
+				if BrowserBlocked(s.Port) && (s.Kind == KindHTTP || webTarget(s.Target)) {
+					p.warnf(line, sf.sub("port"), "web browsers refuse URLs on port %d (Chrome's and Firefox's unsafe-port list), and the service looks like a web page; pick another public port", v)
 				}
 				if prev, dup := ports[s.Port]; dup {
 					p.errorf(line, sf.sub("port"), "port %d already used by service %q (line %d)", v, prev.name, prev.line)
@@ -199,6 +205,17 @@ func (p *parser) services(f *fields) (out []Service, listed bool) {
 		}
 		p.allow(sf, &s)
 		s.FirstByteTimeout = p.duration(sf, "first_byte_timeout", 0, 0)
+		if s.Kind == KindTCP && s.AllowAny {
+			p.warnf(sf.m["allow"].key.Line, sf.sub("allow"), "service %s: anyone on the internet can try the camera's own login; "+
+				"use kind http/rtsp with viewers, or WireGuard", s.Name)
+		}
+		if s.TLS && p.tlsLine == 0 {
+			e, ok := sf.m["tls"]
+			if !ok {
+				e = sf.m["kind"]
+			}
+			p.tlsLine, p.tlsKey = e.key.Line, sf.sub(e.key.Value)
+		}
 		out = append(out, s)
 	}
 	return out, len(n.Content) > 0

@@ -69,16 +69,37 @@ agents:
     ports: 10000-10099          # public ports this agent may use
 `
 
-const designAgent = `name: home
+// Argon2id hashes (m=19456,t=2,p=1) of random passwords.
+const (
+	hashAlice = "$argon2id$v=19$m=19456,t=2,p=1$+A1rXZdEWpelrVGbIyKKxw$hyO+Bv1j1YIuNB5jRwFdFHfWNZPzSYErMlfRvQ0o07E"
+	hashBob   = "$argon2id$v=19$m=65536,t=3,p=4$c29tZXNhbHRzb21lc2FsdA$7tP3RHbY2BOLfpzu8CkmDRJzqk3jNqWq4kTk6BFgQ2I"
+)
+
+var designAgent = `name: home
 state_dir: /var/lib/porthole-agent
 relay:
   address: relay.example.com:7443
   token: ${PORTHOLE_TOKEN}
 services:
+  - name: frontdoor-web
+    kind: http                  # the camera's web UI behind the viewer login
+    target: 192.168.1.20:80
+    port: 10443
+    allow: [any]
+    viewers: [alice]            # http/rtsp: who may watch (default: every viewer)
+    camera_login: {username: admin, password: "${CAM_PASS}"}
+    tls: on
   - name: frontdoor-rtsp
     target: 192.168.1.20:554    # on the LAN
     port: 10554                 # the one public port (relay and router)
     allow: [any]                # required: CIDRs, or [any]
+viewers:                        # people, not cameras; porthole-agent passwd prints a hash
+  alice: {password_hash: "`+hashAlice+`"}
+  bob:
+    password_hash: "`+hashBob+`"
+tls:
+  acme_email: me@example.com
+  acme_ca: https://acme-v02.api.letsencrypt.org/directory
 direct:
   enabled: true                 # router port mapping; false = relay only
   listen: 0.0.0.0               # the agent's gateway listeners
@@ -113,13 +134,19 @@ func TestDesignRelayExample(t *testing.T) {
 
 func TestDesignAgentExample(t *testing.T) {
 	a, err := ParseAgent("agent.yaml", []byte(designAgent),
-		envOf("PORTHOLE_TOKEN", tokA, "CF_API_TOKEN", "cf-api-token-value"))
+		envOf("PORTHOLE_TOKEN", tokA, "CF_API_TOKEN", "cf-api-token-value", "CAM_PASS", "cam-secret"))
 	checkErrs(t, err)
 	wantA := &Agent{
 		Name:     "home",
 		StateDir: "/var/lib/porthole-agent",
 		Relay:    &AgentRelay{Address: "relay.example.com:7443", Token: tokA, Transport: "auto"},
-		Services: []Service{{Name: "frontdoor-rtsp", Target: "192.168.1.20:554", Port: 10554, AllowAny: true}},
+		Services: []Service{
+			{Name: "frontdoor-web", Kind: KindHTTP, Target: "192.168.1.20:80", Port: 10443, AllowAny: true,
+				Viewers: []string{"alice"}, CameraLogin: &CameraLogin{Username: "admin", Password: "cam-secret"}, TLS: true},
+			{Name: "frontdoor-rtsp", Kind: KindTCP, Target: "192.168.1.20:554", Port: 10554, AllowAny: true},
+		},
+		Viewers: map[string]Viewer{"alice": {hashAlice}, "bob": {hashBob}},
+		TLS:     &TLS{ACMEEmail: "me@example.com", ACMECA: DefaultACMECA, Challenge: ChallengeDNS01},
 		Direct:   Direct{Enabled: true, Listen: "0.0.0.0", Protocols: []string{"upnp", "natpmp", "pcp"}},
 		PublicIP: PublicIP{
 			Sources:  []string{"relay", "https", "dns", "router"},
@@ -135,6 +162,9 @@ func TestDesignAgentExample(t *testing.T) {
 			Provider:    Provider{Type: "cloudflare", Zone: "example.com", APIToken: "cf-api-token-value"},
 		},
 		Admin: DefaultAgentAdmin, AdminDefault: true,
+		// The secure default's nudge: a tcp service open to anyone.
+		Warnings: []string{"agent.yaml:18: services[1].allow: service frontdoor-rtsp: anyone on the internet can try " +
+			"the camera's own login; use kind http/rtsp with viewers, or WireGuard"},
 	}
 	if !reflect.DeepEqual(a, wantA) {
 		t.Errorf("got %+v\nwant %+v", a, wantA)
@@ -679,12 +709,14 @@ func TestSecretsNeverInMessages(t *testing.T) {
 		t.Errorf("error = %v", err)
 	}
 	// Formatting a loaded config doesn't print secrets either.
-	a, err := ParseAgent("a.yaml", []byte(designAgent), envOf("PORTHOLE_TOKEN", tokA, "CF_API_TOKEN", "cf-secret"))
+	a, err := ParseAgent("a.yaml", []byte(designAgent), envOf("PORTHOLE_TOKEN", tokA, "CF_API_TOKEN", "cf-secret", "CAM_PASS", "cam-secret"))
 	checkErrs(t, err)
 	r, err := ParseRelay("r.yaml", []byte(designRelay), envOf("HOME_TOKEN", tokB))
 	checkErrs(t, err)
-	for _, s := range []string{fmt.Sprintf("%v %+v", a, a.DDNS), fmt.Sprintf("%+v", r)} {
-		if strings.Contains(s, tokA) || strings.Contains(s, tokB) || strings.Contains(s, "cf-secret") || !strings.Contains(s, "[redacted]") {
+	for _, s := range []string{fmt.Sprintf("%v %+v", a, a.DDNS), fmt.Sprintf("%+v", r),
+		fmt.Sprintf("%v %+v %v %+v", a.Services, a.Services[0].CameraLogin, *a.Services[0].CameraLogin, a.Viewers)} {
+		if strings.Contains(s, tokA) || strings.Contains(s, tokB) || strings.Contains(s, "cf-secret") || !strings.Contains(s, "[redacted]") ||
+			strings.Contains(s, "cam-secret") || strings.Contains(s, "argon2id") {
 			t.Errorf("formatted config shows secrets: %s", s)
 		}
 	}
@@ -809,12 +841,12 @@ func TestSuggest(t *testing.T) {
 func TestBrowserBlockedPortWarning(t *testing.T) {
 	a, err := ParseAgent("a.yaml", []byte(`name: home
 services:
-  - {name: rtsp, target: "192.168.1.20:554", port: 554, allow: [any]}
+  - {name: rtsp, target: "192.168.1.20:554", port: 554, allow: [198.51.100.0/24]}
   - name: web
     target: 192.168.1.20:80
     port: 10080
-    allow: [any]
-  - {name: ok, target: "192.168.1.20:8080", port: 10088, allow: [any]}
+    allow: [198.51.100.0/24]
+  - {name: ok, target: "192.168.1.20:8080", port: 10088, allow: [198.51.100.0/24]}
 `), envOf())
 	checkErrs(t, err)
 	if len(a.Warnings) != 1 || !strings.HasPrefix(a.Warnings[0], "a.yaml:6: services[1].port: web browsers refuse URLs on port 10080") {

@@ -37,7 +37,11 @@ type parser struct {
 	stat func(string) (fs.FileInfo, error)
 
 	errs     Errors
-	warnings []string
+	warnings Errors
+	// tlsLine and tlsKey place the warning about services speaking TLS
+	// without a certificate source: the first such service (agent only).
+	tlsLine int
+	tlsKey  string
 }
 
 func newParser(file string, lookupEnv func(string) (string, bool)) *parser {
@@ -83,8 +87,20 @@ func (p *parser) errorf(line int, key, format string, args ...any) {
 }
 
 func (p *parser) warnf(line int, key, format string, args ...any) {
-	e := &Error{File: p.file, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)}
-	p.warnings = append(p.warnings, e.Error())
+	p.warnings = append(p.warnings, &Error{File: p.file, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// warningList returns the warnings sorted by line, formatted as errors are.
+func (p *parser) warningList() []string {
+	if len(p.warnings) == 0 {
+		return nil
+	}
+	p.warnings.sort()
+	out := make([]string, len(p.warnings))
+	for i, w := range p.warnings {
+		out[i] = w.Error()
+	}
+	return out
 }
 
 // result returns the collected problems sorted by line, or nil.
@@ -460,6 +476,13 @@ func (p *parser) duration(f *fields, key string, def, least time.Duration) time.
 // secret reads key or key_file (exactly one may be set). required says
 // whether it must be there. The value never appears in a message.
 func (p *parser) secret(f *fields, key string, required bool) (val string, line int, ok bool) {
+	return p.fromFile(f, key, required, true)
+}
+
+// fromFile reads key or key_file like secret. sensitive adds the warnings
+// about files (and configs) others can read; a password hash, meant to be
+// written into the config, goes without them.
+func (p *parser) fromFile(f *fields, key string, required, sensitive bool) (val string, line int, ok bool) {
 	fileKey := key + "_file"
 	_, hasInline := f.m[key]
 	file, hasFile := f.m[fileKey]
@@ -489,7 +512,9 @@ func (p *parser) secret(f *fields, key string, required bool) (val string, line 
 			p.errorf(line, f.sub(fileKey), "%s is empty", path)
 			return "", line, false
 		}
-		p.checkSecretMode(path, line, f.sub(fileKey))
+		if sensitive {
+			p.checkSecretMode(path, line, f.sub(fileKey))
+		}
 		return val, line, true
 	case hasInline:
 		val, line, ok := p.str(f, key, "")
@@ -497,7 +522,7 @@ func (p *parser) secret(f *fields, key string, required bool) (val string, line 
 			p.errorf(line, f.sub(key), "empty (set %s or %s)", key, fileKey)
 			return "", line, false
 		}
-		if ok && val != "" && !strings.Contains(resolve(f.m[key].val).Value, "${") {
+		if sensitive && ok && val != "" && !strings.Contains(resolve(f.m[key].val).Value, "${") {
 			// Written into the config itself: the config is a secret file now.
 			p.checkConfigMode(line, f.sub(key), fileKey)
 		}

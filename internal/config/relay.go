@@ -81,7 +81,7 @@ func (p *parser) relay(data []byte) (*Relay, error) {
 
 	r.Limits = p.limits(f)
 	r.Agents = p.relayAgents(f)
-	r.Warnings = p.warnings
+	r.Warnings = p.warningList()
 	if err := p.result(); err != nil {
 		return nil, err
 	}

@@ -37,7 +37,7 @@ func TestSecretFileModeWarning(t *testing.T) {
 
 	a, err := ParseAgent(filepath.Join(dir, "agent.yaml"), []byte(`name: home
 relay: {address: "relay.example.com:7443", token_file: closed.token}
-services: [{name: cam, target: "192.168.1.20:554", port: 10554, allow: [any]}]
+services: [{name: cam, target: "192.168.1.20:554", port: 10554, allow: [198.51.100.0/24]}]
 ddns:
   hostname: home.example.com
   provider:

@@ -11,7 +11,7 @@ import (
 func TestConfigRefusesChosenTokens(t *testing.T) {
 	for _, tok := range []string{"password123password123", "correct-horse-battery-staple"} {
 		relay := "listen: 0.0.0.0:7443\nagents:\n  home:\n    token: " + tok + "\n    ports: 10000-10099\n"
-		agent := "name: home\nrelay:\n  address: relay.example.com:7443\n  token: " + tok + "\nservices: [{name: cam, target: '192.168.1.20:554', port: 10554, allow: [any]}]\n"
+		agent := "name: home\nrelay:\n  address: relay.example.com:7443\n  token: " + tok + "\nservices: [{name: cam, target: '192.168.1.20:554', port: 10554, allow: [198.51.100.0/24]}]\n"
 		_, rerr := ParseRelay("relay.yaml", []byte(relay), envOf())
 		_, aerr := ParseAgent("agent.yaml", []byte(agent), envOf())
 		for _, c := range []struct {
@@ -53,7 +53,7 @@ func TestConfigTokenFormats(t *testing.T) {
 		!strings.Contains(r.Warnings[0], "porthole-relay token") || strings.Contains(r.Warnings[0], tokOld) {
 		t.Fatalf("warnings %q", r.Warnings)
 	}
-	a, err := ParseAgent("agent.yaml", []byte("name: home\nrelay: {address: 'relay.example.com:7443', token: "+tokOld+"}\nservices: [{name: cam, target: '192.168.1.20:554', port: 10554, allow: [any]}]\n"), envOf())
+	a, err := ParseAgent("agent.yaml", []byte("name: home\nrelay: {address: 'relay.example.com:7443', token: "+tokOld+"}\nservices: [{name: cam, target: '192.168.1.20:554', port: 10554, allow: [198.51.100.0/24]}]\n"), envOf())
 	if err != nil {
 		t.Fatal(err)
 	}

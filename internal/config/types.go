@@ -70,6 +70,15 @@ type Agent struct {
 	PublicIP PublicIP
 	// DDNS is nil when no hostname is managed.
 	DDNS *DDNS
+	// Viewers are the people who may log in to http (and later rtsp)
+	// services, by name (viewers: in agent.yaml). A map, like Relay.Agents:
+	// the gateway looks viewers up by name; sort the keys for a stable order.
+	// Nil when the section is absent.
+	Viewers map[string]Viewer
+	// TLS says where http/rtsp services get their certificate. Nil when the
+	// tls: section is absent: services with TLS on then use a self-signed
+	// certificate (and loading warns).
+	TLS *TLS
 	// Limits bound the viewer connections of the agent's direct listeners;
 	// zero = defaults (see Limits).
 	Limits Limits
@@ -113,7 +122,82 @@ type Service struct {
 	// FirstByteTimeout overrides limits.first_byte_timeout for this service;
 	// zero = the limits: value.
 	FirstByteTimeout time.Duration
+	// Kind is how the gateway handles the service: KindTCP (default: bytes as
+	// they are, the camera's own login faces the viewer) or KindHTTP (a
+	// reverse proxy behind the viewers' login). Always set after parsing.
+	Kind string
+	// Viewers names who may watch an http service, each a key of
+	// Agent.Viewers. Nil = every viewer (see Agent.ServiceViewers); always nil
+	// for tcp.
+	Viewers []string
+	// CameraLogin is the camera's own login, used by the agent only and never
+	// shown to viewers. Nil when not set; always nil for tcp.
+	CameraLogin *CameraLogin
+	// TLS says the public port speaks HTTPS. Default true for http; always
+	// false for tcp (the camera's bytes pass as they are).
+	TLS bool
 }
+
+// Service kinds (services[].kind).
+const (
+	KindTCP    = "tcp"
+	KindHTTP   = "http"
+	KindRTSP   = "rtsp"   // in the contract, not supported by this version yet
+	KindPortal = "portal" // in the contract, not supported by this version yet
+)
+
+// CameraLogin is a service's camera_login: the credentials the agent uses
+// towards the camera.
+type CameraLogin struct {
+	// Username is the camera account's name. Required.
+	Username string
+	// Password is resolved from password or password_file. Required. Never
+	// printed: String redacts it.
+	Password string
+}
+
+// Viewer is one person who may log in (viewers.NAME in agent.yaml).
+type Viewer struct {
+	// PasswordHash is an argon2id PHC string ("$argon2id$v=19$m=...,t=...,p=...$salt$hash"),
+	// as printed by porthole-agent passwd, from password_hash or
+	// password_hash_file. Required.
+	PasswordHash string
+}
+
+// TLS is the tls: section: where the agent's http/rtsp services get their
+// certificate. Either ACME (ACMEEmail set) or a certificate from files
+// (CertFile and KeyFile set), never both; neither = self-signed.
+type TLS struct {
+	// ACMEEmail is the ACME account's contact; setting it turns ACME on.
+	// Empty = no ACME.
+	ACMEEmail string
+	// ACMECA is the ACME directory URL. DefaultACMECA (Let's Encrypt
+	// production) when ACMEEmail is set and acme_ca is absent; empty without ACME.
+	ACMECA string
+	// ACMECARoot is a PEM file of an extra root CA to trust for the ACME
+	// server (private ACME servers, Pebble in tests); absolute, or relative to
+	// the config file's directory as written (parsing joins it). Empty = the system roots.
+	ACMECARoot string
+	// CertFile and KeyFile are a PEM certificate chain and its private key
+	// (e.g. from certbot), read again when they change; both or neither.
+	// Relative paths are joined to the config file's directory. Parsing checks
+	// that they load as a pair.
+	CertFile string
+	KeyFile  string
+	// Challenge is the ACME challenge: ChallengeDNS01 or ChallengeTLSALPN01,
+	// resolved from auto (the default: dns-01 when the ddns provider can write
+	// TXT records, see TXTProviders, else tls-alpn-01). Empty without ACME.
+	Challenge string
+}
+
+// ACME challenge types (tls.challenge).
+const (
+	ChallengeDNS01     = "dns-01"
+	ChallengeTLSALPN01 = "tls-alpn-01"
+)
+
+// DefaultACMECA is tls.acme_ca when acme_email is set: Let's Encrypt production.
+const DefaultACMECA = "https://acme-v02.api.letsencrypt.org/directory"
 
 // Direct configures the direct path.
 type Direct struct {
@@ -203,6 +287,16 @@ func (p Provider) String() string {
 		" BaseURL:" + p.BaseURL + " Username:" + p.Username + " Password:" + redact(p.Password) +
 		" Token:" + redact(p.Token) + " Server:" + p.Server + " KeyName:" + p.KeyName +
 		" KeyAlg:" + p.KeyAlg + " Key:" + redact(p.Key) + "}"
+}
+
+// String describes c without its password.
+func (c CameraLogin) String() string {
+	return "{Username:" + c.Username + " Password:" + redact(c.Password) + "}"
+}
+
+// String describes v without its hash: a hash can be attacked offline.
+func (v Viewer) String() string {
+	return "{PasswordHash:" + redact(v.PasswordHash) + "}"
 }
 
 func redact(s string) string {

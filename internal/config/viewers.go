@@ -1,0 +1,262 @@
+package config
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// ServiceKinds are the service kinds of the contract, in its order.
+var ServiceKinds = []string{KindTCP, KindHTTP, KindRTSP, KindPortal}
+
+// supportedKinds are the kinds this version handles; the others in
+// ServiceKinds are refused as "not supported yet". Accepting rtsp or portal
+// is one more entry here (and their keys in the switch of serviceKind).
+var supportedKinds = map[string]bool{KindTCP: true, KindHTTP: true}
+
+// loginKinds are the kinds whose viewers log in (viewers, camera_login, tls).
+var loginKinds = map[string]bool{KindHTTP: true, KindRTSP: true}
+
+var (
+	viewerKeys      = []string{"password_hash", "password_hash_file"}
+	cameraLoginKeys = []string{"username", "password", "password_file"}
+)
+
+// passwdHint says where a viewer's hash comes from.
+const passwdHint = "hash a password with `porthole-agent passwd`"
+
+// viewers reads the top-level viewers: mapping of name -> {password_hash}.
+// Nil when absent, null or empty.
+func (p *parser) viewers(f *fields) map[string]Viewer {
+	e, ok := f.m["viewers"]
+	if !ok {
+		return nil
+	}
+	n := resolve(e.val)
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+		return nil
+	}
+	vf := p.mapping(n, "viewers", nil)
+	if vf == nil {
+		return nil
+	}
+	out := map[string]Viewer{}
+	for _, name := range vf.keys {
+		ve := vf.m[name]
+		path := vf.sub(name)
+		if !p.checkName(name, ve.key.Line, path) {
+			continue
+		}
+		if v := resolve(ve.val); v.Kind == yaml.ScalarNode {
+			p.errorf(v.Line, path, "expected {password_hash: \"$argon2id$...\"} (%s), got %s", passwdHint, kindName(v))
+			continue
+		}
+		pf := p.mapping(ve.val, path, viewerKeys)
+		if pf == nil {
+			continue
+		}
+		if len(pf.keys) == 0 {
+			p.errorf(pf.line, path+".password_hash", "required (%s)", passwdHint)
+			continue
+		}
+		hash, line, ok := p.fromFile(pf, "password_hash", true, false)
+		if !ok {
+			continue
+		}
+		if err := checkPHC(hash); err != nil {
+			k := "password_hash"
+			if pf.has("password_hash_file") {
+				k = "password_hash_file"
+			}
+			p.errorf(line, pf.sub(k), "not a usable argon2id hash: %v (%s)", err, passwdHint)
+			continue
+		}
+		out[name] = Viewer{PasswordHash: hash}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// PHC bounds: a hash below them protects nothing, one above them would let
+// a config make every login take gigabytes or minutes.
+const (
+	phcMinSalt   = 8
+	phcMinHash   = 16
+	phcMaxMemory = 4 << 20 // KiB: 4 GiB
+	phcMaxTime   = 100
+	phcMaxLanes  = 255
+)
+
+// checkPHC checks that hash is an argon2id PHC string:
+// $argon2id$v=19$m=M,t=T,p=P$salt$hash with base64 (raw, standard) salt and
+// hash. It stands in for gateway/access.CheckHash, which the agent's login
+// uses, until the two meet; it never echoes the hash.
+func checkPHC(hash string) error {
+	parts := strings.Split(hash, "$")
+	if len(parts) != 6 || parts[0] != "" {
+		return errors.New("want $argon2id$v=19$m=...,t=...,p=...$salt$hash")
+	}
+	if parts[1] != "argon2id" {
+		return errors.New("not argon2id")
+	}
+	if parts[2] != "v=19" {
+		return errors.New("want version v=19")
+	}
+	params := strings.Split(parts[3], ",")
+	if len(params) != 3 {
+		return errors.New("want parameters m=...,t=...,p=...")
+	}
+	limits := []struct {
+		name   string
+		lo, hi int
+	}{{"m", 8, phcMaxMemory}, {"t", 1, phcMaxTime}, {"p", 1, phcMaxLanes}}
+	var m, lanes int
+	for i, l := range limits {
+		k, v, _ := strings.Cut(params[i], "=")
+		n, err := strconv.Atoi(v)
+		if k != l.name || err != nil || v != strconv.Itoa(n) {
+			return errors.New("want parameters m=...,t=...,p=... (whole numbers)")
+		}
+		if n < l.lo || n > l.hi {
+			return fmt.Errorf("parameter %s=%d out of range %d-%d", l.name, n, l.lo, l.hi)
+		}
+		switch l.name {
+		case "m":
+			m = n
+		case "p":
+			lanes = n
+		}
+	}
+	if m < 8*lanes {
+		return fmt.Errorf("memory m=%d below 8 KiB per lane (p=%d)", m, lanes)
+	}
+	for _, f := range []struct {
+		name string
+		val  string
+		min  int
+	}{{"salt", parts[4], phcMinSalt}, {"hash", parts[5], phcMinHash}} {
+		b, err := base64.RawStdEncoding.Strict().DecodeString(f.val)
+		if err != nil {
+			return fmt.Errorf("%s is not unpadded base64", f.name)
+		}
+		if len(b) < f.min {
+			return fmt.Errorf("%s shorter than %d bytes", f.name, f.min)
+		}
+	}
+	return nil
+}
+
+// serviceKind reads a service's kind and the keys that go with it.
+// viewers are the top-level viewers, for the names in services[].viewers.
+func (p *parser) serviceKind(sf *fields, s *Service, viewers map[string]Viewer) {
+	kind, line, ok := p.str(sf, "kind", KindTCP)
+	if !ok {
+		return
+	}
+	kind = strings.ToLower(kind)
+	switch {
+	case supportedKinds[kind]:
+	case slices.Contains(ServiceKinds, kind):
+		p.errorf(line, sf.sub("kind"), "kind %s is not supported by this version yet; use %s", kind, supportedList())
+		return
+	default:
+		p.errorf(line, sf.sub("kind"), "unknown kind %q: use %s", kind, supportedList())
+		return
+	}
+	s.Kind = kind
+	if !loginKinds[kind] {
+		for _, k := range []struct{ key, msg string }{
+			{"viewers", "only http/rtsp services have logins; kind %s passes the camera's bytes as they are"},
+			{"camera_login", "only http/rtsp services log in to the camera; kind %s passes the camera's own login to the viewer"},
+			{"tls", "only http/rtsp services speak TLS; kind %s passes the camera's bytes as they are"},
+		} {
+			if e, ok := sf.m[k.key]; ok {
+				p.errorf(e.key.Line, sf.sub(k.key), k.msg, kind)
+			}
+		}
+		return
+	}
+	if len(viewers) == 0 {
+		p.errorf(line, sf.sub("kind"), "kind %s needs viewers: add one under viewers: (%s)", kind, passwdHint)
+	} else {
+		s.Viewers = p.serviceViewers(sf, viewers)
+	}
+	if cf := p.section(sf, "camera_login", cameraLoginKeys); cf != nil {
+		c := &CameraLogin{}
+		c.Username, _, _ = p.required(cf, "username", "the camera account's name")
+		c.Password, _, _ = p.secret(cf, "password", true)
+		s.CameraLogin = c
+	}
+	s.TLS = p.boolean(sf, "tls", true)
+	if !s.TLS {
+		p.warnf(sf.m["tls"].val.Line, sf.sub("tls"), "off: viewers' passwords and video cross the internet unencrypted; leave tls on")
+	}
+}
+
+func supportedList() string {
+	var out []string
+	for _, k := range ServiceKinds {
+		if supportedKinds[k] {
+			out = append(out, k)
+		}
+	}
+	// Most useful first: the kinds with logins, then tcp.
+	slices.SortStableFunc(out, func(a, b string) int { return boolInt(loginKinds[b]) - boolInt(loginKinds[a]) })
+	return strings.Join(out, " or ")
+}
+
+// serviceViewers reads services[].viewers: names defined under viewers:.
+// Nil = every viewer.
+func (p *parser) serviceViewers(sf *fields, viewers map[string]Viewer) []string {
+	items, lines, present, ok := p.list(sf, "viewers")
+	if !present || !ok {
+		return nil
+	}
+	path := sf.sub("viewers")
+	if len(items) == 0 {
+		p.errorf(resolve(sf.m["viewers"].val).Line, path, "empty: leave it out to let every viewer watch, or list names from viewers:")
+		return nil
+	}
+	var out []string
+	for i, name := range items {
+		ipath := fmt.Sprintf("%s[%d]", path, i)
+		switch _, known := viewers[name]; {
+		case !known:
+			p.errorf(lines[i], ipath, "no viewer %q under viewers: (there: %s)", name, strings.Join(sortedKeys(viewers), ", "))
+		case slices.Contains(out, name):
+			p.errorf(lines[i], ipath, "%q listed twice", name)
+		default:
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// ServiceViewers returns the names of the viewers who may watch s, sorted:
+// s.Viewers, or every viewer of a when s.Viewers is nil. Nil for a service
+// without logins (tcp).
+func (a *Agent) ServiceViewers(s Service) []string {
+	if !loginKinds[s.Kind] {
+		return nil
+	}
+	if s.Viewers != nil {
+		return slices.Sorted(slices.Values(s.Viewers))
+	}
+	return sortedKeys(a.Viewers)
+}
