@@ -87,9 +87,10 @@ func (p *parser) agent(data []byte) (*Agent, error) {
 	if df := p.section(f, "ddns", ddnsKeys); df != nil {
 		a.DDNS = p.ddns(df)
 	}
-	a.Viewers = p.viewers(f)
+	var declared []string
+	a.Viewers, declared = p.viewers(f)
 	var listed bool
-	a.Services, listed = p.services(f, a.Viewers)
+	a.Services, listed = p.services(f, declared)
 	if !listed && a.DDNS == nil {
 		line := f.line
 		if e, ok := f.m["services"]; ok {
@@ -144,7 +145,7 @@ func (p *parser) agentRelay(f *fields) *AgentRelay {
 
 // services reads the services list; listed is false when there is none
 // (absent, null or empty) and true when there is one, even a broken one.
-func (p *parser) services(f *fields, viewers map[string]Viewer) (out []Service, listed bool) {
+func (p *parser) services(f *fields, viewers []string) (out []Service, listed bool) {
 	e, ok := f.m["services"]
 	if !ok {
 		return nil, false

@@ -69,7 +69,8 @@ agents:
     ports: 10000-10099          # public ports this agent may use
 `
 
-// Argon2id hashes (m=19456,t=2,p=1) of random passwords.
+// hashAlice is a real argon2id hash (m=19456,t=2,p=1) of a random password;
+// hashBob is well-formed with other parameters.
 const (
 	hashAlice = "$argon2id$v=19$m=19456,t=2,p=1$+A1rXZdEWpelrVGbIyKKxw$hyO+Bv1j1YIuNB5jRwFdFHfWNZPzSYErMlfRvQ0o07E"
 	hashBob   = "$argon2id$v=19$m=65536,t=3,p=4$c29tZXNhbHRzb21lc2FsdA$7tP3RHbY2BOLfpzu8CkmDRJzqk3jNqWq4kTk6BFgQ2I"
@@ -94,9 +95,9 @@ services:
     port: 10554                 # the one public port (relay and router)
     allow: [any]                # required: CIDRs, or [any]
 viewers:                        # people, not cameras; porthole-agent passwd prints a hash
-  alice: {password_hash: "`+hashAlice+`"}
+  alice: {password_hash: "` + hashAlice + `"}
   bob:
-    password_hash: "`+hashBob+`"
+    password_hash: "` + hashBob + `"
 tls:
   acme_email: me@example.com
   acme_ca: https://acme-v02.api.letsencrypt.org/directory
@@ -147,7 +148,7 @@ func TestDesignAgentExample(t *testing.T) {
 		},
 		Viewers: map[string]Viewer{"alice": {hashAlice}, "bob": {hashBob}},
 		TLS:     &TLS{ACMEEmail: "me@example.com", ACMECA: DefaultACMECA, Challenge: ChallengeDNS01},
-		Direct:   Direct{Enabled: true, Listen: "0.0.0.0", Protocols: []string{"upnp", "natpmp", "pcp"}},
+		Direct:  Direct{Enabled: true, Listen: "0.0.0.0", Protocols: []string{"upnp", "natpmp", "pcp"}},
 		PublicIP: PublicIP{
 			Sources:  []string{"relay", "https", "dns", "router"},
 			HTTPS:    []string{"https://api.ipify.org"},

@@ -76,7 +76,10 @@ func FuzzParseAgent(f *testing.F) {
 	addSeeds(f, designAgent,
 		"name: h\nddns: {hostname: h.example.com, provider: {type: rfc2136, server: 'n:53', zone: example.com, key_name: k, key_file: k.missing}}\n",
 		"name: h\nservices: [{name: a, target: 'c:1', port: 1, allow: &l [any]}, {name: b, target: 'c:1', port: 2, allow: *l}]\n",
-		"name: h\npublicip: {sources: [dns], https: ['http://x'], min_agree: ${N:-1}}\nddns: {hostname: a.b, provider: {type: duckdns, token: $$}}\n")
+		"name: h\npublicip: {sources: [dns], https: ['http://x'], min_agree: ${N:-1}}\nddns: {hostname: a.b, provider: {type: duckdns, token: $$}}\n",
+		"name: h\nrelay: {address: 'r:1', token: ${TOK}}\nservices: [{name: w, kind: http, target: 'c:80', port: 443, allow: [any], viewers: [a], camera_login: {username: u, password_file: p}, tls: off}]\n"+
+			"viewers: {a: {password_hash: '"+hashAlice+"'}, b: {password_hash_file: h.missing}}\nddns: {hostname: a.b, provider: {type: noip, username: u, password: p}}\ntls: {acme_email: a@b, challenge: auto}\n",
+		"name: h\nrelay: {address: 'r:1', token: ${TOK}}\nservices: [{name: w, kind: rtsp, target: 'c:1', port: 1, allow: [any], viewers: a}]\nviewers: {a: {password_hash: x}}\ntls: {cert_file: c, key_file: k.missing, acme_ca: 'https://x'}\n")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		a, err := fuzzParser().agent(data)
 		checkResult(t, a, err)
@@ -90,8 +93,34 @@ func FuzzParseAgent(f *testing.F) {
 			t.Fatal("weak relay token accepted")
 		}
 		for _, s := range a.Services {
-			if s.Port == 0 || s.Name == "" || s.Target == "" || (s.AllowAny == (len(s.Allow) > 0)) {
+			if s.Port == 0 || s.Name == "" || s.Target == "" || (s.AllowAny == (len(s.Allow) > 0)) || !supportedKinds[s.Kind] {
 				t.Fatalf("invalid service accepted: %+v", s)
+			}
+			if !loginKinds[s.Kind] && (s.Viewers != nil || s.CameraLogin != nil || s.TLS) {
+				t.Fatalf("login keys on a %s service accepted: %+v", s.Kind, s)
+			}
+			if loginKinds[s.Kind] && len(a.ServiceViewers(s)) == 0 {
+				t.Fatalf("%s service without viewers accepted: %+v", s.Kind, s)
+			}
+			for _, v := range s.Viewers {
+				if _, ok := a.Viewers[v]; !ok {
+					t.Fatalf("service %s names undefined viewer %q", s.Name, v)
+				}
+			}
+			if c := s.CameraLogin; c != nil && (c.Username == "" || c.Password == "") {
+				t.Fatalf("camera_login without username or password accepted: %v", c)
+			}
+		}
+		for name, v := range a.Viewers {
+			if !nameRE.MatchString(name) || checkPHC(v.PasswordHash) != nil {
+				t.Fatalf("invalid viewer %q accepted", name)
+			}
+		}
+		if tc := a.TLS; tc != nil {
+			acme := tc.ACMEEmail != ""
+			if (tc.CertFile == "") != (tc.KeyFile == "") || acme && tc.CertFile != "" || acme != (tc.ACMECA != "") ||
+				acme != (tc.Challenge == ChallengeDNS01 || tc.Challenge == ChallengeTLSALPN01) || !acme && tc.ACMECARoot != "" {
+				t.Fatalf("inconsistent tls accepted: %+v", tc)
 			}
 		}
 		if a.PublicIP.MinAgree < 1 || a.PublicIP.Interval < MinPublicIPInterval {

@@ -31,21 +31,24 @@ var (
 const passwdHint = "hash a password with `porthole-agent passwd`"
 
 // viewers reads the top-level viewers: mapping of name -> {password_hash}.
-// Nil when absent, null or empty.
-func (p *parser) viewers(f *fields) map[string]Viewer {
+// Nil when absent, null or empty. declared are the names written there, broken
+// entries too: services check their viewers against them, so a bad hash is
+// reported once, not again at each service that names it.
+func (p *parser) viewers(f *fields) (out map[string]Viewer, declared []string) {
 	e, ok := f.m["viewers"]
 	if !ok {
-		return nil
+		return nil, nil
 	}
 	n := resolve(e.val)
 	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
-		return nil
+		return nil, nil
 	}
 	vf := p.mapping(n, "viewers", nil)
 	if vf == nil {
-		return nil
+		return nil, []string{""} // declared, but not readable: reported already
 	}
-	out := map[string]Viewer{}
+	declared = vf.keys
+	out = map[string]Viewer{}
 	for _, name := range vf.keys {
 		ve := vf.m[name]
 		path := vf.sub(name)
@@ -79,9 +82,9 @@ func (p *parser) viewers(f *fields) map[string]Viewer {
 		out[name] = Viewer{PasswordHash: hash}
 	}
 	if len(out) == 0 {
-		return nil
+		out = nil
 	}
-	return out
+	return out, declared
 }
 
 // PHC bounds: a hash below them protects nothing, one above them would let
@@ -154,8 +157,8 @@ func checkPHC(hash string) error {
 }
 
 // serviceKind reads a service's kind and the keys that go with it.
-// viewers are the top-level viewers, for the names in services[].viewers.
-func (p *parser) serviceKind(sf *fields, s *Service, viewers map[string]Viewer) {
+// viewers are the names declared under viewers:, for services[].viewers.
+func (p *parser) serviceKind(sf *fields, s *Service, viewers []string) {
 	kind, line, ok := p.str(sf, "kind", KindTCP)
 	if !ok {
 		return
@@ -214,7 +217,7 @@ func supportedList() string {
 
 // serviceViewers reads services[].viewers: names defined under viewers:.
 // Nil = every viewer.
-func (p *parser) serviceViewers(sf *fields, viewers map[string]Viewer) []string {
+func (p *parser) serviceViewers(sf *fields, viewers []string) []string {
 	items, lines, present, ok := p.list(sf, "viewers")
 	if !present || !ok {
 		return nil
@@ -227,9 +230,9 @@ func (p *parser) serviceViewers(sf *fields, viewers map[string]Viewer) []string 
 	var out []string
 	for i, name := range items {
 		ipath := fmt.Sprintf("%s[%d]", path, i)
-		switch _, known := viewers[name]; {
-		case !known:
-			p.errorf(lines[i], ipath, "no viewer %q under viewers: (there: %s)", name, strings.Join(sortedKeys(viewers), ", "))
+		switch {
+		case !slices.Contains(viewers, name):
+			p.errorf(lines[i], ipath, "no viewer %q under viewers: (there: %s)", name, strings.Join(slices.Sorted(slices.Values(viewers)), ", "))
 		case slices.Contains(out, name):
 			p.errorf(lines[i], ipath, "%q listed twice", name)
 		default:
