@@ -124,7 +124,8 @@ type Service struct {
 	FirstByteTimeout time.Duration
 	// Kind is how the gateway handles the service: KindTCP (default: bytes as
 	// they are, the camera's own login faces the viewer) or KindHTTP (a
-	// reverse proxy behind the viewers' login). Always set after parsing.
+	// reverse proxy behind the viewers' login). Always set by the parser; ""
+	// in a Service built in Go means tcp.
 	Kind string
 	// Viewers names who may watch an http service, each a key of
 	// Agent.Viewers. Nil = every viewer (see Agent.ServiceViewers); always nil
@@ -175,8 +176,9 @@ type TLS struct {
 	// production) when ACMEEmail is set and acme_ca is absent; empty without ACME.
 	ACMECA string
 	// ACMECARoot is a PEM file of an extra root CA to trust for the ACME
-	// server (private ACME servers, Pebble in tests); absolute, or relative to
-	// the config file's directory as written (parsing joins it). Empty = the system roots.
+	// server (private ACME servers, Pebble in tests); a relative path in the
+	// file is joined to the config file's directory. Parsing checks it holds a
+	// certificate. Empty = the system roots only.
 	ACMECARoot string
 	// CertFile and KeyFile are a PEM certificate chain and its private key
 	// (e.g. from certbot), read again when they change; both or neither.
