@@ -29,11 +29,12 @@ var (
 var (
 	agentKeys      = []string{"name", "state_dir", "relay", "services", "viewers", "tls", "direct", "publicip", "ddns", "limits", "admin"}
 	agentRelayKeys = []string{"address", "token", "token_file", "transport"}
-	serviceKeys    = []string{"name", "kind", "target", "port", "allow", "first_byte_timeout", "viewers", "camera_login", "tls"}
-	directKeys     = []string{"enabled", "listen", "protocols", "gateway"}
-	publicIPKeys   = []string{"sources", "https", "dns", "min_agree", "accept", "interval", "ipv6", "ipv6_interface_id"}
-	ddnsKeys       = []string{"hostname", "ttl", "min_interval", "delete_on_exit", "provider"}
-	providerKeys   = []string{"type", "zone", "api_token", "api_token_file", "base_url", "username",
+	serviceKeys    = []string{"name", "kind", "target", "port", "allow", "first_byte_timeout", "viewers", "camera_login", "tls",
+		"mjpeg", "snapshot"} // in the contract, refused until supported (see serviceKind)
+	directKeys   = []string{"enabled", "listen", "protocols", "gateway"}
+	publicIPKeys = []string{"sources", "https", "dns", "min_agree", "accept", "interval", "ipv6", "ipv6_interface_id"}
+	ddnsKeys     = []string{"hostname", "ttl", "min_interval", "delete_on_exit", "provider"}
+	providerKeys = []string{"type", "zone", "api_token", "api_token_file", "base_url", "username",
 		"password", "password_file", "token", "token_file", "server", "key_name", "key_alg", "key", "key_file"}
 	// providerFields lists the keys each provider type accepts besides type.
 	providerFields = map[string][]string{

@@ -22,6 +22,9 @@ var supportedKinds = map[string]bool{KindTCP: true, KindHTTP: true}
 // loginKinds are the kinds whose viewers log in (viewers, camera_login, tls).
 var loginKinds = map[string]bool{KindHTTP: true, KindRTSP: true}
 
+// notYetKeys are service keys of the contract this version refuses.
+var notYetKeys = []string{"mjpeg", "snapshot"}
+
 var (
 	viewerKeys      = []string{"password_hash", "password_hash_file"}
 	cameraLoginKeys = []string{"username", "password", "password_file"}
@@ -174,6 +177,11 @@ func (p *parser) serviceKind(sf *fields, s *Service, viewers []string) {
 		return
 	}
 	s.Kind = kind
+	for _, k := range notYetKeys {
+		if e, ok := sf.m[k]; ok {
+			p.errorf(e.key.Line, sf.sub(k), "not supported by this version yet")
+		}
+	}
 	if !loginKinds[kind] {
 		for _, k := range []struct{ key, msg string }{
 			{"viewers", "only http/rtsp services have logins; kind %s passes the camera's bytes as they are"},

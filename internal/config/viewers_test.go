@@ -151,6 +151,8 @@ func TestServiceKindErrors(t *testing.T) {
 			{16, "services[1].camera_login.password", "required: set password or password_file"},
 			{17, "services[2].camera_login", "expected a mapping"},
 		}},
+		{"mjpeg and snapshot not yet", svcHead + "  - name: a\n    kind: http\n    target: \"c:80\"\n    port: 10443\n    allow: [any]\n    mjpeg: /video.mjpg\n    snapshot: /snap.jpg\n" + viewersAB,
+			[]want{{9, "services[0].mjpeg", "not supported by this version yet"}, {10, "services[0].snapshot", "not supported by this version yet"}}},
 		{"tls value", svcHead + "  - {name: a, kind: http, target: \"c:80\", port: 10443, allow: [any], tls: maybe}\n" + viewersAB,
 			[]want{{4, "services[0].tls", `expected true or false, got "maybe"`}}},
 	}
