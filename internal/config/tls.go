@@ -92,11 +92,18 @@ func (p *parser) challenge(f *fields, a *Agent, emailLine int) string {
 	}
 	ch = strings.ToLower(ch)
 	txt := a.DDNS != nil && slices.Contains(TXTProviders, a.DDNS.Provider.Type)
+	why := ChallengeTLSALPN01
 	switch ch {
 	case "auto":
-		line = emailLine
 		if txt {
 			return ChallengeDNS01
+		}
+		if !f.has("challenge") {
+			line = emailLine
+		}
+		why = "auto picks tls-alpn-01 (no ddns provider that can write TXT records)"
+		if a.DDNS != nil {
+			why = "auto picks tls-alpn-01 (ddns provider " + a.DDNS.Provider.Type + " can't write TXT records)"
 		}
 		ch = ChallengeTLSALPN01
 	case ChallengeDNS01:
@@ -111,9 +118,9 @@ func (p *parser) challenge(f *fields, a *Agent, emailLine int) string {
 		return ""
 	}
 	if !slices.ContainsFunc(a.Services, func(s Service) bool { return s.Port == 443 }) {
-		p.warnf(line, f.sub("challenge"), "tls-alpn-01: the ACME server must reach this agent on public port 443, and no service uses port 443: "+
+		p.warnf(line, f.sub("challenge"), "%s: the ACME server must reach this agent on public port 443, and no service uses port 443: "+
 			"certificates will fail; use a ddns provider that can write TXT records (%s) for dns-01, a service on port 443, or cert_file/key_file",
-			strings.Join(TXTProviders, ", "))
+			why, strings.Join(TXTProviders, ", "))
 	}
 	return ch
 }

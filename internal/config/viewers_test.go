@@ -339,7 +339,7 @@ func TestTLSSection(t *testing.T) {
 			"a.yaml:13: tls.challenge: tls-alpn-01: the ACME server must reach this agent on public port 443, and no service uses port 443"},
 		{"auto without TXT", web + noip + "tls: {acme_email: me@example.com}\n",
 			&TLS{ACMEEmail: "me@example.com", ACMECA: DefaultACMECA, Challenge: ChallengeTLSALPN01},
-			"a.yaml:9: tls.challenge: tls-alpn-01: the ACME server must reach"},
+			"a.yaml:9: tls.challenge: auto picks tls-alpn-01 (ddns provider noip can't write TXT records): the ACME server must reach"},
 		{"auto without TXT, port 443 used", svcHead + "  - {name: web, kind: http, target: \"c:80\", port: 443, allow: [any]}\n" + viewersAB + noip + "tls: {acme_email: me@example.com}\n",
 			&TLS{ACMEEmail: "me@example.com", ACMECA: DefaultACMECA, Challenge: ChallengeTLSALPN01}, ""},
 		{"files", web + "tls: {cert_file: cert.pem, key_file: " + filepath.Join(dir, "key.pem") + "}\n",
