@@ -360,17 +360,25 @@ func TestSourceKeyIPv6Per64(t *testing.T) {
 
 func TestLockoutStateBounded(t *testing.T) {
 	s, clk, _ := newStore(t, nil)
-	ctx := context.Background()
-	for i := range maxSources + 500 {
-		src := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
-		s.Login(ctx, fmt.Sprintf("stranger%d-%s", i, strings.Repeat("x", 100)), "nope", src)
-		if i%1000 == 0 {
-			clk.Add(time.Second)
-		}
-	}
+	s.lim.sources, s.lim.strangers = 256, 64
+	lim := s.lim
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.sources) > maxSources || len(s.strangers) > maxStrangers || len(s.names) != 2 {
+	// What check does after a failed hash, without the hashes: the tables
+	// are what is tested here.
+	for i := range lim.sources + 500 {
+		src := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		s.failLocked(fmt.Sprintf("stranger%d-%s", i, strings.Repeat("x", 100)), sourceKey(src), clk.Now())
+		clk.Add(time.Millisecond)
+	}
+	// One name from many sources remembers only maxNameSources of them.
+	for i := range 100 {
+		s.failLocked("alice", sourceKey(netip.AddrFrom4([4]byte{10, 200, 0, byte(i)})), clk.Now())
+	}
+	if n := len(s.names["alice"].from); n != maxNameSources {
+		t.Errorf("alice remembers %d sources, want %d", n, maxNameSources)
+	}
+	if len(s.sources) > lim.sources || len(s.strangers) > lim.strangers || len(s.names) != 2 {
 		t.Errorf("%d sources, %d strangers, %d names", len(s.sources), len(s.strangers), len(s.names))
 	}
 	for name, ns := range s.strangers {
@@ -379,9 +387,12 @@ func TestLockoutStateBounded(t *testing.T) {
 		}
 	}
 	// The newest source survived eviction: the oldest went first.
-	n := maxSources + 499
+	n := lim.sources + 499
 	last := netip.AddrFrom4([4]byte{10, byte(n >> 16), byte(n >> 8), byte(n)})
-	if s.sources[sourceKey(last)] == nil || s.sources[sourceKey(netip.AddrFrom4([4]byte{10, 0, 0, 0}))] != nil {
+	if s.sources[sourceKey(last)] == nil {
+		t.Error("the newest source was evicted")
+	}
+	if s.sources[sourceKey(netip.AddrFrom4([4]byte{10, 0, 0, 0}))] != nil {
 		t.Error("eviction did not drop the oldest")
 	}
 }
@@ -432,7 +443,8 @@ func TestSessionsBounded(t *testing.T) {
 	s, clk, _ := newStore(t, nil)
 	ctx := context.Background()
 	var ids []string
-	for range maxSessionsPerViewer + 5 {
+	perViewer := s.lim.sessionsPerViewer
+	for range perViewer + 5 {
 		id, _, err := s.Login(ctx, "alice", alicePW, src1)
 		if err != nil {
 			t.Fatal(err)
@@ -441,8 +453,8 @@ func TestSessionsBounded(t *testing.T) {
 		clk.Add(time.Second)
 	}
 	bobID, _, _ := s.Login(ctx, "bob", "bob's password", src1)
-	if len(s.sessions) != maxSessionsPerViewer+1 {
-		t.Errorf("%d sessions, want %d", len(s.sessions), maxSessionsPerViewer+1)
+	if len(s.sessions) != perViewer+1 {
+		t.Errorf("%d sessions, want %d", len(s.sessions), perViewer+1)
 	}
 	if _, ok := s.Session(ids[0]); ok {
 		t.Error("the oldest session survived")
@@ -452,6 +464,38 @@ func TestSessionsBounded(t *testing.T) {
 	}
 	if _, ok := s.Session(bobID); !ok {
 		t.Error("alice's logins dropped bob's session")
+	}
+}
+
+func TestSessionsBoundedInTotal(t *testing.T) {
+	s, clk, _ := newStore(t, nil)
+	s.lim.sessions = 100
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var first [32]byte
+	for i := range s.lim.sessions + 10 {
+		_, sum := newSessionID()
+		if i == 0 {
+			first = sum
+		}
+		now := clk.Now()
+		// As many viewers as it takes: each stays under its own limit.
+		s.addSessionLocked(sum, &sessionEntry{viewer: fmt.Sprint("v", i%200), created: now, expires: now.Add(time.Hour)}, now)
+		clk.Add(time.Millisecond)
+	}
+	if len(s.sessions) != s.lim.sessions {
+		t.Errorf("%d sessions, want %d", len(s.sessions), s.lim.sessions)
+	}
+	if s.sessions[first] != nil {
+		t.Error("the oldest session survived")
+	}
+	// Expired sessions are dropped when a new one comes.
+	clk.Add(time.Hour)
+	_, sum := newSessionID()
+	now := clk.Now()
+	s.addSessionLocked(sum, &sessionEntry{viewer: "alice", created: now, expires: now.Add(time.Hour)}, now)
+	if len(s.sessions) != 1 {
+		t.Errorf("%d sessions after all expired and one login, want 1", len(s.sessions))
 	}
 }
 
@@ -561,4 +605,31 @@ func TestCleanName(t *testing.T) {
 			t.Errorf("clean(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// The http gateway's interface: the Store must keep this method set.
+var _ interface {
+	Login(ctx context.Context, name, password string, src netip.Addr) (session string, expires time.Time, err error)
+	Basic(ctx context.Context, name, password string, src netip.Addr) (viewer string, err error)
+	Session(id string) (viewer string, ok bool)
+	Logout(id string)
+	Link(token string) (viewer string, ok bool)
+} = (*Store)(nil)
+
+func FuzzCheckHash(f *testing.F) {
+	f.Add(mustHash(f, "x"))
+	f.Add("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA")
+	f.Add("$argon2id$v=19$m=,t=,p=$$")
+	f.Fuzz(func(t *testing.T, h string) {
+		p, err := parseHash(h)
+		if err != nil {
+			return
+		}
+		if p.params.memory > maxMemory || p.params.time > maxTime || p.params.threads > maxThreads || p.params.threads == 0 {
+			t.Fatalf("%q: params %+v accepted", h, p.params)
+		}
+		if again, err := parseHash(format(p.params, p.salt, p.key)); err != nil || again.params != p.params {
+			t.Fatalf("%q: does not round-trip: %v", h, err)
+		}
+	})
 }

@@ -33,7 +33,7 @@ const (
 
 	// Limits on parameters read from a hash: a typo in the config must not
 	// make each login allocate gigabytes or spin for minutes.
-	maxMemory  = 1 << 20 // KiB: 1 GiB
+	maxMemory  = 256 << 10 // KiB: 256 MiB, times MaxHashes at once
 	maxTime    = 64
 	maxThreads = 16
 	// maxPassword bounds what is hashed; longer input is a bad login.

@@ -2,6 +2,7 @@ package access
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -27,13 +28,22 @@ const (
 	// name: one address alone can never lock a viewer's name.
 	perSourceToName = 3
 
-	maxSources      = 4096 // per-source entries kept
-	maxStrangers    = 1024 // per-name entries for names that are not viewers
-	maxNameSources  = 32   // sources remembered per name entry
-	maxKnownSources = 16   // per viewer: sources of recent successful logins
+	maxNameSources  = 32 // sources remembered per name entry
+	maxKnownSources = 16 // per viewer: sources of recent successful logins
 	knownFor        = 30 * 24 * time.Hour
 	maxNameLen      = 64 // a stranger's name is kept (and audited) truncated
 )
+
+// tableLimits bound the Store's tables (a field, so tests can fill them fast).
+type tableLimits struct {
+	sources           int // per-source lockout entries
+	strangers         int // per-name lockout entries for names that are not viewers
+	sessions          int
+	sessionsPerViewer int
+	basic             int // cached Basic checks
+}
+
+var defaultLimits = tableLimits{sources: 4096, strangers: 1024, sessions: 4096, sessionsPerViewer: 32, basic: 1024}
 
 // failures counts the failed attempts of one source or one name.
 type failures struct {
@@ -138,24 +148,29 @@ func sourceKey(a netip.Addr) netip.Prefix {
 }
 
 // evict makes room in m for one more entry: stale entries go first, then
-// the one whose last failure is oldest.
+// the oldest sixteenth, so that a full table is sorted once per limit/16
+// insertions, not scanned at each.
 func evict[K comparable, V any](m map[K]V, limit int, last func(V) time.Time, stale func(V) bool) {
 	if len(m) < limit {
 		return
 	}
-	var oldest K
-	var ot time.Time
-	found := false
+	type entry struct {
+		k K
+		t time.Time
+	}
+	all := make([]entry, 0, len(m))
 	for k, v := range m {
 		if stale(v) {
 			delete(m, k)
 			continue
 		}
-		if t := last(v); !found || t.Before(ot) {
-			oldest, ot, found = k, t, true
-		}
+		all = append(all, entry{k, last(v)})
 	}
-	if len(m) >= limit && found {
-		delete(m, oldest)
+	if len(m) < limit {
+		return
+	}
+	slices.SortFunc(all, func(a, b entry) int { return a.t.Compare(b.t) })
+	for _, e := range all[:max(1, len(all)/16)] {
+		delete(m, e.k)
 	}
 }

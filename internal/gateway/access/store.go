@@ -79,12 +79,9 @@ type Config struct {
 }
 
 const (
-	defaultSessionTTL    = 30 * 24 * time.Hour
-	defaultBasicTTL      = 5 * time.Minute
-	defaultMaxHashes     = 2
-	maxSessionsPerViewer = 32
-	maxSessions          = 4096
-	maxBasicCache        = 1024
+	defaultSessionTTL = 30 * 24 * time.Hour
+	defaultBasicTTL   = 5 * time.Minute
+	defaultMaxHashes  = 2
 )
 
 // ErrBadLogin is the one answer to a wrong password and to an unknown name.
@@ -122,6 +119,7 @@ type Store struct {
 	audit      *slog.Logger
 	sem        chan struct{}
 	cacheKey   [32]byte
+	lim        tableLimits
 
 	hashes atomic.Int64 // argon2 verifications run, for tests
 	onHash func()       // tests: called inside each verification's slot
@@ -161,6 +159,7 @@ func New(cfg Config) (*Store, error) {
 		strangers:  make(map[string]*nameState),
 		sessions:   make(map[[32]byte]*sessionEntry),
 		basic:      make(map[[32]byte]basicEntry),
+		lim:        defaultLimits,
 	}
 	if s.sessionTTL <= 0 {
 		s.sessionTTL = defaultSessionTTL
@@ -250,7 +249,7 @@ func (s *Store) Basic(ctx context.Context, name, password string, src netip.Addr
 	}
 	s.mu.Lock()
 	if _, ok := s.basic[key]; !ok {
-		evict(s.basic, maxBasicCache, func(e basicEntry) time.Time { return e.expires },
+		evict(s.basic, s.lim.basic, func(e basicEntry) time.Time { return e.expires },
 			func(e basicEntry) bool { return !now.Before(e.expires) })
 	}
 	s.basic[key] = basicEntry{viewer: viewer, expires: now.Add(s.basicTTL)}
@@ -330,9 +329,9 @@ func (s *Store) addSessionLocked(sum [32]byte, se *sessionEntry, now time.Time) 
 		}
 	}
 	switch {
-	case mine >= maxSessionsPerViewer:
+	case mine >= s.lim.sessionsPerViewer:
 		delete(s.sessions, oldestMine)
-	case len(s.sessions) >= maxSessions:
+	case len(s.sessions) >= s.lim.sessions:
 		delete(s.sessions, oldest)
 	}
 	s.sessions[sum] = se
@@ -424,7 +423,7 @@ func (s *Store) nameLocked(name string, create bool) *nameState {
 	ns := s.strangers[name]
 	if ns == nil && create {
 		now := s.now()
-		evict(s.strangers, maxStrangers, func(n *nameState) time.Time { return n.last },
+		evict(s.strangers, s.lim.strangers, func(n *nameState) time.Time { return n.last },
 			func(n *nameState) bool { return namePolicy.stale(&n.failures, now) })
 		ns = &nameState{}
 		s.strangers[name] = ns
@@ -436,7 +435,7 @@ func (s *Store) nameLocked(name string, create bool) *nameState {
 func (s *Store) failLocked(name string, sk netip.Prefix, now time.Time) {
 	f := s.sources[sk]
 	if f == nil {
-		evict(s.sources, maxSources, func(f *failures) time.Time { return f.last },
+		evict(s.sources, s.lim.sources, func(f *failures) time.Time { return f.last },
 			func(f *failures) bool { return sourcePolicy.stale(f, now) })
 		f = &failures{}
 		s.sources[sk] = f
