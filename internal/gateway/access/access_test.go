@@ -546,7 +546,7 @@ func TestConcurrentHashesBounded(t *testing.T) {
 	s, _, _ := newStore(t, func(c *Config) { c.MaxHashes = 2 })
 	var mu sync.Mutex
 	cur, peak := 0, 0
-	s.onHash = func() {
+	s.onHash = func(netip.Addr) {
 		mu.Lock()
 		cur++
 		peak = max(peak, cur)
@@ -576,6 +576,62 @@ func TestConcurrentHashesBounded(t *testing.T) {
 	}
 	if n := s.hashes.Load(); n != 40 {
 		t.Errorf("%d hashes, want 40", n)
+	}
+}
+
+// A storm from one address holds at most one hash slot: the viewer gets
+// another at once, even while the storm's hashes are slow.
+func TestStormHoldsOneHashSlot(t *testing.T) {
+	s, _, _ := newStore(t, func(c *Config) { c.MaxHashes = 2 })
+	entered, unblock := make(chan struct{}, 100), make(chan struct{})
+	s.onHash = func(src netip.Addr) {
+		if src == src1 {
+			entered <- struct{}{}
+			<-unblock
+		}
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(unblock)
+	for i := range 20 {
+		wg.Go(func() { s.Login(context.Background(), fmt.Sprint("user", i), "guess", src1) })
+	}
+	<-entered // one storm hash is running, and stuck
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := s.Login(context.Background(), "alice", alicePW, src2)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("alice: %v", err)
+		}
+	case <-time.After(30 * time.Second): // a deadlock detector, not a timing assertion
+		t.Fatal("alice waited for the storm's hashes: the storm holds every slot")
+	}
+	if n := len(entered); n != 0 {
+		t.Errorf("%d more storm hashes started while one was running", n)
+	}
+}
+
+// A player's parallel requests with the same Basic credentials cost one hash.
+func TestParallelBasicHashesOnce(t *testing.T) {
+	s, _, _ := newStore(t, nil)
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Go(func() {
+			if _, err := s.Basic(context.Background(), "alice", alicePW, src1); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := s.hashes.Load(); n != 1 {
+		t.Errorf("%d hashes, want 1", n)
+	}
+	if len(s.turns) != 0 {
+		t.Errorf("%d source turns left over", len(s.turns))
 	}
 }
 

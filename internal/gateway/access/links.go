@@ -164,8 +164,11 @@ func writeLinks(dir string, lf linkFile) error {
 	return nil
 }
 
-// linkCheckEvery is how often a Store looks whether links.json changed.
-const linkCheckEvery = time.Second
+const (
+	// linkCheckEvery is how often a Store looks whether links.json changed.
+	linkCheckEvery = time.Second
+	racyFor        = 2 * time.Second
+)
 
 // linkCache is a Store's view of links.json.
 type linkCache struct {
@@ -174,6 +177,7 @@ type linkCache struct {
 	mu      sync.Mutex // guards the fields below
 	checked time.Time
 	fi      os.FileInfo // of the file loaded; nil: none
+	racy    bool        // fi may not show the next change: read again
 	byHash  map[[32]byte]Link
 }
 
@@ -199,7 +203,7 @@ func (c *linkCache) refreshLocked(now time.Time) (changed bool, err error) {
 		c.fi, c.byHash = nil, map[[32]byte]Link{}
 		return changed, nil
 	}
-	if err == nil && c.fi != nil && os.SameFile(fi, c.fi) && fi.ModTime().Equal(c.fi.ModTime()) && fi.Size() == c.fi.Size() {
+	if err == nil && c.fi != nil && !c.racy && os.SameFile(fi, c.fi) && fi.ModTime().Equal(c.fi.ModTime()) && fi.Size() == c.fi.Size() {
 		return false, nil
 	}
 	c.fi, c.byHash = nil, map[[32]byte]Link{}
@@ -216,6 +220,11 @@ func (c *linkCache) refreshLocked(now time.Time) (changed bool, err error) {
 		c.byHash[h] = r.Link
 	}
 	c.fi = fi
+	// A file rewritten within the file system's timestamp granularity can
+	// keep its mtime, size and even inode number (reused after the rename):
+	// while the file is that young, read it at every look (as git does with
+	// its index).
+	c.racy = time.Since(fi.ModTime()) < racyFor
 	return true, nil
 }
 

@@ -126,3 +126,46 @@ func TestLinksWithoutStateDir(t *testing.T) {
 		t.Error("CreateLink accepted a control character in the name")
 	}
 }
+
+// A revoke that leaves the file's size, mtime and inode as they were (a
+// rewrite within the timestamp granularity) is still noticed.
+func TestLinksRewriteKeepingStat(t *testing.T) {
+	dir := t.TempDir()
+	tok, _, err := CreateLink(dir, "alice", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash := mustHash(t, alicePW)
+	clk := newClock()
+	path := filepath.Join(dir, LinksFile)
+	now := time.Now()
+	os.Chtimes(path, now, now) // young when the Store reads it, however slow the machine
+	s, err := New(Config{Viewers: map[string]string{"alice": hash}, StateDir: dir, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.Link(tok); !ok {
+		t.Fatal("refused")
+	}
+	fi, _ := os.Stat(path)
+	b, _ := os.ReadFile(path)
+	var other [64]byte
+	for i := range other {
+		other[i] = 'a'
+	}
+	i := strings.Index(string(b), `"sha256": "`) + len(`"sha256": "`)
+	b = append(append(b[:i:i], other[:]...), b[i+64:]...)
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(path, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	if fi2, _ := os.Stat(path); !os.SameFile(fi, fi2) || fi2.Size() != fi.Size() || !fi2.ModTime().Equal(fi.ModTime()) {
+		t.Fatal("the test did not keep the file's stat")
+	}
+	clk.Add(linkCheckEvery)
+	if _, ok := s.Link(tok); ok {
+		t.Error("a token removed from the file still works")
+	}
+}

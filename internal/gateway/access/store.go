@@ -6,7 +6,10 @@
 // password and an unknown viewer name give the same ErrBadLogin after the same
 // work: unknown names are verified against a dummy hash with a viewer's cost.
 // At most MaxHashes verifications run at once, because each takes the hash's
-// memory (19 MiB with the default parameters); others wait their turn.
+// memory (19 MiB with the default parameters); others wait their turn. One
+// source's attempts take turns among themselves, so a storm from one address
+// holds one slot at most, and a viewer elsewhere waits for no more than the
+// hashes already running.
 //
 // Lockout has two counters, and a locked attempt is refused (LockedError)
 // without hashing:
@@ -121,8 +124,8 @@ type Store struct {
 	cacheKey   [32]byte
 	lim        tableLimits
 
-	hashes atomic.Int64 // argon2 verifications run, for tests
-	onHash func()       // tests: called inside each verification's slot
+	hashes atomic.Int64     // argon2 verifications run, for tests
+	onHash func(netip.Addr) // tests: called inside each verification's slot
 
 	mu        sync.Mutex // guards the fields below
 	sources   map[netip.Prefix]*failures
@@ -130,6 +133,7 @@ type Store struct {
 	strangers map[string]*nameState      // other names: bounded
 	sessions  map[[32]byte]*sessionEntry // by SHA-256 of the ID
 	basic     map[[32]byte]basicEntry
+	turns     map[netip.Prefix]*turn // sources with attempts in check
 
 	links linkCache
 }
@@ -160,6 +164,7 @@ func New(cfg Config) (*Store, error) {
 		sessions:   make(map[[32]byte]*sessionEntry),
 		basic:      make(map[[32]byte]basicEntry),
 		lim:        defaultLimits,
+		turns:      make(map[netip.Prefix]*turn),
 	}
 	if s.sessionTTL <= 0 {
 		s.sessionTTL = defaultSessionTTL
@@ -210,7 +215,7 @@ func New(cfg Config) (*Store, error) {
 
 // Login checks name and password from src and starts a new session (a fresh random ID each time: rotated at login).
 func (s *Store) Login(ctx context.Context, name, password string, src netip.Addr) (session string, expires time.Time, err error) {
-	viewer, err := s.check(ctx, name, password, src, "login")
+	viewer, err := s.check(ctx, name, password, src, "login", nil)
 	if err != nil {
 		return "", time.Time{}, err
 	}
@@ -243,18 +248,7 @@ func (s *Store) Basic(ctx context.Context, name, password string, src netip.Addr
 	if err != nil {
 		return "", err
 	}
-	viewer, err = s.check(ctx, name, password, src, "basic")
-	if err != nil {
-		return "", err
-	}
-	s.mu.Lock()
-	if _, ok := s.basic[key]; !ok {
-		evict(s.basic, s.lim.basic, func(e basicEntry) time.Time { return e.expires },
-			func(e basicEntry) bool { return !now.Before(e.expires) })
-	}
-	s.basic[key] = basicEntry{viewer: viewer, expires: now.Add(s.basicTTL)}
-	s.mu.Unlock()
-	return viewer, nil
+	return s.check(ctx, name, password, src, "basic", &key)
 }
 
 // basicKey is an HMAC, under a key made at New, of name, password and the
@@ -338,7 +332,9 @@ func (s *Store) addSessionLocked(sum [32]byte, se *sessionEntry, now time.Time) 
 }
 
 // check verifies a password, with the lockout rules, and audits the result.
-func (s *Store) check(ctx context.Context, name, password string, src netip.Addr, method string) (string, error) {
+// basic, when not nil, is the Basic cache key to look up once this attempt's
+// turn comes (parallel requests of one player wait for the first one's hash).
+func (s *Store) check(ctx context.Context, name, password string, src netip.Addr, method string, basic *[32]byte) (string, error) {
 	sk := sourceKey(src)
 	s.mu.Lock()
 	err := s.lockedLocked(name, sk, src, s.now())
@@ -346,6 +342,14 @@ func (s *Store) check(ctx context.Context, name, password string, src netip.Addr
 	if err != nil {
 		return "", err
 	}
+	// One source hashes one password at a time, so a storm from one
+	// address holds one of the MaxHashes slots and everybody else gets the
+	// others; its other attempts queue here.
+	release, err := s.sourceTurn(ctx, sk)
+	if err != nil {
+		return "", err
+	}
+	defer release()
 	select {
 	case s.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -354,11 +358,16 @@ func (s *Store) check(ctx context.Context, name, password string, src netip.Addr
 	// Look again: failures may have come in while this attempt waited
 	// (a storm queues many), and each costs a hash.
 	s.mu.Lock()
-	err = s.lockedLocked(name, sk, src, s.now())
+	now := s.now()
+	err = s.lockedLocked(name, sk, src, now)
+	var hit basicEntry
+	if err == nil && basic != nil {
+		hit = s.basic[*basic]
+	}
 	s.mu.Unlock()
-	if err != nil {
+	if err != nil || now.Before(hit.expires) {
 		<-s.sem
-		return "", err
+		return hit.viewer, err
 	}
 	h, known := s.viewers[name]
 	if !known || len(password) > maxPassword {
@@ -367,11 +376,11 @@ func (s *Store) check(ctx context.Context, name, password string, src netip.Addr
 	ok := h.verify(password) && known
 	s.hashes.Add(1)
 	if s.onHash != nil {
-		s.onHash()
+		s.onHash(src)
 	}
 	<-s.sem
 
-	now := s.now()
+	now = s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !ok {
@@ -383,8 +392,49 @@ func (s *Store) check(ctx context.Context, name, password string, src netip.Addr
 	ns := s.names[name]
 	ns.failures, ns.from = failures{}, nil
 	ns.remember(sk, now)
+	if basic != nil {
+		// Cached before this attempt's turn ends: the next one in line finds it.
+		if _, ok := s.basic[*basic]; !ok {
+			evict(s.basic, s.lim.basic, func(e basicEntry) time.Time { return e.expires },
+				func(e basicEntry) bool { return !now.Before(e.expires) })
+		}
+		s.basic[*basic] = basicEntry{viewer: name, expires: now.Add(s.basicTTL)}
+	}
 	s.audit.Info("login", "viewer", name, "src", src.String(), "method", method)
 	return name, nil
+}
+
+// turn lets one attempt of a source hash at a time.
+type turn struct {
+	ch    chan struct{} // holds a token while an attempt has the turn
+	users int           // attempts holding or waiting for the turn
+}
+
+// sourceTurn waits for sk's turn; release ends it. The table holds only
+// sources with attempts in progress, so it is bounded by those.
+func (s *Store) sourceTurn(ctx context.Context, sk netip.Prefix) (release func(), err error) {
+	s.mu.Lock()
+	t := s.turns[sk]
+	if t == nil {
+		t = &turn{ch: make(chan struct{}, 1)}
+		s.turns[sk] = t
+	}
+	t.users++
+	s.mu.Unlock()
+	done := func() {
+		s.mu.Lock()
+		if t.users--; t.users == 0 {
+			delete(s.turns, sk)
+		}
+		s.mu.Unlock()
+	}
+	select {
+	case t.ch <- struct{}{}:
+		return func() { <-t.ch; done() }, nil
+	case <-ctx.Done():
+		done()
+		return nil, fmt.Errorf("waiting to check a password: %w", ctx.Err())
+	}
 }
 
 // lockedLocked returns a *LockedError when src or name is locked at now.
