@@ -5,9 +5,13 @@
 //	porthole-agent -config agent.yaml -check   validate the config
 //	porthole-agent -config agent.yaml status   what the running agent is doing
 //	porthole-agent status -config agent.yaml   the same
+//	porthole-agent passwd [NAME] < password    hash a viewer's password for viewers:
+//	porthole-agent -config agent.yaml link NAME [-note TEXT]   a URL token for NAME
+//	porthole-agent -config agent.yaml link -list | -revoke ID
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,15 +20,23 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"sort"
+	"strings"
 	"sync"
 	"syscall"
+	"text/tabwriter"
 	"time"
+	"unicode/utf8"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/porthole-dev/porthole/agent"
 	"github.com/porthole-dev/porthole/internal/admin"
 	"github.com/porthole-dev/porthole/internal/config"
+	"github.com/porthole-dev/porthole/internal/gateway/access"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
@@ -51,7 +63,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	verbose := fs.Bool("v", false, "debug logging")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: porthole-agent [-config agent.yaml] [-check|-once|-v] | -version\n"+
-			"       porthole-agent [-config agent.yaml] status [-json] [-addr host:port]\n")
+			"       porthole-agent [-config agent.yaml] status [-json] [-addr host:port]\n"+
+			"       porthole-agent passwd [NAME] < password\n"+
+			"       porthole-agent [-config agent.yaml] link NAME [-note TEXT] | link -list | link -revoke ID\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -67,8 +81,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		switch cmd := fs.Arg(0); cmd {
 		case "status":
 			return statusCmd(fs.Args()[1:], *cfgPath, stdout, stderr)
+		case "passwd":
+			return passwdCmd(ctx, fs.Args()[1:], stdout, stderr)
+		case "link":
+			return linkCmd(fs.Args()[1:], *cfgPath, stdout, stderr)
 		default:
-			fmt.Fprintf(stderr, "porthole-agent: unknown command %q (commands: status); without a command it runs the agent\n", cmd)
+			fmt.Fprintf(stderr, "porthole-agent: unknown command %q (commands: status, passwd, link); without a command it runs the agent\n", cmd)
 			return 2
 		}
 	}
@@ -226,4 +244,260 @@ func firstLine(err error) string {
 		}
 	}
 	return s
+}
+
+// stdin is where passwd reads the password; tests replace it.
+var stdin io.Reader = os.Stdin
+
+// minPassword is the shortest viewer password passwd accepts: a viewer
+// password is what stands between the internet and the cameras.
+const minPassword = 8
+
+// passwdCmd hashes a viewer password read from stdin. It needs no config.
+func passwdCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("porthole-agent passwd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: porthole-agent passwd [NAME] < password-file\n"+
+			"reads one line (the password) and prints its hash for the viewers: section of agent.yaml\n")
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	name := "NAME"
+	switch fs.NArg() {
+	case 0:
+	case 1:
+		name = fs.Arg(0)
+	default:
+		fmt.Fprintf(stderr, "porthole-agent passwd: unexpected argument %q\n", fs.Arg(1))
+		return 2
+	}
+	pw, err := readPassword(ctx, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "porthole-agent passwd:", err)
+		return 1
+	}
+	if n := utf8.RuneCountInString(pw); n < minPassword {
+		fmt.Fprintf(stderr, "porthole-agent passwd: the password is too short (%d characters): use at least %d, "+
+			"since it guards the cameras from the internet\n", n, minPassword)
+		return 1
+	}
+	hash, err := access.HashPassword(pw)
+	if err != nil {
+		fmt.Fprintln(stderr, "porthole-agent passwd:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s\n\n# add to the agent's config (agent.yaml), then restart the agent:\nviewers:\n  %s: {password_hash: %q}\n", hash, name, hash)
+	return 0
+}
+
+// readPassword reads one line from stdin. On a terminal it prompts on stderr,
+// hides the typing where stty can, and asks twice.
+func readPassword(ctx context.Context, stderr io.Writer) (string, error) {
+	f, isFile := stdin.(*os.File)
+	tty := false
+	if isFile {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			tty = true
+		}
+	}
+	r := bufio.NewReader(stdin)
+	if !tty {
+		return readLine(ctx, r)
+	}
+	hidden := stty(f, "-echo") == nil
+	if hidden {
+		defer stty(f, "echo")
+	} else {
+		fmt.Fprintln(stderr, "note: the password will show as you type it")
+	}
+	var pws [2]string
+	for i, prompt := range []string{"viewer password: ", "again: "} {
+		fmt.Fprint(stderr, prompt)
+		pw, err := readLine(ctx, r)
+		if hidden {
+			fmt.Fprintln(stderr)
+		}
+		if err != nil {
+			return "", err
+		}
+		pws[i] = pw
+	}
+	if pws[0] != pws[1] {
+		return "", errors.New("the two passwords differ")
+	}
+	return pws[0], nil
+}
+
+// readLine reads up to a newline (dropped, with a \r before it), giving up
+// when ctx ends (Ctrl-C while the terminal waits).
+func readLine(ctx context.Context, r *bufio.Reader) (string, error) {
+	type line struct {
+		s   string
+		err error
+	}
+	ch := make(chan line, 1)
+	go func() { // left blocked in a read only when the program is exiting
+		s, err := r.ReadString('\n')
+		ch <- line{s, err}
+	}()
+	select {
+	case <-ctx.Done():
+		return "", ctx.Err()
+	case l := <-ch:
+		if l.err != nil && !(errors.Is(l.err, io.EOF) && l.s != "") {
+			if errors.Is(l.err, io.EOF) {
+				return "", errors.New("no password on stdin (give it as one line: porthole-agent passwd < file)")
+			}
+			return "", fmt.Errorf("reading the password: %w", l.err)
+		}
+		return strings.TrimSuffix(strings.TrimSuffix(l.s, "\n"), "\r"), nil
+	}
+}
+
+// stty sets the terminal mode of tty; the agent has no terminal library.
+func stty(tty *os.File, mode string) error {
+	cmd := exec.Command("stty", mode)
+	cmd.Stdin = tty
+	return cmd.Run()
+}
+
+// linkCmd creates, lists and revokes links (URL tokens). It reads state_dir:
+// and, to check NAME and show example URLs, viewers:, ddns: and services:;
+// it reads no secret file.
+func linkCmd(args []string, cfgPath string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("porthole-agent link", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfgPath, "config", cfgPath, "the agent's config file")
+	note := fs.String("note", "", "what the link is for (shown by -list)")
+	list := fs.Bool("list", false, "list the links")
+	revoke := fs.String("revoke", "", "revoke the link with this ID")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: porthole-agent link [-config agent.yaml] NAME [-note TEXT]   a new URL token for viewer NAME\n"+
+			"       porthole-agent link [-config agent.yaml] -list\n"+
+			"       porthole-agent link [-config agent.yaml] -revoke ID\n")
+		fs.PrintDefaults()
+	}
+	// NAME may come before or after the flags.
+	var names []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return 2
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		names = append(names, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	modes := 0
+	for _, on := range []bool{*list, *revoke != "", len(names) > 0} {
+		if on {
+			modes++
+		}
+	}
+	if modes != 1 || len(names) > 1 {
+		fmt.Fprintln(stderr, "porthole-agent link: give one of NAME, -list or -revoke ID")
+		fs.Usage()
+		return 2
+	}
+	peek, err := config.PeekAgentAdmin(cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	dir := peek.StateDir
+	switch {
+	case *list:
+		links, err := access.ListLinks(dir)
+		if err != nil {
+			fmt.Fprintln(stderr, "porthole-agent link:", err)
+			return 1
+		}
+		if len(links) == 0 {
+			fmt.Fprintf(stdout, "no links in %s\n", filepath.Join(dir, access.LinksFile))
+			return 0
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tVIEWER\tCREATED\tNOTE")
+		for _, l := range links {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", l.ID, l.Viewer, l.Created.Local().Format("2006-01-02 15:04"), l.Note)
+		}
+		tw.Flush()
+		return 0
+	case *revoke != "":
+		if err := access.RevokeLink(dir, *revoke); err != nil {
+			fmt.Fprintln(stderr, "porthole-agent link:", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "link %s revoked; a running agent refuses it within a second\n", *revoke)
+		return 0
+	}
+	name := names[0]
+	lc, err := peekLinkConfig(cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, "porthole-agent link:", err)
+		return 1
+	}
+	if _, ok := lc.Viewers[name]; !ok {
+		known := make([]string, 0, len(lc.Viewers))
+		for v := range lc.Viewers {
+			known = append(known, v)
+		}
+		sort.Strings(known)
+		fmt.Fprintf(stderr, "porthole-agent link: no viewer %q in the viewers: of %s (viewers: %s); add one with porthole-agent passwd\n",
+			name, cfgPath, strings.Join(known, ", "))
+		return 1
+	}
+	token, l, err := access.CreateLink(dir, name, *note)
+	if err != nil {
+		fmt.Fprintln(stderr, "porthole-agent link:", err)
+		return 1
+	}
+	host := lc.DDNS.Hostname
+	if host == "" || strings.Contains(host, "$") {
+		host = "HOST"
+	}
+	fmt.Fprintf(stdout, "%s\n\nlink %s for viewer %s: this token is shown only now; whoever has it watches as %s.\n"+
+		"Give it to a player as the query parameter porthole_token=, for example:\n", token, l.ID, name, name)
+	examples := 0
+	for _, s := range lc.Services {
+		if s.Kind == "http" && s.Port > 0 {
+			fmt.Fprintf(stdout, "  https://%s:%d/?porthole_token=%s   (%s)\n", host, s.Port, token, s.Name)
+			examples++
+		}
+	}
+	if examples == 0 {
+		fmt.Fprintf(stdout, "  https://%s:PORT/?porthole_token=%s\n", host, token)
+	}
+	fmt.Fprintf(stdout, "Revoke it with: porthole-agent link -revoke %s\n", l.ID)
+	return 0
+}
+
+// linkConfig is the part of agent.yaml the link command reads.
+type linkConfig struct {
+	Viewers map[string]yaml.Node `yaml:"viewers"`
+	DDNS    struct {
+		Hostname string `yaml:"hostname"`
+	} `yaml:"ddns"`
+	Services []struct {
+		Name string `yaml:"name"`
+		Kind string `yaml:"kind"`
+		Port int    `yaml:"port"`
+	} `yaml:"services"`
+}
+
+// peekLinkConfig reads the keys link needs, leniently: config.LoadAgent
+// would read the secret files too.
+func peekLinkConfig(path string) (linkConfig, error) {
+	var lc linkConfig
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return lc, err
+	}
+	if err := yaml.Unmarshal(b, &lc); err != nil {
+		return lc, fmt.Errorf("%s: %w", path, err)
+	}
+	return lc, nil
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/porthole-dev/porthole/agent"
 	"github.com/porthole-dev/porthole/internal/config"
+	"github.com/porthole-dev/porthole/internal/gateway/access"
 )
 
 type result struct {
@@ -370,5 +372,135 @@ func TestStatusOfRunningAgent(t *testing.T) {
 	}
 	if strings.Contains(bodies, secret) {
 		t.Error("the DNS provider's token shows in the status, an admin endpoint or the log")
+	}
+}
+
+func runStdin(input string, args ...string) result {
+	saved := stdin
+	stdin = strings.NewReader(input)
+	defer func() { stdin = saved }()
+	return runArgs(args...)
+}
+
+func TestPasswd(t *testing.T) {
+	const pw = "long enough secret"
+	for _, in := range []string{pw + "\n", pw + "\r\n", pw} {
+		r := runStdin(in, "passwd", "alice")
+		if r.code != 0 {
+			t.Fatalf("%q: exit %d\n%s", in, r.code, r.stderr)
+		}
+		hash, rest, _ := strings.Cut(r.stdout, "\n")
+		if err := access.CheckHash(hash); err != nil {
+			t.Fatalf("first line %q: %v", hash, err)
+		}
+		if !strings.Contains(rest, "viewers:\n  alice: {password_hash: \""+hash+"\"}\n") {
+			t.Errorf("no YAML hint:\n%s", r.stdout)
+		}
+		if strings.Contains(r.stdout+r.stderr, pw) {
+			t.Error("passwd echoed the password")
+		}
+		// The hash is of the line without its line ending.
+		s, err := access.New(access.Config{Viewers: map[string]string{"alice": hash}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Basic(context.Background(), "alice", pw, netip.MustParseAddr("127.0.0.1")); err != nil {
+			t.Errorf("%q: the hash does not match the password: %v", in, err)
+		}
+	}
+	// passwd needs no config, not even a readable one.
+	if r := runStdin(pw+"\n", "-config", "/nonexistent/agent.yaml", "passwd"); r.code != 0 || !strings.Contains(r.stdout, "  NAME: {password_hash:") {
+		t.Errorf("without a config: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	for in, want := range map[string]string{
+		"":          "no password on stdin",
+		"\n":        "too short (0 characters): use at least 8",
+		"short1\n":  "too short (6 characters)",
+		"ééééééé\n": "too short (7 characters)",
+	} {
+		r := runStdin(in, "passwd")
+		if r.code != 1 || !strings.Contains(r.stderr, want) || r.stdout != "" {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want %q", in, r.code, r.stdout, r.stderr, want)
+		}
+		if in != "" && strings.Contains(r.stderr, strings.TrimSpace(in)) && strings.TrimSpace(in) != "" {
+			t.Errorf("%q: the refusal echoes the password", in)
+		}
+	}
+	if r := runStdin(pw, "passwd", "alice", "bob"); r.code != 2 {
+		t.Errorf("two names: exit %d", r.code)
+	}
+}
+
+// writeViewerConfig writes an agent config with viewers and an http
+// service; its secret file is missing: link must not need it.
+func writeViewerConfig(t *testing.T) (path, stateDir string) {
+	t.Helper()
+	dir := t.TempDir()
+	path = filepath.Join(dir, "agent.yaml")
+	body := "name: home\nstate_dir: " + dir + "\nrelay:\n  address: relay.example.com:7443\n  token_file: " + filepath.Join(dir, "missing.token") +
+		"\nservices:\n  - {name: cam-web, kind: http, target: 192.168.1.20:80, port: 10443, allow: [any]}\n" +
+		"viewers:\n  alice: {password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g\"}\n" +
+		"ddns:\n  hostname: home.example.com\n"
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path, dir
+}
+
+func TestLink(t *testing.T) {
+	cfg, dir := writeViewerConfig(t)
+	r := runArgs("-config", cfg, "link", "alice", "-note", "kitchen tablet")
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+	token, _, _ := strings.Cut(r.stdout, "\n")
+	if !strings.HasPrefix(token, access.TokenPrefix) {
+		t.Fatalf("first line %q is not a token", token)
+	}
+	if !strings.Contains(r.stdout, "https://home.example.com:10443/?porthole_token="+token+"   (cam-web)") {
+		t.Errorf("no example URL:\n%s", r.stdout)
+	}
+	links, err := access.ListLinks(dir)
+	if err != nil || len(links) != 1 || links[0].Viewer != "alice" || links[0].Note != "kitchen tablet" {
+		t.Fatalf("links %+v, %v", links, err)
+	}
+	id := links[0].ID
+	fi, err := os.Stat(filepath.Join(dir, access.LinksFile))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("links file: %v %v", err, fi.Mode())
+	}
+	if r := runArgs("link", "-note", "second", "-config", cfg, "alice"); r.code != 0 {
+		t.Errorf("flags first: exit %d\n%s", r.code, r.stderr)
+	}
+	r = runArgs("link", "-list", "-config", cfg)
+	if r.code != 0 || !strings.Contains(r.stdout, id+"  alice") || !strings.Contains(r.stdout, "kitchen tablet") || !strings.Contains(r.stdout, "second") {
+		t.Errorf("-list: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if strings.Contains(r.stdout, token) {
+		t.Error("-list shows a token")
+	}
+	if r := runArgs("-config", cfg, "link", "-revoke", id); r.code != 0 || !strings.Contains(r.stdout, "revoked") {
+		t.Errorf("-revoke: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if links, _ := access.ListLinks(dir); len(links) != 1 || links[0].ID == id {
+		t.Errorf("after revoke: %+v", links)
+	}
+	if r := runArgs("-config", cfg, "link", "-revoke", id); r.code != 1 || !strings.Contains(r.stderr, "no such link") {
+		t.Errorf("revoke twice: exit %d\n%s", r.code, r.stderr)
+	}
+	if r := runArgs("-config", cfg, "link", "mallory"); r.code != 1 || !strings.Contains(r.stderr, `no viewer "mallory"`) || !strings.Contains(r.stderr, "(viewers: alice)") {
+		t.Errorf("unknown viewer: exit %d\n%s", r.code, r.stderr)
+	}
+	for _, args := range [][]string{
+		{"-config", cfg, "link"},
+		{"-config", cfg, "link", "alice", "bob"},
+		{"-config", cfg, "link", "-list", "alice"},
+	} {
+		if r := runArgs(args...); r.code != 2 {
+			t.Errorf("%q: exit %d\n%s", args, r.code, r.stderr)
+		}
+	}
+	if r := runArgs("link", "-list", "-config", filepath.Join(t.TempDir(), "missing.yaml")); r.code != 1 {
+		t.Errorf("missing config: exit %d", r.code)
 	}
 }
