@@ -44,6 +44,14 @@ type Config struct {
 	Now func() time.Time
 	// Logger receives connection events. Nil discards them.
 	Logger *slog.Logger
+
+	// Auth protects the HTTP interface (not /healthz, not RTSP) as a real camera's login
+	// does: "" (none), "basic" or "digest" (RFC 7616, qop=auth). Username and Password are
+	// the camera's login; with Auth set, an empty Password is allowed but unusual.
+	Auth               string
+	Username, Password string
+	// DigestAlgorithm is the digest challenge's algorithm: "MD5" (default) or "SHA-256".
+	DigestAlgorithm string
 }
 
 // withDefaults returns cfg with zero fields defaulted and out-of-range fields clamped.
@@ -72,6 +80,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.DigestAlgorithm == "" {
+		cfg.DigestAlgorithm = "MD5"
 	}
 	return cfg
 }
@@ -103,18 +114,24 @@ type Camera struct {
 	fresh    chan struct{} // closed and replaced whenever latest changes
 	seq      uint64        // last frame number handed out
 
+	auth *authState // nil: no login
+
 	testHookEncoderStopped func() // if set (before use), called when the encoder goroutine exits
 }
 
 // New returns a camera. Nothing runs until someone watches or Serve/ServeRTSP/Run is called.
 func New(cfg Config) *Camera {
 	cfg = cfg.withDefaults()
-	return &Camera{
+	c := &Camera{
 		cfg:   cfg,
 		log:   cfg.Logger,
 		done:  make(chan struct{}),
 		fresh: make(chan struct{}),
 	}
+	if cfg.Auth != "" {
+		c.auth = newAuthState(cfg)
+	}
+	return c
 }
 
 // Name returns the camera's name after defaults.
