@@ -89,8 +89,11 @@ func (h *Handler) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, id)))
 }
 
-// identify finds the request's viewer: a link token, Basic credentials or
-// the session cookie. Without one it answers the request and returns false.
+// identify finds the request's viewer: a link token, the session cookie or
+// Basic credentials, in this order. A valid session wins over an
+// Authorization header, which a camera page's own script may send with the
+// camera's login: it must not count as a failed viewer login (lockout). Without
+// an identity it answers the request and returns false.
 func (h *Handler) identify(w http.ResponseWriter, r *http.Request, src netip.Addr) (identity, bool) {
 	if strings.Contains(r.URL.RawQuery, TokenParam) {
 		if tok := r.URL.Query().Get(TokenParam); tok != "" {
@@ -102,6 +105,13 @@ func (h *Handler) identify(w http.ResponseWriter, r *http.Request, src netip.Add
 			}
 			return identity{viewer: viewer, jarKey: "link\x00" + viewer + "\x00" + src.String()}, true
 		}
+	}
+	if c, err := r.Cookie(CookieName); err == nil && c.Value != "" {
+		if viewer, ok := h.cfg.Auth.Session(c.Value); ok {
+			return identity{viewer: viewer, jarKey: "session\x00" + c.Value, session: c.Value}, true
+		}
+		h.jars.drop("session\x00" + c.Value)
+		http.SetCookie(w, h.cookie("", time.Unix(0, 0)))
 	}
 	if name, pass, ok := r.BasicAuth(); ok {
 		viewer, err := h.cfg.Auth.Basic(r.Context(), name, pass, src)
@@ -115,13 +125,6 @@ func (h *Handler) identify(w http.ResponseWriter, r *http.Request, src netip.Add
 			return identity{}, false
 		}
 		return identity{viewer: viewer, jarKey: "basic\x00" + viewer + "\x00" + src.String()}, true
-	}
-	if c, err := r.Cookie(CookieName); err == nil && c.Value != "" {
-		if viewer, ok := h.cfg.Auth.Session(c.Value); ok {
-			return identity{viewer: viewer, jarKey: "session\x00" + c.Value, session: c.Value}, true
-		}
-		h.jars.drop("session\x00" + c.Value)
-		http.SetCookie(w, h.cookie("", time.Unix(0, 0)))
 	}
 	h.challenge(w, r, "")
 	return identity{}, false

@@ -7,8 +7,8 @@
 // viewer identity, checked in this order:
 //
 //	porthole_token=  a link token in the query (embeds; stripped before proxying)
-//	Authorization    Basic with a viewer's name and password (apps, curl)
 //	porthole_session the cookie set by the login form at /.porthole/login
+//	Authorization    Basic with a viewer's name and password (apps, curl)
 //
 // Without one, browsers (Accept: text/html) are sent to the login form, others
 // get 401 with Porthole's own Basic realm. Paths under /.porthole/ are

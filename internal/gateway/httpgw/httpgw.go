@@ -55,7 +55,7 @@ type Config struct {
 	// Auth checks viewers. Required.
 	Auth Auth
 	// Viewers may use this service; a logged-in viewer not on the list gets
-	// 403. Nil = every viewer.
+	// 403. Nil = every viewer; empty but not nil = nobody.
 	Viewers []string
 	// CameraLogin is sent to the camera with Basic or Digest, whichever its
 	// 401 asks for. Nil = none.
@@ -81,10 +81,11 @@ type Config struct {
 	// Logger receives operational lines (camera unreachable, camera refused
 	// the login: rate-limited). Nil discards.
 	Logger *slog.Logger
-	// Audit receives one event per viewer connection: "open" (viewer,
-	// service, src) at its first authenticated request and "close" (bytes
-	// sent to the viewer, duration); also "login", "login_failed" and
-	// "logout". Nil discards.
+	// Audit receives, per viewer connection that got as far as an
+	// authenticated request, "open" (viewer, service, src) at the first one
+	// and "close" (bytes_out sent to the viewer, bytes_in, duration); also
+	// "login", "login_failed" (name, src, locked) and "logout". Connections
+	// that never logged in (scanners) leave no audit event. Nil discards.
 	Audit *slog.Logger
 	// Now tells the time (jar expiry). Nil = time.Now.
 	Now func() time.Time
@@ -215,7 +216,7 @@ func (h *Handler) Serve(ctx context.Context, v *gateway.Viewer) error {
 				"bytes_out", vc.out.Load(), "bytes_in", vc.in.Load(), "duration", h.cfg.Now().Sub(vc.start).Round(time.Millisecond))
 		}
 	}()
-	if !h.ln.push(vc) {
+	if !h.ln.push(ctx, vc) {
 		vc.Close()
 		return net.ErrClosed
 	}
@@ -353,13 +354,14 @@ func newChanListener() *chanListener {
 	return &chanListener{ch: make(chan net.Conn), done: make(chan struct{})}
 }
 
-func (l *chanListener) push(c net.Conn) bool {
+func (l *chanListener) push(ctx context.Context, c net.Conn) bool {
 	select {
 	case l.ch <- c:
 		return true
 	case <-l.done:
-		return false
+	case <-ctx.Done():
 	}
+	return false
 }
 
 func (l *chanListener) Accept() (net.Conn, error) {

@@ -158,27 +158,30 @@ func TestChunkedStreaming(t *testing.T) {
 	}
 }
 
-func TestWebSocket(t *testing.T) {
-	target, rec := camera(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Upgrade") != "websocket" {
-			http.Error(w, "want an upgrade", 400)
-			return
-		}
-		c, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		brw.Flush()
-		io.Copy(c, brw) // echo
-	})
-	g := start(t, Config{CameraLogin: &Credentials{Username: "admin", Password: "x"}}, target)
+// echoUpgrade is a camera answering WebSocket upgrades with an echo.
+func echoUpgrade(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Upgrade") != "websocket" {
+		http.Error(w, "want an upgrade", 400)
+		return
+	}
+	c, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	brw.Flush()
+	io.Copy(c, brw) // echo
+}
+
+// upgrade opens a WebSocket through the gateway and checks an echo round trip.
+func upgrade(t *testing.T, g *gw) (net.Conn, *bufio.Reader) {
+	t.Helper()
 	c, err := net.Dial("tcp", strings.TrimPrefix(g.base, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(20 * time.Second))
 	r := g.req(t, "GET", "/ws", "")
 	r.Header.Set("Upgrade", "websocket")
@@ -201,10 +204,29 @@ func TestWebSocket(t *testing.T) {
 			t.Fatalf("echo %q: %q %v", msg, got, err)
 		}
 	}
+	return c, br
+}
+
+func TestWebSocket(t *testing.T) {
+	target, rec := camera(t, echoUpgrade)
+	g := start(t, Config{CameraLogin: &Credentials{Username: "admin", Password: "x"}}, target)
+	upgrade(t, g)
 	// The camera asked for no login, so none is sent; and never the viewer's.
 	if a := rec.last(t).Header.Get("Authorization"); a != "" {
 		t.Errorf("camera got Authorization %q", a)
 	}
+}
+
+// Close ends every viewer's connection, hijacked ones too.
+func TestCloseEndsWebSocket(t *testing.T) {
+	target, _ := camera(t, echoUpgrade)
+	g := start(t, Config{}, target)
+	c, br := upgrade(t, g)
+	g.h.Close()
+	if b, err := io.ReadAll(br); err != nil {
+		t.Errorf("WebSocket still open after Close: %v (read %q)", err, b)
+	}
+	c.Close()
 }
 
 func TestRewrite(t *testing.T) {
@@ -289,6 +311,14 @@ func TestCameraCookiesStayHome(t *testing.T) {
 		t.Errorf("alice's second request carried Cookie %q", c)
 	}
 	get(bob, "/next")
+	// A valid session wins over an Authorization header (a camera page's own
+	// script with the camera's login): no failed viewer login is counted.
+	r0 := g.req(t, "GET", "/next", "")
+	r0.AddCookie(bob)
+	r0.SetBasicAuth("admin", "camera-pw")
+	if resp, _ := g.do(t, r0); resp.StatusCode != 200 || strings.Contains(g.audit.String(), "login_failed") {
+		t.Errorf("session with a camera Authorization: %d\n%s", resp.StatusCode, g.audit.String())
+	}
 	if c := rec.last(t).Header.Get("Cookie"); strings.Contains(c, "camsession") {
 		t.Errorf("bob's request carried alice's camera cookie: %q", c)
 	}
