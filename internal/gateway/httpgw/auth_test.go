@@ -205,6 +205,19 @@ func TestBasic(t *testing.T) {
 	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "30" || !strings.Contains(body, "try again in 30 s") {
 		t.Errorf("locked basic: %d %q %q", resp.StatusCode, resp.Header.Get("Retry-After"), body)
 	}
+
+	// The viewer leaves: its connection's audit line says what it got.
+	g.client.CloseIdleConnections()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(g.audit.String(), "msg=close viewer=alice service=cam src=127.0.0.1 bytes_out=") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no close event:\n%s", g.audit.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !strings.Contains(g.audit.String(), "msg=login_failed name=mallory service=cam src=127.0.0.1 locked=true") {
+		t.Errorf("audit:\n%s", g.audit.String())
+	}
 }
 
 func TestLinkToken(t *testing.T) {

@@ -132,6 +132,14 @@ type gw struct {
 // filled in when empty; PlainHTTP is set.
 func start(t *testing.T, cfg Config, target string) *gw {
 	t.Helper()
+	cfg.PlainHTTP = true
+	return startWith(t, cfg, target, nil, nil)
+}
+
+// startWith is start with the gateway's listener (nil: plain TCP) and the
+// client's transport (nil: a default one) given.
+func startWith(t *testing.T, cfg Config, target string, ln net.Listener, tr *http.Transport) *gw {
+	t.Helper()
 	g := &gw{auth: newFakeAuth(), log: &syncBuffer{}, audit: &syncBuffer{}}
 	if cfg.Auth == nil {
 		cfg.Auth = g.auth
@@ -140,7 +148,6 @@ func start(t *testing.T, cfg Config, target string) *gw {
 		cfg.Service = "cam"
 	}
 	cfg.Target = target
-	cfg.PlainHTTP = true
 	cfg.Logger = slog.New(slog.NewTextHandler(g.log, nil))
 	cfg.Audit = slog.New(slog.NewTextHandler(g.audit, nil))
 	h, err := New(cfg)
@@ -150,7 +157,7 @@ func start(t *testing.T, cfg Config, target string) *gw {
 	g.h = h
 	anyRule, _ := gateway.ParsePolicy([]string{"any"})
 	l, err := gateway.Listen(gateway.Config{
-		Service: cfg.Service, Handler: h, Policy: anyRule, Addr: "127.0.0.1:0", DialTimeout: 5 * time.Second,
+		Service: cfg.Service, Handler: h, Policy: anyRule, Addr: "127.0.0.1:0", Listener: ln, DialTimeout: 5 * time.Second,
 		Dial: func(ctx context.Context, _ netip.AddrPort) (gateway.Conn, error) {
 			var d net.Dialer
 			c, err := d.DialContext(ctx, "tcp", target)
@@ -166,10 +173,15 @@ func start(t *testing.T, cfg Config, target string) *gw {
 	}
 	g.l = l
 	g.base = "http://" + l.Addr().String()
+	if ln != nil {
+		g.base = "https://" + l.Addr().String()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { l.Serve(ctx); close(done) }()
-	tr := &http.Transport{}
+	if tr == nil {
+		tr = &http.Transport{}
+	}
 	g.client = &http.Client{Transport: tr, Timeout: 20 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	var once sync.Once
