@@ -52,6 +52,10 @@ type Config struct {
 	// DialTimeout bounds DialContext (not the gateway's dialer, which has its
 	// own). Zero means 10s.
 	DialTimeout time.Duration
+	// ResponseHeaderTimeout is how long the camera may take to start its
+	// answer (its headers; bodies and streams have no limit) before the
+	// viewer gets "the camera is not answering". Zero means 1 minute.
+	ResponseHeaderTimeout time.Duration
 	// Auth checks viewers. Required.
 	Auth Auth
 	// Viewers may use this service; a logged-in viewer not on the list gets
@@ -134,6 +138,9 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 10 * time.Second
+	}
+	if cfg.ResponseHeaderTimeout == 0 {
+		cfg.ResponseHeaderTimeout = time.Minute
 	}
 	if cfg.ReadHeaderTimeout == 0 {
 		cfg.ReadHeaderTimeout = 10 * time.Second

@@ -22,6 +22,9 @@ func (h *Handler) transport() *http.Transport {
 		DialContext:         h.dialCamera,
 		MaxIdleConnsPerHost: 8,
 		IdleConnTimeout:     90 * time.Second,
+		// A camera that takes the connection and never answers must not
+		// leave the viewer waiting forever.
+		ResponseHeaderTimeout: h.cfg.ResponseHeaderTimeout,
 		// Bodies pass as the camera sent them.
 		DisableCompression: true,
 	}

@@ -372,6 +372,17 @@ func TestCameraOff(t *testing.T) {
 	}
 }
 
+func TestCameraHangs(t *testing.T) {
+	target, _ := camera(t, func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	g := start(t, Config{ResponseHeaderTimeout: 100 * time.Millisecond}, target)
+	r := g.req(t, "GET", "/", "")
+	r.SetBasicAuth("alice", "alice-pw")
+	resp, body := g.do(t, r)
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, "The camera is not answering") {
+		t.Errorf("%d %q", resp.StatusCode, body)
+	}
+}
+
 func TestSlowHeaders(t *testing.T) {
 	target, _ := camera(t, hello)
 	g := start(t, Config{ReadHeaderTimeout: 100 * time.Millisecond}, target)
