@@ -1,6 +1,8 @@
 // Package camsim is a simulated IP camera for the demo and the tests: an HTML page, a JPEG
 // snapshot and an MJPEG stream over HTTP, and the same picture over RTSP (MJPEG over RTP),
-// showing a moving bar, a clock with milliseconds and the frame number.
+// showing a moving bar, a clock with milliseconds and the frame number. Like a real camera
+// its HTTP interface can ask for a login, Basic or Digest (Config.Auth), so tests can prove
+// that a proxy sends the camera's login and keeps the camera's challenge to itself.
 //
 // Frames are rendered and encoded once by a single encoder goroutine that runs only while
 // someone watches; every viewer gets the latest frame, so a slow viewer skips frames instead

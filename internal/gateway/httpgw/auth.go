@@ -95,7 +95,7 @@ func (h *Handler) serveHTTP(w http.ResponseWriter, r *http.Request) {
 // camera's login: it must not count as a failed viewer login (lockout). Without
 // an identity it answers the request and returns false.
 func (h *Handler) identify(w http.ResponseWriter, r *http.Request, src netip.Addr) (identity, bool) {
-	if strings.Contains(r.URL.RawQuery, TokenParam) {
+	if r.URL.RawQuery != "" {
 		if tok := r.URL.Query().Get(TokenParam); tok != "" {
 			viewer, ok := h.cfg.Auth.Link(tok)
 			if !ok {

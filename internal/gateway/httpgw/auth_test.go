@@ -230,6 +230,13 @@ func TestLinkToken(t *testing.T) {
 	if q := rec.last(t).URL.RawQuery; q != "ch=2" {
 		t.Errorf("the camera got query %q", q)
 	}
+	// However it is spelled, the token never reaches the camera.
+	if resp, _ := g.do(t, g.req(t, "GET", "/snap.jpg?%70orthole_token=good-token&ch=3", "")); resp.StatusCode != 200 {
+		t.Errorf("encoded token: %d", resp.StatusCode)
+	}
+	if q := rec.last(t).URL.RawQuery; q != "ch=3" {
+		t.Errorf("the camera got query %q", q)
+	}
 	resp, _ = g.do(t, g.req(t, "GET", "/snap.jpg?porthole_token=revoked", ""))
 	if resp.StatusCode != http.StatusForbidden {
 		t.Errorf("revoked link: %d", resp.StatusCode)

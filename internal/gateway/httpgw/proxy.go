@@ -89,10 +89,13 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	out.URL.Scheme = "http"
 	out.URL.Host = h.cfg.Target
 	out.Host = h.cfg.Target
-	if strings.Contains(out.URL.RawQuery, TokenParam) {
-		q := out.URL.Query()
-		q.Del(TokenParam)
-		out.URL.RawQuery = q.Encode()
+	// Only a query that holds the token is re-encoded: the camera gets the
+	// others exactly as the viewer sent them.
+	if out.URL.RawQuery != "" {
+		if q := out.URL.Query(); q.Has(TokenParam) {
+			q.Del(TokenParam)
+			out.URL.RawQuery = q.Encode()
+		}
 	}
 	hd := out.Header
 	hd.Del("Authorization")
