@@ -1,7 +1,9 @@
 package httpgw
 
 import (
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -92,5 +94,16 @@ func TestDigestWrongPassword(t *testing.T) {
 	// Asked, answered, refused: no loop.
 	if cam.challenges != 2 {
 		t.Errorf("%d challenges, want 2", cam.challenges)
+	}
+}
+
+func TestCredentialsRedacted(t *testing.T) {
+	c := &Credentials{Username: "admin", Password: "hunter2"}
+	var b strings.Builder
+	slog.New(slog.NewTextHandler(&b, nil)).Info("x", "login", c, "value", *c)
+	for _, s := range []string{fmt.Sprint(c), fmt.Sprintf("%v %+v %#v %s", *c, *c, *c, c), b.String()} {
+		if strings.Contains(s, "hunter2") || !strings.Contains(s, "admin") {
+			t.Errorf("printed %q", s)
+		}
 	}
 }
