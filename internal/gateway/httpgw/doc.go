@@ -12,7 +12,10 @@
 //
 // Without one, browsers (Accept: text/html) are sent to the login form, others
 // get 401 with Porthole's own Basic realm. Paths under /.porthole/ are
-// Porthole's and never reach the camera.
+// Porthole's and never reach the camera. The session cookie is HttpOnly,
+// SameSite=Lax and Secure (unless Config.PlainHTTP); a login rotates it. The
+// login form is guarded against login CSRF by its Origin (or Referer), which
+// must name the host it is posted to; its next= is only ever a local path.
 //
 // What the camera sees: the request with Porthole's cookie and the viewer's
 // Authorization removed, Host, Origin and Referer rewritten to the camera's
