@@ -6,6 +6,7 @@ require (
 	github.com/bluenviron/gortsplib/v4 v4.16.2
 	github.com/hashicorp/yamux v0.1.2
 	github.com/huin/goupnp v1.3.0
+	github.com/icholy/digest v1.2.0
 	github.com/jackpal/gateway v1.1.1
 	github.com/libdns/cloudflare v0.2.2
 	github.com/libdns/libdns v1.1.1

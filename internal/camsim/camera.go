@@ -1,6 +1,8 @@
 // Package camsim is a simulated IP camera for the demo and the tests: an HTML page, a JPEG
 // snapshot and an MJPEG stream over HTTP, and the same picture over RTSP (MJPEG over RTP),
-// showing a moving bar, a clock with milliseconds and the frame number.
+// showing a moving bar, a clock with milliseconds and the frame number. Like a real camera
+// its HTTP interface can ask for a login, Basic or Digest (Config.Auth), so tests can prove
+// that a proxy sends the camera's login and keeps the camera's challenge to itself.
 //
 // Frames are rendered and encoded once by a single encoder goroutine that runs only while
 // someone watches; every viewer gets the latest frame, so a slow viewer skips frames instead
@@ -44,6 +46,14 @@ type Config struct {
 	Now func() time.Time
 	// Logger receives connection events. Nil discards them.
 	Logger *slog.Logger
+
+	// Auth protects the HTTP interface (not /healthz, not RTSP) as a real camera's login
+	// does: "" (none), "basic" or "digest" (RFC 7616, qop=auth). Username and Password are
+	// the camera's login; with Auth set, an empty Password is allowed but unusual.
+	Auth               string
+	Username, Password string
+	// DigestAlgorithm is the digest challenge's algorithm: "MD5" (default) or "SHA-256".
+	DigestAlgorithm string
 }
 
 // withDefaults returns cfg with zero fields defaulted and out-of-range fields clamped.
@@ -72,6 +82,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.DigestAlgorithm == "" {
+		cfg.DigestAlgorithm = "MD5"
 	}
 	return cfg
 }
@@ -103,18 +116,24 @@ type Camera struct {
 	fresh    chan struct{} // closed and replaced whenever latest changes
 	seq      uint64        // last frame number handed out
 
+	auth *authState // nil: no login
+
 	testHookEncoderStopped func() // if set (before use), called when the encoder goroutine exits
 }
 
 // New returns a camera. Nothing runs until someone watches or Serve/ServeRTSP/Run is called.
 func New(cfg Config) *Camera {
 	cfg = cfg.withDefaults()
-	return &Camera{
+	c := &Camera{
 		cfg:   cfg,
 		log:   cfg.Logger,
 		done:  make(chan struct{}),
 		fresh: make(chan struct{}),
 	}
+	if cfg.Auth != "" {
+		c.auth = newAuthState(cfg)
+	}
+	return c
 }
 
 // Name returns the camera's name after defaults.

@@ -50,6 +50,9 @@ a { color: #8cf; }
 //	GET /stream.mjpg   multipart/x-mixed-replace MJPEG stream at the configured FPS
 //	GET /healthz       "ok"
 //
+// With Config.Auth every path but /healthz asks for the camera's login (Basic or
+// Digest) as a real camera does: 401 with WWW-Authenticate.
+//
 // Streams end when the request's context ends or the camera is closed.
 func (c *Camera) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -60,6 +63,9 @@ func (c *Camera) Handler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	if c.auth != nil {
+		return c.auth.wrap(mux)
+	}
 	return mux
 }
 

@@ -1,6 +1,7 @@
 // Command camsim runs a simulated IP camera: an HTML page, a JPEG snapshot and an MJPEG
 // stream over HTTP, and MJPEG over RTSP at /stream1. It prints one URL per line once
-// listening, for people and for the lab tests.
+// listening, for people and for the lab tests. With -auth basic|digest its HTTP interface
+// asks for a login (user -user, password from $CAMSIM_PASSWORD) as real cameras do.
 package main
 
 import (
@@ -23,7 +24,24 @@ func main() {
 	name := flag.String("name", "Porthole camera", "camera name, shown in the page and the picture")
 	fps := flag.Int("fps", 10, "frames per second")
 	verbose := flag.Bool("v", false, "debug logging")
+	auth := flag.String("auth", "", "HTTP login like a real camera's: basic or digest (default none)")
+	user := flag.String("user", "admin", "the login's user name, with -auth")
+	digestAlg := flag.String("digest-algorithm", "MD5", "the digest challenge's algorithm, with -auth digest: MD5 or SHA-256")
 	flag.Parse()
+	// The password comes from the environment, not a flag, so it stays out of ps.
+	password := os.Getenv("CAMSIM_PASSWORD")
+	switch *auth {
+	case "", "basic", "digest":
+	default:
+		fmt.Fprintf(os.Stderr, "camsim: -auth %q: want basic or digest\n", *auth)
+		os.Exit(2)
+	}
+	switch *digestAlg {
+	case "MD5", "SHA-256":
+	default:
+		fmt.Fprintf(os.Stderr, "camsim: -digest-algorithm %q: want MD5 or SHA-256\n", *digestAlg)
+		os.Exit(2)
+	}
 
 	level := slog.LevelInfo
 	if *verbose {
@@ -33,7 +51,8 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Stdout, log, *httpAddr, *rtspAddr, camsim.Config{Name: *name, FPS: *fps, Logger: log}); err != nil {
+	if err := run(ctx, os.Stdout, log, *httpAddr, *rtspAddr, camsim.Config{Name: *name, FPS: *fps, Logger: log,
+		Auth: *auth, Username: *user, Password: password, DigestAlgorithm: *digestAlg}); err != nil {
 		log.Error("camsim failed", "err", err)
 		os.Exit(1)
 	}

@@ -1,0 +1,403 @@
+package httpgw
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/porthole-dev/porthole/internal/gateway"
+)
+
+// Auth checks viewers: names and passwords, sessions, lockout and link tokens.
+// The access package's *Store implements it.
+//
+// Login and Basic errors: a lockout error implements
+// interface{ RetryAfter() time.Duration }; any other error is a failed login.
+type Auth interface {
+	Login(ctx context.Context, name, password string, src netip.Addr) (session string, expires time.Time, err error)
+	Basic(ctx context.Context, name, password string, src netip.Addr) (viewer string, err error)
+	Session(id string) (viewer string, ok bool)
+	Logout(id string)
+	Link(token string) (viewer string, ok bool)
+}
+
+// Credentials are a login: the camera's (camera_login). Printed or logged,
+// the password shows as [redacted].
+type Credentials struct {
+	Username, Password string
+}
+
+// String hides the password.
+func (c Credentials) String() string { return c.Username + ":[redacted]" }
+
+// GoString hides the password from %#v.
+func (c Credentials) GoString() string { return "httpgw.Credentials{" + c.String() + "}" }
+
+// LogValue hides the password from slog.
+func (c Credentials) LogValue() slog.Value { return slog.StringValue(c.String()) }
+
+// Config configures a Handler.
+type Config struct {
+	// Service names the service in pages, logs, audit events and the Basic
+	// realm ("Porthole <service>"). Required.
+	Service string
+	// Target is the camera's host:port on the LAN (agent.yaml target:). The
+	// camera gets it as Host, Origin and Referer; redirects to it are
+	// rewritten to the public host. Required.
+	Target string
+	// DialContext reaches Target. Nil = the gateway's backend dialer of the
+	// viewer whose request needs the connection (Viewer.DialBackend, bounded
+	// by the listener's DialTimeout): the agent wires it to the camera. Its
+	// addr argument is always Target. Connections to the camera are pooled
+	// across viewers of the service.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// DialTimeout bounds DialContext (not the gateway's dialer, which has its
+	// own). Zero means 10s.
+	DialTimeout time.Duration
+	// ResponseHeaderTimeout is how long the camera may take to start its
+	// answer (its headers; bodies and streams have no limit) before the
+	// viewer gets "the camera is not answering". Zero means 1 minute.
+	ResponseHeaderTimeout time.Duration
+	// Auth checks viewers. Required.
+	Auth Auth
+	// Viewers may use this service; a logged-in viewer not on the list gets
+	// 403. Nil = every viewer; empty but not nil = nobody.
+	Viewers []string
+	// CameraLogin is sent to the camera with Basic or Digest, whichever its
+	// 401 asks for. Nil = none.
+	CameraLogin *Credentials
+	// PlainHTTP says viewers reach this handler without TLS (tests; the
+	// WireGuard address): cookies lose their Secure flag and rewritten
+	// redirects say http. False (the default) = served over TLS.
+	PlainHTTP bool
+	// ReadHeaderTimeout is how long a viewer may take to send a request's
+	// headers. Zero means 10s. No timeout ever applies to bodies: streams run
+	// as long as the viewer watches.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes keep-alive connections idle between requests. Zero
+	// means 2 minutes.
+	IdleTimeout time.Duration
+	// MaxJars bounds the server-side cookie jars (one per session, or per
+	// viewer and source for Basic and link users); the least recently used
+	// goes first. Zero means 1000.
+	MaxJars int
+	// JarIdle forgets a jar unused this long (sessions' jars also go at
+	// logout or when the session is no longer valid). Zero means 12h.
+	JarIdle time.Duration
+	// Logger receives operational lines (camera unreachable, camera refused
+	// the login: rate-limited). Nil discards.
+	Logger *slog.Logger
+	// Audit receives, per viewer connection that got as far as an
+	// authenticated request, "open" (viewer, service, src) at the first one
+	// and "close" (bytes_out sent to the viewer, bytes_in, duration); also
+	// "login", "login_failed" (name, src, locked) and "logout". Connections
+	// that never logged in (scanners) leave no audit event. Nil discards.
+	Audit *slog.Logger
+	// Now tells the time (jar expiry). Nil = time.Now.
+	Now func() time.Time
+}
+
+// Handler serves the viewers of one http service. It implements
+// gateway.Handler; Close it when the service goes away.
+type Handler struct {
+	cfg     Config
+	log     *slog.Logger
+	audit   *slog.Logger
+	viewers map[string]bool // nil: everyone
+	srv     *http.Server
+	ln      *chanListener
+	tr      *http.Transport
+	proxy   *httputil.ReverseProxy
+	jars    *jars
+
+	ctx    context.Context // ends at Close: request contexts derive from it
+	cancel context.CancelFunc
+	served chan struct{} // closed when srv.Serve returns
+
+	wg     sync.WaitGroup // running ServeHTTP calls
+	mu     sync.Mutex     // guards the fields below
+	closed bool
+	conns  map[*viewerConn]struct{}
+
+	lastDialLog   atomic.Int64
+	lastRefuseLog atomic.Int64
+}
+
+var _ gateway.Handler = (*Handler)(nil)
+
+// New returns a Handler, serving until Close.
+func New(cfg Config) (*Handler, error) {
+	switch {
+	case cfg.Service == "":
+		return nil, errors.New("httpgw: Service is required")
+	case cfg.Auth == nil:
+		return nil, fmt.Errorf("httpgw: service %s: Auth is required", cfg.Service)
+	case cfg.Target == "":
+		return nil, fmt.Errorf("httpgw: service %s: Target is required", cfg.Service)
+	}
+	if _, _, err := net.SplitHostPort(cfg.Target); err != nil {
+		return nil, fmt.Errorf("httpgw: service %s: Target %q: %w", cfg.Service, cfg.Target, err)
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = 10 * time.Second
+	}
+	if cfg.ResponseHeaderTimeout == 0 {
+		cfg.ResponseHeaderTimeout = time.Minute
+	}
+	if cfg.ReadHeaderTimeout == 0 {
+		cfg.ReadHeaderTimeout = 10 * time.Second
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 2 * time.Minute
+	}
+	if cfg.MaxJars == 0 {
+		cfg.MaxJars = 1000
+	}
+	if cfg.JarIdle == 0 {
+		cfg.JarIdle = 12 * time.Hour
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	discard := slog.New(slog.DiscardHandler)
+	h := &Handler{cfg: cfg, log: cfg.Logger, audit: cfg.Audit, conns: map[*viewerConn]struct{}{},
+		served: make(chan struct{})}
+	if h.log == nil {
+		h.log = discard
+	}
+	h.log = h.log.With("service", cfg.Service)
+	if h.audit == nil {
+		h.audit = discard
+	}
+	if cfg.Viewers != nil {
+		h.viewers = map[string]bool{}
+		for _, v := range cfg.Viewers {
+			h.viewers[v] = true
+		}
+	}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	h.jars = newJars(cfg.MaxJars, cfg.JarIdle, cfg.Now)
+	h.tr = h.transport()
+	h.proxy = h.newProxy()
+	h.ln = newChanListener()
+	h.srv = &http.Server{
+		Handler:           http.HandlerFunc(h.serveHTTP),
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		BaseContext:       func(net.Listener) context.Context { return h.ctx },
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if vc, ok := c.(*viewerConn); ok {
+				return context.WithValue(ctx, viewerKey{}, vc)
+			}
+			return ctx
+		},
+		ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelDebug),
+	}
+	go func() {
+		defer close(h.served)
+		_ = h.srv.Serve(h.ln)
+	}()
+	return h, nil
+}
+
+// Serve hands the viewer's connection to the handler's HTTP server and returns
+// when that connection is closed (the viewer left, idle or header timeout, ctx
+// ended, Close).
+func (h *Handler) Serve(ctx context.Context, v *gateway.Viewer) error {
+	vc := &viewerConn{Conn: v.Conn, v: v, done: make(chan struct{}), start: h.cfg.Now()}
+	if len(v.Peeked) > 0 {
+		vc.peeked = v.Peeked
+	}
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return net.ErrClosed
+	}
+	h.conns[vc] = struct{}{}
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		delete(h.conns, vc)
+		h.mu.Unlock()
+		if name := vc.viewerName(); name != "" {
+			h.audit.Info("close", "viewer", name, "service", h.cfg.Service, "src", v.Addr.Addr(),
+				"bytes_out", vc.out.Load(), "bytes_in", vc.in.Load(), "duration", h.cfg.Now().Sub(vc.start).Round(time.Millisecond))
+		}
+	}()
+	if !h.ln.push(ctx, vc) {
+		vc.Close()
+		return net.ErrClosed
+	}
+	select {
+	case <-vc.done:
+	case <-ctx.Done():
+		vc.Close()
+	}
+	return nil
+}
+
+// Close stops serving: every viewer connection is closed, running requests
+// end, and Close waits for them. Idempotent.
+func (h *Handler) Close() error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	conns := make([]*viewerConn, 0, len(h.conns))
+	for c := range h.conns {
+		conns = append(conns, c)
+	}
+	h.mu.Unlock()
+	h.cancel()
+	h.ln.Close()
+	_ = h.srv.Close()
+	// Hijacked connections (WebSocket) are not the server's any more.
+	for _, c := range conns {
+		c.Close()
+	}
+	<-h.served
+	h.wg.Wait()
+	h.tr.CloseIdleConnections()
+	return nil
+}
+
+// allowed reports whether viewer may use this service.
+func (h *Handler) allowed(viewer string) bool {
+	return h.viewers == nil || h.viewers[viewer]
+}
+
+// rateLimited reports whether a line guarded by last may be logged now (at
+// most one a minute), and marks it logged.
+func (h *Handler) rateLimited(last *atomic.Int64) bool {
+	now := h.cfg.Now().UnixNano()
+	l := last.Load()
+	if now-l < int64(time.Minute) || !last.CompareAndSwap(l, now) {
+		return true
+	}
+	return false
+}
+
+type viewerKey struct{}
+
+// viewerConn is a viewer's connection as the HTTP server sees it: Peeked
+// replayed first, bytes counted as they move, done closed at Close.
+type viewerConn struct {
+	net.Conn
+	v      *gateway.Viewer
+	peeked []byte
+	start  time.Time
+	in     atomic.Int64
+	out    atomic.Int64
+
+	once sync.Once
+	done chan struct{}
+
+	mu     sync.Mutex // guards viewer
+	viewer string     // the first authenticated viewer on this conn, for audit
+}
+
+func (c *viewerConn) Read(b []byte) (int, error) {
+	var n int
+	var err error
+	if len(c.peeked) > 0 {
+		// Only the server's single reader goroutine reads, so peeked needs no lock.
+		n = copy(b, c.peeked)
+		c.peeked = c.peeked[n:]
+	} else {
+		n, err = c.Conn.Read(b)
+	}
+	if n > 0 {
+		c.in.Add(int64(n))
+		c.v.Count(int64(n), 0)
+	}
+	return n, err
+}
+
+func (c *viewerConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if n > 0 {
+		c.out.Add(int64(n))
+		c.v.Count(0, int64(n))
+	}
+	return n, err
+}
+
+func (c *viewerConn) Close() error {
+	var err error
+	c.once.Do(func() {
+		err = c.Conn.Close()
+		close(c.done)
+	})
+	return err
+}
+
+// identify records the conn's viewer at its first authenticated request and
+// reports whether it was the first.
+func (c *viewerConn) identify(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.viewer != "" {
+		return false
+	}
+	c.viewer = name
+	return true
+}
+
+func (c *viewerConn) viewerName() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.viewer
+}
+
+// chanListener is a net.Listener whose conns come from Serve.
+type chanListener struct {
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newChanListener() *chanListener {
+	return &chanListener{ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *chanListener) push(ctx context.Context, c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.done:
+	case <-ctx.Done():
+	}
+	return false
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return chanAddr{} }
+
+type chanAddr struct{}
+
+func (chanAddr) Network() string { return "gateway" }
+func (chanAddr) String() string  { return "gateway" }
