@@ -55,6 +55,9 @@ func checkModes(t *testing.T, dir string) {
 		if err != nil {
 			return err
 		}
+		if strings.HasSuffix(p, ".lock") {
+			return nil // certmagic's lock files (0644, a timestamp, deleted when released)
+		}
 		want := fs.FileMode(0o600)
 		if d.IsDir() {
 			want = 0o700
@@ -222,7 +225,6 @@ func TestACMEFailureKeepsServing(t *testing.T) {
 	if n := strings.Count(logs.String(), "could not obtain a certificate"); n != 1 {
 		t.Errorf("%d failure lines, want 1:\n%s", n, logs.String())
 	}
-	t.Log(logs.String())
 	if !strings.Contains(logs.String(), "fix=") {
 		t.Errorf("the failure line says nothing to do: %s", logs.String())
 	}
