@@ -203,7 +203,9 @@ func TestACMETLSALPN01ThroughGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	gw, err := gateway.Listen(gateway.Config{Service: "cam", Listener: ln, TLS: m.TLSConfig(), Policy: policy,
-		Dial: func(context.Context, netip.AddrPort) (gateway.Conn, error) { return nil, errors.New("no backend in this test") }})
+		Dial: func(context.Context, netip.AddrPort) (gateway.Conn, error) {
+			return nil, errors.New("no backend in this test")
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
