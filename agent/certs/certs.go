@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -119,8 +120,11 @@ type Manager struct {
 	dir  string // StateDir/certs
 	self *tls.Certificate
 
-	magic *certmagic.Config // nil: no ACME
-	cache *certmagic.Cache
+	acme  bool           // ACME is configured
+	roots *x509.CertPool // verify the CA's server; nil: system roots
+	// run is certmagic while Run runs (nil before): its cache starts a
+	// goroutine, so it exists only between Run's start and end.
+	run atomic.Pointer[acmeRun]
 
 	mu        sync.Mutex // guards the fields below
 	file      *tls.Certificate
@@ -176,35 +180,40 @@ func New(cfg Config) (*Manager, error) {
 			"fingerprint", fingerprint(self.Leaf), "fix", "configure tls.acme_email (ACME) or tls.cert_file/tls.key_file")
 		return m, nil
 	}
-	if err := m.setupACME(); err != nil {
-		return nil, err
-	}
-	return m, nil
-}
-
-// setupACME builds the certmagic config, its cache and the ACME issuer.
-func (m *Manager) setupACME() error {
-	cfg := m.cfg
-	roots := cfg.CARoot
+	m.acme, m.roots = true, cfg.CARoot
 	if cfg.CARootFile != "" {
 		pem, err := os.ReadFile(cfg.CARootFile)
 		if err != nil {
-			return fmt.Errorf("certs: CA root: %w", err)
+			return nil, fmt.Errorf("certs: CA root: %w", err)
 		}
-		roots = x509.NewCertPool()
-		if !roots.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("certs: CA root %s: no PEM certificate in it", cfg.CARootFile)
+		m.roots = x509.NewCertPool()
+		if !m.roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("certs: CA root %s: no PEM certificate in it", cfg.CARootFile)
 		}
 	}
+	log.Info("TLS: serving the self-signed certificate until ACME has obtained one",
+		"fingerprint", fingerprint(self.Leaf), "ca", cfg.CA)
+	return m, nil
+}
+
+// acmeRun is certmagic's state for one Run.
+type acmeRun struct {
+	magic *certmagic.Config
+	cache *certmagic.Cache
+}
+
+// startACME builds the certmagic config, its cache and the ACME issuer.
+func (m *Manager) startACME() *acmeRun {
+	cfg := m.cfg
 	// certmagic logs through zap; its lines would repeat every retry.
 	// The Manager logs the ones a user must act on (see onEvent).
 	quiet := zap.NewNop()
 	var magic *certmagic.Config
-	m.cache = certmagic.NewCache(certmagic.CacheOptions{
+	cache := certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return magic, nil },
 		Logger:           quiet,
 	})
-	magic = certmagic.New(m.cache, certmagic.Config{
+	magic = certmagic.New(cache, certmagic.Config{
 		Storage: &certmagic.FileStorage{Path: m.dir},
 		Logger:  quiet,
 		OnEvent: m.onEvent,
@@ -214,7 +223,7 @@ func (m *Manager) setupACME() error {
 		TestCA:               cfg.CA, // certmagic's default would be LE staging
 		Email:                cfg.Email,
 		Agreed:               true,
-		TrustedRoots:         roots,
+		TrustedRoots:         m.roots,
 		DisableHTTPChallenge: true, // the agent serves no port 80
 		AltTLSALPNPort:       cfg.AltTLSALPNPort,
 		Logger:               quiet,
@@ -228,16 +237,17 @@ func (m *Manager) setupACME() error {
 		}}
 	}
 	magic.Issuers = []certmagic.Issuer{certmagic.NewACMEIssuer(magic, issuer)}
-	m.magic = magic
-	return nil
+	return &acmeRun{magic: magic, cache: cache}
 }
 
 // Run obtains the ACME certificate (in the background, retried with
 // certmagic's backoff: 1 min, 2 min, ... up to 1 h between tries, for 30
 // days) and renews it until ctx ends. Viewers get the self-signed or the
-// previous certificate meanwhile. Without ACME it only waits for ctx.
+// previous certificate meanwhile. The ACME certificate (loaded from StateDir
+// at once when one is stored) is served only while Run runs: New starts no
+// goroutine. Without ACME Run only waits for ctx.
 func (m *Manager) Run(ctx context.Context) error {
-	if m.magic == nil {
+	if !m.acme {
 		<-ctx.Done()
 		return nil
 	}
@@ -248,8 +258,13 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	m.running = true
 	m.mu.Unlock()
-	defer m.cache.Stop()
-	if err := m.magic.ManageAsync(ctx, m.cfg.Hostnames); err != nil {
+	run := m.startACME()
+	m.run.Store(run)
+	defer func() {
+		m.run.Store(nil)
+		run.cache.Stop()
+	}()
+	if err := run.magic.ManageAsync(ctx, m.cfg.Hostnames); err != nil {
 		m.failed(err)
 	}
 	<-ctx.Done()
@@ -311,11 +326,11 @@ func (m *Manager) TLSConfig() *tls.Config {
 }
 
 func (m *Manager) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	if m.magic != nil {
+	if run := m.run.Load(); run != nil {
 		if slices.Contains(hello.SupportedProtos, ALPNACME) {
-			return m.magic.GetCertificate(hello)
+			return run.magic.GetCertificate(hello)
 		}
-		if c := m.acmeCert(hello.ServerName); c != nil {
+		if c := m.acmeCert(run, hello.ServerName); c != nil {
 			return c, nil
 		}
 	}
@@ -330,14 +345,14 @@ func (m *Manager) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 
 // acmeCert is the newest unexpired managed certificate for name (an
 // unknown name or none: the first hostname's), nil before one is obtained.
-func (m *Manager) acmeCert(name string) *tls.Certificate {
+func (m *Manager) acmeCert(run *acmeRun, name string) *tls.Certificate {
 	name = strings.ToLower(strings.TrimSuffix(name, "."))
 	if !slices.Contains(m.cfg.Hostnames, name) {
 		name = m.cfg.Hostnames[0]
 	}
 	now := m.cfg.Now()
 	var best *tls.Certificate
-	for _, c := range m.cache.AllMatchingCertificates(name) {
+	for _, c := range run.cache.AllMatchingCertificates(name) {
 		if c.Leaf == nil || now.After(c.Leaf.NotAfter) {
 			continue
 		}
@@ -353,8 +368,8 @@ func (m *Manager) acmeCert(name string) *tls.Certificate {
 func (m *Manager) Status() Status {
 	var st Status
 	var c *tls.Certificate
-	if m.magic != nil {
-		if c = m.acmeCert(""); c != nil {
+	if run := m.run.Load(); run != nil {
+		if c = m.acmeCert(run, ""); c != nil {
 			st.Source = SourceACME
 			life := c.Leaf.NotAfter.Sub(c.Leaf.NotBefore)
 			st.NextRenewal = c.Leaf.NotAfter.Add(-time.Duration(float64(life) * certmagic.DefaultRenewalWindowRatio))
