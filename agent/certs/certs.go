@@ -150,6 +150,11 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	hosts := make([]string, 0, len(cfg.Hostnames))
+	for _, h := range cfg.Hostnames {
+		hosts = append(hosts, strings.ToLower(strings.TrimSuffix(strings.TrimSpace(h), ".")))
+	}
+	cfg.Hostnames = hosts
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

@@ -92,6 +92,27 @@ func TestTLSViewerReachesHandler(t *testing.T) {
 	}
 }
 
+// A finished handshake is movement: the connection no longer counts as
+// pending (idle) while the viewer has yet to send its request.
+func TestTLSHandshakeEndsPending(t *testing.T) {
+	cert, pool := testCert(t, "cam.example.com")
+	h := &tlsHandler{t: t}
+	l := serve(t, Config{Service: "cam", Handler: h, Policy: allowAll(t), Dial: tcpDial(echoAfterEOF(t)),
+		TLS: &tls.Config{Certificates: []tls.Certificate{cert}}})
+	raw, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	waitFor(t, "a pending connection", func() bool { s := l.Stats(); return s.Active == 1 && s.Pending == 1 })
+	c := tls.Client(raw, &tls.Config{ServerName: "cam.example.com", RootCAs: pool})
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := c.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the handshake to end pending", func() bool { s := l.Stats(); return s.Active == 1 && s.Pending == 0 })
+}
+
 func allowAll(t *testing.T) Policy {
 	p, err := ParsePolicy([]string{"any"})
 	if err != nil {
