@@ -11,7 +11,12 @@
 //	         limit and what to change
 //	sniff    Intercept (the agent answers the relay's probes), then the
 //	         first-byte deadline for protocols whose viewer speaks first
-//	TLS      (next issue) terminated here, under the same deadline
+//	TLS      where the service has it (Config.TLS): a first byte that is not
+//	         a handshake goes to Config.Plain (RedirectHTTPS: a 308 to https);
+//	         the handshake finishes under the same deadline (default
+//	         DefaultHandshakeTimeout) or the viewer is reset; an ACME
+//	         TLS-ALPN-01 check ends after its handshake. The handler gets the
+//	         *tls.Conn (SNI, ALPN); such a conn never takes the kernel splice
 //	admit    the service's access Policy (viewer logins come with TLS)
 //	handler  one Handler per service kind: tcp now, http and rtsp next
 //	dial     the backend Dialer: the camera on the LAN, or a tunnel stream

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -55,6 +56,19 @@ type Config struct {
 	// whose viewers must speak first set it (DefaultHandshakeTimeout). Once a
 	// byte has arrived no deadline is left: video may run for days.
 	FirstByteTimeout time.Duration
+	// TLS, if set, terminates TLS on this service (see tls.go): the first
+	// byte must start a handshake, which must finish within the first-byte
+	// deadline (FirstByteTimeout, or DefaultHandshakeTimeout if that is
+	// zero); the Handler then gets the *tls.Conn. Its NextProtos should
+	// include "acme-tls/1" when it answers TLS-ALPN-01 challenges: such
+	// handshakes end the connection without reaching the Handler. Nil means
+	// no TLS: the viewer's bytes go to the Handler as they are.
+	TLS *tls.Config
+	// Plain answers a viewer whose first bytes on a TLS service are not a
+	// TLS handshake, under the same deadline (read and write); the
+	// connection is closed when it returns. RedirectHTTPS suits http
+	// services. Nil closes such connections at once. Ignored without TLS.
+	Plain func(c net.Conn, peeked []byte)
 	// Logger receives one line per refused or failed connection (refusals at
 	// most one a second). Nil discards.
 	Logger *slog.Logger
@@ -93,9 +107,13 @@ type Listener struct {
 	bytesOut atomic.Int64
 	closing  atomic.Bool
 
+	tlsFailed atomic.Int64
+	plain     atomic.Int64
+
 	lastRefusal atomic.Int64 // unix nanos of the last logged refusal
 	unlogged    atomic.Int64 // refusals since then
 	lastDeny    atomic.Int64
+	lastTLSFail atomic.Int64
 }
 
 // Stats are a listener's counters. Bytes move while connections run.
@@ -108,6 +126,10 @@ type Stats struct {
 	Total, Denied, Refused int64
 	// BytesIn went viewer to backend, BytesOut backend to viewer.
 	BytesIn, BytesOut int64
+	// TLSFailed counts TLS handshakes that failed or did not finish in
+	// time; Plain, viewers whose first bytes on a TLS service were not a
+	// handshake (answered by Config.Plain, or closed).
+	TLSFailed, Plain int64
 }
 
 // Listen binds the listener (on cfg.Listener or cfg.Addr); Serve then accepts.
@@ -172,7 +194,8 @@ func (l *Listener) Stats() Stats {
 	active := int64(l.open)
 	l.mu.Unlock()
 	return Stats{Active: active, Pending: l.pending.Load(), Total: l.total.Load(), Denied: l.denied.Load(),
-		Refused: l.refused.Load(), BytesIn: l.bytesIn.Load(), BytesOut: l.bytesOut.Load()}
+		Refused: l.refused.Load(), BytesIn: l.bytesIn.Load(), BytesOut: l.bytesOut.Load(),
+		TLSFailed: l.tlsFailed.Load(), Plain: l.plain.Load()}
 }
 
 // Sources returns this service's n busiest sources (n <= 0: all), most
@@ -377,32 +400,48 @@ func (l *Listener) pipeline(ctx context.Context, c *conn) error {
 		return ErrDenied
 	}
 
-	// Sniff: the first-byte deadline, for protocols whose viewer speaks first.
-	if l.cfg.FirstByteTimeout > 0 && len(peeked) == 0 {
-		b, err := l.firstBytes(nc)
+	// Sniff: the first-byte deadline, for protocols whose viewer speaks
+	// first. With TLS it also bounds the handshake: a viewer that starts one
+	// and stalls must not hold its slot.
+	wait := l.cfg.FirstByteTimeout
+	if l.cfg.TLS != nil && wait <= 0 {
+		wait = DefaultHandshakeTimeout
+	}
+	deadline := time.Now().Add(wait)
+	if wait > 0 && len(peeked) == 0 {
+		b, err := firstBytes(nc, deadline, l.cfg.TLS != nil)
 		if err != nil {
 			if os.IsTimeout(err) {
-				lerr := &LimitError{Limit: LimitFirstByte, Key: c.viewer.Addr().String(), Max: l.cfg.FirstByteTimeout.String()}
+				lerr := &LimitError{Limit: LimitFirstByte, Key: c.viewer.Addr().String(), Max: wait.String()}
 				l.refuse(nc, c.viewer, lerr)
 				return lerr
 			}
 			return nil // gone before saying anything
 		}
-		c.start()
+		if l.cfg.TLS == nil {
+			c.start() // with TLS: once the handshake is done
+		}
 		peeked = b
 	}
 
-	// TLS terminates here (next issue): a handshake on nc under the same
-	// first-byte deadline, then the handler gets the *tls.Conn as Viewer.Conn.
+	// TLS terminates here, under the same deadline; the handler gets the
+	// *tls.Conn and the sniffed bytes went into the handshake.
+	if l.cfg.TLS != nil {
+		tc, err := l.handshake(ctx, c, peeked, deadline)
+		if tc == nil {
+			return err
+		}
+		nc, peeked = tc, nil
+	}
 
 	v := &Viewer{Conn: nc, Addr: c.viewer, Service: l.cfg.Service, Peeked: peeked, Log: l.log, c: c}
 	return l.handler.Serve(ctx, v)
 }
 
-// firstBytes waits FirstByteTimeout for the viewer's first bytes and returns
-// them; the deadline is cleared afterwards.
-func (l *Listener) firstBytes(nc net.Conn) ([]byte, error) {
-	nc.SetReadDeadline(time.Now().Add(l.cfg.FirstByteTimeout))
+// firstBytes waits until deadline for the viewer's first bytes and returns
+// them; the deadline is cleared afterwards unless keep.
+func firstBytes(nc net.Conn, deadline time.Time, keep bool) ([]byte, error) {
+	nc.SetReadDeadline(deadline)
 	b := make([]byte, 2048)
 	n, err := nc.Read(b)
 	if n > 0 {
@@ -413,8 +452,10 @@ func (l *Listener) firstBytes(nc net.Conn) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := nc.SetReadDeadline(time.Time{}); err != nil {
-		return nil, err
+	if !keep {
+		if err := nc.SetReadDeadline(time.Time{}); err != nil {
+			return nil, err
+		}
 	}
 	return b[:n], nil
 }

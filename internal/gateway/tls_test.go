@@ -1,0 +1,242 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// testCert returns a self-signed certificate for name and a pool trusting it.
+func testCert(t *testing.T, name string) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+}
+
+// tlsHandler checks what a handler behind TLS gets, then serves it as tcp.
+type tlsHandler struct {
+	t     *testing.T
+	calls atomic.Int64
+}
+
+func (h *tlsHandler) Serve(ctx context.Context, v *Viewer) error {
+	h.calls.Add(1)
+	tc, ok := v.Conn.(*tls.Conn)
+	if !ok {
+		h.t.Errorf("handler got %T, want *tls.Conn", v.Conn)
+	} else if sni := tc.ConnectionState().ServerName; sni != "cam.example.com" {
+		h.t.Errorf("handler sees SNI %q", sni)
+	}
+	if len(v.Peeked) != 0 {
+		h.t.Errorf("handler got %d peeked bytes after TLS", len(v.Peeked))
+	}
+	return TCP{}.Serve(ctx, v)
+}
+
+func TestTLSViewerReachesHandler(t *testing.T) {
+	cert, pool := testCert(t, "cam.example.com")
+	h := &tlsHandler{t: t}
+	l := serve(t, Config{Service: "cam", Handler: h, Policy: allowAll(t), Dial: tcpDial(echoAfterEOF(t)),
+		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1", ALPNACME}}})
+
+	c, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{ServerName: "cam.example.com", RootCAs: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte("hello through tls")); err != nil {
+		t.Fatal(err)
+	}
+	c.CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "hello through tls" {
+		t.Fatalf("echo = %q, %v", got, err)
+	}
+	if h.calls.Load() != 1 {
+		t.Errorf("handler called %d times", h.calls.Load())
+	}
+	if s := l.Stats(); s.TLSFailed != 0 || s.BytesIn != int64(len(got)) {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+// A finished handshake is movement: the connection no longer counts as
+// pending (idle) while the viewer has yet to send its request.
+func TestTLSHandshakeEndsPending(t *testing.T) {
+	cert, pool := testCert(t, "cam.example.com")
+	h := &tlsHandler{t: t}
+	l := serve(t, Config{Service: "cam", Handler: h, Policy: allowAll(t), Dial: tcpDial(echoAfterEOF(t)),
+		TLS: &tls.Config{Certificates: []tls.Certificate{cert}}})
+	raw, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	waitFor(t, "a pending connection", func() bool { s := l.Stats(); return s.Active == 1 && s.Pending == 1 })
+	c := tls.Client(raw, &tls.Config{ServerName: "cam.example.com", RootCAs: pool})
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := c.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the handshake to end pending", func() bool { s := l.Stats(); return s.Active == 1 && s.Pending == 0 })
+}
+
+func allowAll(t *testing.T) Policy {
+	p, err := ParsePolicy([]string{"any"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestPlainRequestRedirected(t *testing.T) {
+	cert, _ := testCert(t, "cam.example.com")
+	h := &tlsHandler{t: t}
+	l := serve(t, Config{Service: "cam", Handler: h, Policy: allowAll(t), Dial: tcpDial(echoAfterEOF(t)),
+		TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, Plain: RedirectHTTPS})
+
+	ask := func(req string) (*http.Response, string) {
+		t.Helper()
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, req)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%q: %v", req, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	resp, _ := ask("GET /live/cam1?fps=5 HTTP/1.1\r\nHost: home.example.com:10443\r\n\r\n")
+	if resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != "https://home.example.com:10443/live/cam1?fps=5" {
+		t.Errorf("redirect: %d Location %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	resp, body := ask("GET / HTTP/1.0\r\n\r\n")
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "HTTPS") {
+		t.Errorf("no Host: %d %q", resp.StatusCode, body)
+	}
+	resp, _ = ask("GET / HTTP/1.1\r\nHost: evil.example@home.example.com\r\n\r\n")
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("Host with userinfo: %d, want 400", resp.StatusCode)
+	}
+
+	// Not HTTP either: closed without an answer.
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "\x00\x01binary\r\n\r\n")
+	if b, err := io.ReadAll(c); len(b) != 0 || os.IsTimeout(err) {
+		t.Errorf("non-HTTP got %q, %v", b, err)
+	}
+	if h.calls.Load() != 0 {
+		t.Error("plain viewer reached the handler")
+	}
+	if s := l.Stats(); s.Plain != 4 {
+		t.Errorf("Stats.Plain = %d, want 4", s.Plain)
+	}
+}
+
+func TestStalledHandshakeDropped(t *testing.T) {
+	cert, _ := testCert(t, "cam.example.com")
+	h := &tlsHandler{t: t}
+	l := serve(t, Config{Service: "cam", Handler: h, Policy: allowAll(t), Dial: tcpDial(echoAfterEOF(t)),
+		TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, FirstByteTimeout: 50 * time.Millisecond})
+
+	for _, tc := range []struct {
+		name string
+		send []byte
+	}{{"silent", nil}, {"one byte of ClientHello", []byte{0x16}}, {"half a record header", []byte{0x16, 0x03, 0x01}}} {
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write(tc.send)
+		// The gateway must end the connection by itself; the client only
+		// guards against a hang.
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Errorf("%s: connection still open after the handshake deadline", tc.name)
+		}
+		c.Close()
+	}
+	waitFor(t, "counters", func() bool { s := l.Stats(); return s.Refused == 1 && s.TLSFailed == 2 && s.Active == 0 })
+	if h.calls.Load() != 0 {
+		t.Error("a stalled viewer reached the handler")
+	}
+}
+
+func TestACMEChallengeHandshakeClosed(t *testing.T) {
+	cert, _ := testCert(t, "cam.example.com")
+	chal, _ := testCert(t, "challenge.invalid")
+	h := &tlsHandler{t: t}
+	var served atomic.Int64
+	cfg := &tls.Config{
+		NextProtos: []string{"http/1.1", ALPNACME},
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if slices.Contains(hello.SupportedProtos, ALPNACME) {
+				served.Add(1)
+				return &chal, nil
+			}
+			return &cert, nil
+		},
+	}
+	l := serve(t, Config{Service: "cam", Handler: h, Policy: allowAll(t), Dial: tcpDial(echoAfterEOF(t)), TLS: cfg})
+
+	c, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{ServerName: "cam.example.com", InsecureSkipVerify: true, NextProtos: []string{ALPNACME}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	st := c.ConnectionState()
+	if st.NegotiatedProtocol != ALPNACME || st.PeerCertificates[0].Subject.CommonName != "challenge.invalid" {
+		t.Errorf("challenge handshake: proto %q cert %q", st.NegotiatedProtocol, st.PeerCertificates[0].Subject.CommonName)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("after the challenge handshake: %v, want EOF", err)
+	}
+	if h.calls.Load() != 0 || served.Load() != 1 {
+		t.Errorf("handler calls %d, challenge certs served %d", h.calls.Load(), served.Load())
+	}
+}
