@@ -51,10 +51,12 @@ type Config struct {
 	// DefaultMaxConnsPerService; negative, no limit.
 	MaxConns int
 	// FirstByteTimeout is how long a viewer may take to send its first byte
-	// (for TLS: to start its handshake) before it is reset. Zero means off:
-	// right for tcp, whose protocol may let the server speak first. Services
-	// whose viewers must speak first set it (DefaultHandshakeTimeout). Once a
-	// byte has arrived no deadline is left: video may run for days.
+	// (with TLS: to start and finish its handshake) before it is reset. Zero
+	// means off (with TLS: DefaultHandshakeTimeout): right for tcp, whose
+	// protocol may let the server speak first. Services whose viewers must
+	// speak first set it (DefaultHandshakeTimeout). Once a byte has arrived
+	// (with TLS: the handshake is done) no deadline is left: video may run
+	// for days.
 	FirstByteTimeout time.Duration
 	// TLS, if set, terminates TLS on this service (see tls.go): the first
 	// byte must start a handshake, which must finish within the first-byte

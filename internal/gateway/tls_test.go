@@ -240,3 +240,51 @@ func TestACMEChallengeHandshakeClosed(t *testing.T) {
 		t.Errorf("handler calls %d, challenge certs served %d", h.calls.Load(), served.Load())
 	}
 }
+
+// recordConn is a conn whose peer has sent everything already (Read: EOF)
+// and that records what is written to it.
+type recordConn struct {
+	net.Conn
+	out strings.Builder
+}
+
+func (c *recordConn) Read([]byte) (int, error)    { return 0, io.EOF }
+func (c *recordConn) Write(b []byte) (int, error) { return c.out.Write(b) }
+func (c *recordConn) Close() error                { return nil }
+
+// FuzzRedirectHTTPS: whatever a viewer sends, the answer is nothing, a 400,
+// or a 308 to https on a host made of host characters only (no header
+// splitting, no redirect to somewhere else).
+func FuzzRedirectHTTPS(f *testing.F) {
+	f.Add([]byte("GET /a?b=c HTTP/1.1\r\nHost: home.example.com:10443\r\n\r\n"))
+	f.Add([]byte("GET / HTTP/1.0\r\n\r\n"))
+	f.Add([]byte("GET http://x/y HTTP/1.1\r\nHost: a@b\r\n\r\n"))
+	f.Add([]byte("OPTIONS * HTTP/1.1\r\nHost: [::1]:8443\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		c := &recordConn{}
+		RedirectHTTPS(c, in)
+		out := c.out.String()
+		if out == "" {
+			return
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(strings.NewReader(out)), nil)
+		if err != nil {
+			t.Fatalf("unparsable answer %q: %v", out, err)
+		}
+		switch resp.StatusCode {
+		case http.StatusBadRequest:
+		case http.StatusPermanentRedirect:
+			loc := resp.Header.Get("Location")
+			rest, ok := strings.CutPrefix(loc, "https://")
+			host, _, _ := strings.Cut(rest, "/")
+			if !ok || !validHost(host) || !strings.HasPrefix(rest[len(host):], "/") {
+				t.Fatalf("Location %q", loc)
+			}
+			if len(resp.Header) != 3 || !resp.Close {
+				t.Fatalf("headers %v", resp.Header)
+			}
+		default:
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	})
+}
