@@ -65,6 +65,9 @@ type Agent struct {
 	// viewers is the agent's viewer Limiter (limits:), shared by the direct
 	// and relayed listeners of every service.
 	viewers *gateway.Limiter
+	// web is what the http services share (viewers, certificate, audit
+	// log, handlers); nil without an http service.
+	web     *web
 	det     *publicip.Detector // nil without ddns
 	updater *ddns.Updater      // nil without ddns
 	kick    chan struct{}      // asks the path loop to re-check now
@@ -115,6 +118,22 @@ type Status struct {
 	// DNSUpdates counts the record writes since the agent started.
 	DNSUpdates int    `json:"dns_updates"`
 	DNSError   string `json:"dns_error,omitempty"`
+	// Certificate is what viewers of the TLS services get; nil without one.
+	Certificate *CertStatus `json:"certificate,omitempty"`
+}
+
+// CertStatus is the certificate of the agent's TLS services.
+type CertStatus struct {
+	// Source is "acme", "file" or "self-signed" (browsers warn: compare
+	// Fingerprint with what the browser shows).
+	Source      string    `json:"source"`
+	Subject     string    `json:"subject,omitempty"`
+	Issuer      string    `json:"issuer,omitempty"`
+	NotAfter    time.Time `json:"not_after,omitzero"`
+	Fingerprint string    `json:"fingerprint_sha256,omitempty"`
+	// LastError is the last failure to obtain, renew or load it.
+	LastError   string    `json:"last_error,omitempty"`
+	NextRenewal time.Time `json:"next_renewal,omitzero"`
 }
 
 // TunnelStatus is the tunnel to the relay.
@@ -176,7 +195,7 @@ func pathStats(s gateway.Stats) PathStats {
 }
 
 // New builds the agent's parts from cfg without starting anything.
-func New(cfg Config) (*Agent, error) {
+func New(cfg Config) (_ *Agent, err error) {
 	ac := cfg.Agent
 	if ac == nil {
 		return nil, errors.New("agent: Config.Agent is required")
@@ -193,6 +212,16 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{cfg: cfg, ac: ac, log: cfg.Logger, kick: make(chan struct{}, 1), viewers: newLimiter(ac.Limits)}
 	a.status.Name, a.status.Version, a.status.Started, a.cams = ac.Name, cfg.Version, time.Now(), cams
 
+	a.web, err = newWeb(ac, cfg.Logger, ddns.ProviderOptions{
+		HTTPClient: cfg.HTTPClient, UserAgent: ddns.UserAgent(cfg.Version), Logger: cfg.Logger.With("part", "ddns")})
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil && a.web != nil {
+			a.web.close()
+		}
+	}()
 	if ac.Relay != nil {
 		svcs, handler, err := a.relayServices()
 		if err != nil {
@@ -315,6 +344,11 @@ func (a *Agent) Status() Status {
 		us := a.updater.Status()
 		st.DNSError = us.LastError
 	}
+	if a.web != nil && a.web.certs != nil {
+		cs := a.web.certs.Status()
+		st.Certificate = &CertStatus{Source: cs.Source, Subject: cs.Subject, Issuer: cs.Issuer,
+			NotAfter: cs.NotAfter, Fingerprint: cs.Fingerprint, LastError: cs.LastError, NextRenewal: cs.NextRenewal}
+	}
 	st.Services = a.serviceStatusLocked(ts)
 	if a.pm != nil {
 		ps := a.pm.Status()
@@ -351,6 +385,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := os.MkdirAll(a.ac.StateDir, 0o700); err != nil {
 		a.log.Warn("state_dir is not writable; running without saved state", "dir", a.ac.StateDir, "err", err)
 	}
+	if a.web != nil {
+		defer a.web.close() // after the parts below have stopped
+	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
@@ -366,6 +403,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if a.tun != nil {
 		run("tunnel", a.tun.Run)
+	}
+	if a.web != nil && a.web.certs != nil {
+		run("certs", a.web.certs.Run)
 	}
 	if a.pm != nil {
 		if err := a.startDirect(ctx, run); err != nil {
@@ -388,6 +428,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log.Warn("deleting DNS records on exit failed", "err", err)
 		}
 		c()
+	}
+	if a.web != nil {
+		a.web.closeHandlers() // http keep-alive and streams: no drain to wait for
 	}
 	sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
 	defer c()

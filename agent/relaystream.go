@@ -31,14 +31,18 @@ func (a *Agent) gatewayConfig(s config.Service, part string) (gateway.Config, er
 		return gateway.Config{}, fmt.Errorf("agent: service %s: %w", s.Name, err)
 	}
 	lim := a.ac.Limits
-	return gateway.Config{
+	cfg := gateway.Config{
 		Service: s.Name,
 		Policy:  pol,
 		Dial:    a.dialTarget(s.Name, s.Target),
 		Logger:  a.log.With("part", part),
 		Limiter: a.viewers, MaxConns: lim.MaxConnsPerService,
 		FirstByteTimeout: cmp.Or(s.FirstByteTimeout, lim.FirstByteTimeout),
-	}, nil
+	}
+	if a.web != nil {
+		a.web.gatewayConfig(s, &cfg)
+	}
+	return cfg, nil
 }
 
 // dialTarget is the backend Dialer of a service: its camera on the LAN. The

@@ -12,7 +12,9 @@ import (
 
 // TXTProviders are the ddns provider types that can write the TXT records of
 // ACME's dns-01 challenge; tls.challenge auto picks dns-01 with them.
-var TXTProviders = []string{"cloudflare", "rfc2136", "duckdns"}
+// DuckDNS can hold one TXT record, but agent/ddns doesn't write it for ACME
+// yet, so it gets tls-alpn-01.
+var TXTProviders = []string{"cloudflare", "rfc2136"}
 
 // ACMEChallenges are the values of tls.challenge.
 var ACMEChallenges = []string{"auto", ChallengeDNS01, ChallengeTLSALPN01}

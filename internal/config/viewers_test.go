@@ -396,7 +396,7 @@ func TestTLSErrors(t *testing.T) {
 			{12, "tls.acme_ca_root", filepath.Join(dir, "junk.pem") + " holds no PEM certificate"},
 			{13, "tls.challenge", `unknown challenge "http-01": use auto, dns-01, tls-alpn-01`}}},
 		{"dns-01 without TXT", web + noip + "tls:\n  acme_email: me@example.com\n  challenge: dns-01\n",
-			[]want{{11, "tls.challenge", "dns-01 needs a ddns provider that can write TXT records (cloudflare, rfc2136, duckdns)"}}},
+			[]want{{11, "tls.challenge", "dns-01 needs a ddns provider that can write TXT records (cloudflare, rfc2136)"}}},
 		{"acme without hostname", web + "tls:\n  acme_email: me@example.com\n", []want{{9, "tls.acme_email", "ACME needs ddns.hostname"}}},
 		{"missing files", web + "tls: {cert_file: nope.pem, key_file: key.pem}\n",
 			[]want{{8, "tls.cert_file", "cannot read " + filepath.Join(dir, "nope.pem") + ": no such file"}}},

@@ -1,0 +1,164 @@
+package agent
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/porthole-dev/porthole/agent/certs"
+	"github.com/porthole-dev/porthole/agent/ddns"
+	"github.com/porthole-dev/porthole/internal/config"
+	"github.com/porthole-dev/porthole/internal/gateway"
+	"github.com/porthole-dev/porthole/internal/gateway/access"
+	"github.com/porthole-dev/porthole/internal/gateway/httpgw"
+)
+
+// web holds what the agent's logged-in services share: the viewers and their
+// sessions, the certificate, the audit log, and one http handler per service
+// (the direct listener and the relayed viewers of a service use the same one,
+// so a session is good on both paths). Nil when no service has logins.
+type web struct {
+	store    *access.Store
+	certs    *certs.Manager // nil when no service has tls on
+	audit    *slog.Logger
+	auditOut io.Closer
+	handlers map[string]*httpgw.Handler // by service name
+}
+
+// AuditFile is the audit log in state_dir: one JSON object per line (logins,
+// failures, lockouts, who opened which service when, and bytes sent to them).
+const AuditFile = "audit.log"
+
+// newWeb builds the shared parts of the http services of ac; nil when there
+// are none.
+func newWeb(ac *config.Agent, log *slog.Logger, opts ddns.ProviderOptions) (*web, error) {
+	var https, tls bool
+	for _, s := range ac.Services {
+		if s.Kind == config.KindHTTP {
+			https = true
+			tls = tls || s.TLS
+		}
+	}
+	if !https {
+		return nil, nil
+	}
+	if err := os.MkdirAll(ac.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("agent: state_dir: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(ac.StateDir, AuditFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("agent: audit log: %w", err)
+	}
+	w := &web{audit: slog.New(slog.NewJSONHandler(f, nil)), auditOut: f, handlers: map[string]*httpgw.Handler{}}
+	fail := func(err error) (*web, error) {
+		w.close()
+		return nil, err
+	}
+	viewers := make(map[string]string, len(ac.Viewers))
+	for name, v := range ac.Viewers {
+		viewers[name] = v.PasswordHash
+	}
+	w.store, err = access.New(access.Config{Viewers: viewers, StateDir: ac.StateDir,
+		Logger: log.With("part", "viewers"), Audit: w.audit})
+	if err != nil {
+		return fail(fmt.Errorf("agent: viewers: %w", err))
+	}
+	if tls {
+		if w.certs, err = newCerts(ac, log.With("part", "certs"), opts); err != nil {
+			return fail(err)
+		}
+	}
+	for _, s := range ac.Services {
+		if s.Kind != config.KindHTTP {
+			continue
+		}
+		var login *httpgw.Credentials
+		if s.CameraLogin != nil {
+			login = &httpgw.Credentials{Username: s.CameraLogin.Username, Password: s.CameraLogin.Password}
+		}
+		h, err := httpgw.New(httpgw.Config{
+			Service: s.Name, Target: s.Target, Auth: w.store, Viewers: s.Viewers, CameraLogin: login,
+			PlainHTTP: !s.TLS, Logger: log.With("part", "http", "service", s.Name), Audit: w.audit,
+		})
+		if err != nil {
+			return fail(fmt.Errorf("agent: service %s: %w", s.Name, err))
+		}
+		w.handlers[s.Name] = h
+	}
+	return w, nil
+}
+
+// newCerts is the certificate manager the tls: section asks for: ACME
+// (DNS-01 through the ddns provider where it can write TXT records, else
+// TLS-ALPN-01), the user's cert_file/key_file, or a self-signed certificate.
+func newCerts(ac *config.Agent, log *slog.Logger, opts ddns.ProviderOptions) (*certs.Manager, error) {
+	cc := certs.Config{StateDir: ac.StateDir, Logger: log}
+	if ac.DDNS != nil {
+		cc.Hostnames = []string{ac.DDNS.Hostname}
+	}
+	if t := ac.TLS; t != nil {
+		cc.Email, cc.CA, cc.CARootFile = t.ACMEEmail, t.ACMECA, t.ACMECARoot
+		cc.CertFile, cc.KeyFile = t.CertFile, t.KeyFile
+		switch t.Challenge {
+		case config.ChallengeDNS01:
+			p, err := ddns.NewACMEDNSProvider(ddnsProviderConfig(ac.DDNS.Provider), opts)
+			if err != nil {
+				return nil, fmt.Errorf("agent: tls: dns-01: %w", err)
+			}
+			cc.DNS = p
+		case config.ChallengeTLSALPN01:
+			// The CA connects to port 443 of the hostname. A service on
+			// public port 443 answers it; otherwise certmagic would try to
+			// bind 443 itself, so point it at the first TLS service's port,
+			// whose listener answers the challenge (the relay forwards that
+			// port too).
+			for _, s := range ac.Services {
+				if s.Kind == config.KindHTTP && s.TLS {
+					cc.AltTLSALPNPort = int(s.Port)
+					break
+				}
+			}
+		}
+	}
+	m, err := certs.New(cc)
+	if err != nil {
+		return nil, fmt.Errorf("agent: tls: %w", err)
+	}
+	return m, nil
+}
+
+// gatewayConfig adds what service s's kind needs to cfg: for http, the
+// handler with the viewer login, TLS with the redirect of plain requests, and
+// the handshake deadline.
+func (w *web) gatewayConfig(s config.Service, cfg *gateway.Config) {
+	h := w.handlers[s.Name]
+	if h == nil {
+		return
+	}
+	cfg.Handler = h
+	if cfg.FirstByteTimeout == 0 {
+		cfg.FirstByteTimeout = gateway.DefaultHandshakeTimeout
+	}
+	if s.TLS && w.certs != nil {
+		cfg.TLS = w.certs.TLSConfig()
+		cfg.Plain = gateway.RedirectHTTPS
+	}
+}
+
+// closeHandlers ends the http handlers' viewer connections (streams and
+// WebSockets included) at shutdown.
+func (w *web) closeHandlers() {
+	for _, h := range w.handlers {
+		h.Close()
+	}
+}
+
+// close ends the handlers and closes the audit log.
+func (w *web) close() {
+	w.closeHandlers()
+	if w.auditOut != nil {
+		w.auditOut.Close()
+	}
+}
