@@ -300,6 +300,7 @@ type viewerConn struct {
 	in     atomic.Int64
 	out    atomic.Int64
 
+	wmu  sync.Mutex // held during a write: Close ends the write side only between writes
 	once sync.Once
 	done chan struct{}
 
@@ -325,7 +326,9 @@ func (c *viewerConn) Read(b []byte) (int, error) {
 }
 
 func (c *viewerConn) Write(b []byte) (int, error) {
+	c.wmu.Lock()
 	n, err := c.Conn.Write(b)
+	c.wmu.Unlock()
 	if n > 0 {
 		c.out.Add(int64(n))
 		c.v.Count(0, int64(n))
@@ -333,13 +336,39 @@ func (c *viewerConn) Write(b []byte) (int, error) {
 	return n, err
 }
 
+// Close ends the connection. With no write in flight (the HTTP server
+// closing after its last response, e.g. to a "Connection: close" request)
+// it first ends the write side as TCP's close would, so that what was written
+// arrives: a relayed viewer's tunnel stream is aborted by a Close without
+// that (RESET_STREAM), and its last response with it. During a write (a
+// shutdown, a WebSocket's end) it aborts, as before.
 func (c *viewerConn) Close() error {
 	var err error
 	c.once.Do(func() {
+		if c.wmu.TryLock() {
+			closeWrite(c.Conn)
+			c.wmu.Unlock()
+		}
 		err = c.Conn.Close()
 		close(c.done)
 	})
 	return err
+}
+
+// closeWrite ends c's write side and that of every connection under it: the
+// TLS close_notify, then the stream's or socket's FIN (*tls.Conn's CloseWrite
+// does not pass it down).
+func closeWrite(c net.Conn) {
+	for c != nil {
+		if cw, ok := c.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return
+		}
+		c = u.NetConn()
+	}
 }
 
 // identify records the conn's viewer at its first authenticated request and
