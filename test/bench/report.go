@@ -5,7 +5,9 @@
 // memory per idle agent and with idle viewers at several GOGC settings, QUIC
 // throughput at two UDP buffer limits, recovery when the relay or the
 // agent is killed, and a viewer's round trips under the floods of issue #7
-// (test/flood). Every figure is printed beside a direct baseline measured
+// (test/flood), and issue #8's HTTPS path (https.go, loginstorm.go: MJPEG
+// first frame and many logged-in viewers, HTTPS download, a login storm).
+// Every figure is printed beside a direct baseline measured
 // in the same run where one applies, with its target and frp's figure from
 // issue #7; nothing here asserts on numbers. `go run
 // ./test/bench/cmd/benchreport` prints the full table; the Benchmark functions

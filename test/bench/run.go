@@ -40,12 +40,14 @@ type Scale struct {
 	Settle time.Duration
 	// Floods sizes the "floods" step.
 	Floods FloodScale
+	// HTTPS sizes the "https" and "login-storm" steps.
+	HTTPS HTTPSScale
 	// Only, if set, names the steps to run (see Steps); empty runs all.
 	Only []string
 }
 
 // Steps are the names of Run's measurements, in order, for Scale.Only.
-var Steps = []string{"throughput", "latency", "viewers", "memory", "idle-viewers", "restart", "agent-killed", "udp-buffers", "floods"}
+var Steps = []string{"throughput", "latency", "viewers", "memory", "idle-viewers", "restart", "agent-killed", "udp-buffers", "floods", "https", "login-storm"}
 
 // Full is the scale of `make bench`, the figures of the issue.
 var Full = Scale{
@@ -54,6 +56,8 @@ var Full = Scale{
 	Restarts: 5, RestartJitter: 2 * time.Second, AgentKills: 3, AgentKillLimit: 40 * time.Second,
 	UDPBuffers: true, Settle: 3 * time.Second,
 	Floods: FloodScale{Window: 5 * time.Second, IdleConns: 4000, Handshakes: 1000},
+	HTTPS: HTTPSScale{FirstFrames: 50, Viewers: 100, ViewerTime: 10 * time.Second, FPS: 10, DownloadMiB: 256, Downloads: 3,
+		StormAttempts: 1000, StormParallel: 50},
 }
 
 // Smoke is small enough for CI; its numbers only show that everything runs.
@@ -62,6 +66,8 @@ var Smoke = Scale{
 	Pings: 200, Agents: 5, IdleViewers: 50, Viewers: 10, ViewerTime: time.Second,
 	Restarts: 1, AgentKills: 1, AgentKillLimit: 6 * time.Second, Settle: 200 * time.Millisecond,
 	Floods: FloodScale{Window: 500 * time.Millisecond, IdleConns: 200, Handshakes: 50},
+	HTTPS: HTTPSScale{FirstFrames: 3, Viewers: 3, ViewerTime: time.Second, FPS: 10, DownloadMiB: 4, Downloads: 1,
+		StormAttempts: 20, StormParallel: 5},
 }
 
 // Run builds the binaries, measures every figure at scale s and prints the
@@ -101,6 +107,8 @@ func Run(ctx context.Context, s Scale, w, progress io.Writer) error {
 		step("udp-buffers", func() []Figure { return UDPBuffers(ctx, bins, s.IperfSeconds) })
 	}
 	step("floods", func() []Figure { return Floods(ctx, bins, s.Floods) })
+	step("https", func() []Figure { return HTTPS(ctx, bins, s.HTTPS) })
+	step("login-storm", func() []Figure { return LoginStorm(ctx, bins, s.HTTPS.StormAttempts, s.HTTPS.StormParallel) })
 	fmt.Fprintf(w, "Porthole bench, %s; load average before the run: %s\n", started.UTC().Format("2006-01-02 15:04 MST"), load)
 	if err := WriteTable(w, figs); err != nil {
 		return err
