@@ -56,7 +56,7 @@ var Full = Scale{
 	Restarts: 5, RestartJitter: 2 * time.Second, AgentKills: 3, AgentKillLimit: 40 * time.Second,
 	UDPBuffers: true, Settle: 3 * time.Second,
 	Floods: FloodScale{Window: 5 * time.Second, IdleConns: 4000, Handshakes: 1000},
-	HTTPS: HTTPSScale{FirstFrames: 50, Viewers: 100, ViewerTime: 10 * time.Second, FPS: 10, DownloadMiB: 256, Downloads: 3,
+	HTTPS: HTTPSScale{FirstFrames: 50, Viewers: 100, ViewerTime: 10 * time.Second, FPS: 10, DownloadMiB: 128, Downloads: 6,
 		StormAttempts: 1000, StormParallel: 50},
 }
 
