@@ -61,9 +61,9 @@ func TestCountFramesEarlyEnd(t *testing.T) {
 	w := newWindow()
 	w.open()
 	jpeg := "\xff\xd8\xff\xd9"
-	frames, _, err := countFrames(mjpeg(jpeg, jpeg), w, time.Hour)
-	if frames != 2 || err == nil {
-		t.Errorf("%d frames, err %v; want 2 and the stream's end", frames, err)
+	f := countFrames(mjpeg(jpeg, jpeg), w, time.Hour)
+	if f.frames != 2 || f.err == nil {
+		t.Errorf("%d frames, err %v; want 2 and the stream's end", f.frames, f.err)
 	}
 }
 
