@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/porthole-dev/porthole/internal/gateway/access"
 	"slices"
 	"strconv"
 	"strings"
@@ -74,7 +75,11 @@ func (p *parser) viewers(f *fields) (out map[string]Viewer, declared []string) {
 		if !ok {
 			continue
 		}
-		if err := checkPHC(hash); err != nil {
+		err := checkPHC(hash)
+		if err == nil {
+			err = access.CheckHash(hash) // the bounds the agent's login enforces
+		}
+		if err != nil {
 			k := "password_hash"
 			if pf.has("password_hash_file") {
 				k = "password_hash_file"
@@ -102,8 +107,8 @@ const (
 
 // checkPHC checks that hash is an argon2id PHC string:
 // $argon2id$v=19$m=M,t=T,p=P$salt$hash with base64 (raw, standard) salt and
-// hash. It stands in for gateway/access.CheckHash, which the agent's login
-// uses, until the two meet; it never echoes the hash.
+// hash, with messages that say which part is wrong; access.CheckHash then
+// applies the bounds the agent's login enforces. It never echoes the hash.
 func checkPHC(hash string) error {
 	parts := strings.Split(hash, "$")
 	if len(parts) != 6 || parts[0] != "" {
