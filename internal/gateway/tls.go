@@ -40,6 +40,11 @@ func (l *Listener) handshake(ctx context.Context, c *conn, peeked []byte, deadli
 		l.plain.Add(1)
 		if l.cfg.Plain != nil {
 			l.cfg.Plain(nc, peeked)
+			// End the answer before closing: a tunnel stream's Close alone
+			// aborts it, and the relay resets the viewer, answer unread.
+			if cw, ok := nc.(interface{ CloseWrite() error }); ok {
+				cw.CloseWrite()
+			}
 		}
 		nc.Close()
 		return nil, ErrNotTLS
