@@ -31,6 +31,7 @@ type fanout struct {
 	path string
 
 	requests atomic.Int64 // GETs sent to the camera, for tests and metrics
+	frames   atomic.Int64 // frames received from the camera
 
 	mu      sync.Mutex // guards the fields below
 	closed  bool
@@ -261,6 +262,7 @@ func (f *fanout) stream(ctx context.Context, gen uint64) (frames int, err error)
 		}
 		watchdog.Reset(f.h.cfg.MJPEGStallTimeout)
 		frames++
+		f.frames.Add(1)
 		f.publish(gen, fr)
 	}
 }

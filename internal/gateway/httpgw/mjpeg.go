@@ -154,6 +154,7 @@ func (h *Handler) serveMJPEG(w http.ResponseWriter, r *http.Request, vc *viewerC
 		return
 	}
 	rc := http.NewResponseController(w)
+	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
 	// Each frame is followed by the next boundary so that a browser shows it
 	// at once rather than when the next frame begins.
 	if _, err := io.WriteString(w, "--"+partBoundary+"\r\n"); err != nil {

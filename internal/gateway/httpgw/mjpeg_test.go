@@ -114,10 +114,10 @@ func TestMJPEGSharedUpstream(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var resps []*http.Response
 	for range 5 {
-		resp := g.live(t, ctx, MJPEGPath)
+		resp := g.live(t, ctx, MJPEGPath+"?width=32")
 		f := mjpegFrames(t, resp)
 		for range 3 {
-			if sz := f.next(); sz != (image.Point{64, 64}) {
+			if sz := f.next(); sz != (image.Point{32, 32}) {
 				t.Fatalf("frame %v", sz)
 			}
 		}
@@ -125,6 +125,10 @@ func TestMJPEGSharedUpstream(t *testing.T) {
 	}
 	if n := cam.count("/stream.mjpg"); n != 1 {
 		t.Errorf("camera got %d stream requests for 5 viewers, want 1", n)
+	}
+	// Viewers at the same width share each frame's resize.
+	if rs, fs := g.h.rz.count.Load(), g.h.mjpeg.frames.Load(); rs > fs {
+		t.Errorf("%d resizes of %d frames for 5 viewers at one width", rs, fs)
 	}
 	// All gone: the stream stops after the linger, and the next viewer opens it again.
 	cancel()
