@@ -241,11 +241,11 @@ func (f *fanout) stream(ctx context.Context, gen uint64) (frames int, err error)
 	case resp.StatusCode == http.StatusUnauthorized:
 		return 0, errCameraRefused
 	case resp.StatusCode != http.StatusOK:
-		return 0, fmt.Errorf("the camera answered %s for %s", resp.Status, f.path)
+		return 0, &pathError{key: "mjpeg", path: f.path, problem: "the camera answered " + resp.Status}
 	}
 	mt, params, err := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if err != nil || mt != "multipart/x-mixed-replace" || params["boundary"] == "" {
-		return 0, fmt.Errorf("%w: %q", errNotMultipart, resp.Header.Get("Content-Type"))
+		return 0, &pathError{key: "mjpeg", path: f.path, problem: fmt.Sprintf("the camera sent %q, not an MJPEG stream (multipart/x-mixed-replace)", resp.Header.Get("Content-Type"))}
 	}
 	pr := newPartReader(resp.Body, params["boundary"], maxFrame)
 	for {

@@ -97,6 +97,11 @@ func (h *Handler) cameraFailed(w http.ResponseWriter, r *http.Request, err error
 			Message: "The camera refused the agent's login. The owner of this Porthole needs to check camera_login of " + h.cfg.Service + "."})
 		return
 	}
+	if pe, ok := errors.AsType[*pathError](err); ok {
+		h.page(w, r, http.StatusBadGateway, messageData{Title: "The camera did not give a picture",
+			Message: "For " + pe.path + " " + pe.problem + ". The owner of this Porthole needs to check " + pe.key + ": of " + h.cfg.Service + "."})
+		return
+	}
 	h.page(w, r, http.StatusBadGateway, messageData{Title: "The camera is not answering",
 		Message: "Porthole could not get a picture from " + h.cfg.Service + ". It may be switched off or unplugged; try again in a moment."})
 }
@@ -214,7 +219,12 @@ func (h *Handler) serveSnapshot(w http.ResponseWriter, r *http.Request, vc *view
 	}
 	if err != nil {
 		if ctx.Err() == nil {
-			if !errors.Is(err, errCameraRefused) && !h.rateLimited(&h.lastDialLog) {
+			if errors.Is(err, errCameraRefused) {
+				if !h.rateLimited(&h.lastRefuseLog) {
+					h.log.Warn("the camera refused the agent's login: check camera_login of this service",
+						"target", h.cfg.Target, "camera_login_set", h.cfg.CameraLogin != nil)
+				}
+			} else if !h.rateLimited(&h.lastDialLog) {
 				h.log.Warn("no snapshot from the camera", "target", h.cfg.Target, "err", err)
 			}
 			h.cameraFailed(w, r, err)
@@ -255,7 +265,7 @@ func (h *Handler) cameraSnapshot(ctx context.Context) (*frame, error) {
 	case resp.StatusCode == http.StatusUnauthorized:
 		return nil, errCameraRefused
 	case resp.StatusCode != http.StatusOK:
-		return nil, fmt.Errorf("the camera answered %s for %s", resp.Status, h.cfg.SnapshotPath)
+		return nil, &pathError{key: "snapshot", path: h.cfg.SnapshotPath, problem: "the camera answered " + resp.Status}
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxFrame+1))
 	if err != nil {
@@ -264,5 +274,17 @@ func (h *Handler) cameraSnapshot(ctx context.Context) (*frame, error) {
 	if len(b) > maxFrame {
 		return nil, errFrameTooBig
 	}
-	return newFrame(b, h.cfg.Now())
+	fr, err := newFrame(b, h.cfg.Now())
+	if err != nil {
+		return nil, &pathError{key: "snapshot", path: h.cfg.SnapshotPath, problem: "the camera's answer is " + err.Error()}
+	}
+	return fr, nil
 }
+
+// pathError: the camera answered a configured path with something other
+// than what the key promises; the owner's configuration is the likely cause.
+type pathError struct {
+	key, path, problem string
+}
+
+func (e *pathError) Error() string { return e.key + " " + e.path + ": " + e.problem }

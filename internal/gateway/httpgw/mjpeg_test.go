@@ -422,10 +422,24 @@ func TestMJPEGCameraDown(t *testing.T) {
 		}
 	}
 
+	// Paths the camera does not serve, or serves as something else.
+	cam := newLiveCam(t, camsim.Config{Width: 64, Height: 64, FPS: 10})
+	g = start(t, Config{MJPEGPath: "/snapshot.jpg", SnapshotPath: "/nothing.jpg"}, cam.target)
+	for path, want := range map[string]string{
+		MJPEGPath:    `not an MJPEG stream (multipart/x-mixed-replace). The owner of this Porthole needs to check mjpeg: of cam`,
+		SnapshotPath: `404 Not Found. The owner of this Porthole needs to check snapshot: of cam`,
+	} {
+		r := g.req(t, "GET", path, "")
+		r.SetBasicAuth("alice", "alice-pw")
+		if resp, body := g.do(t, r); resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, want) {
+			t.Errorf("%s: %d %q, want 502 saying %q", path, resp.StatusCode, body, want)
+		}
+	}
+
 	// A camera that refuses the agent's login.
-	cam, _ := simCamera(t, "digest", "MD5")
+	refusing, _ := simCamera(t, "digest", "MD5")
 	g = start(t, Config{MJPEGPath: "/stream.mjpg", SnapshotPath: "/snapshot.jpg",
-		CameraLogin: &Credentials{Username: "admin", Password: "wrong"}}, cam)
+		CameraLogin: &Credentials{Username: "admin", Password: "wrong"}}, refusing)
 	for _, path := range []string{MJPEGPath, SnapshotPath} {
 		r := g.req(t, "GET", path, "")
 		r.SetBasicAuth("alice", "alice-pw")

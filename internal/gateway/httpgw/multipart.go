@@ -18,12 +18,11 @@ const (
 )
 
 var (
-	errFrameTooBig  = errors.New("mjpeg part larger than 8 MiB")
-	errPartHeader   = errors.New("mjpeg part header too large")
-	errBadLength    = errors.New("mjpeg part has a bad Content-Length")
-	errNoBoundary   = errors.New("no boundary within 8 MiB")
-	errStreamEnded  = errors.New("the camera ended the stream")
-	errNotMultipart = errors.New("the camera's answer is not multipart/x-mixed-replace")
+	errFrameTooBig = errors.New("mjpeg part larger than 8 MiB")
+	errPartHeader  = errors.New("mjpeg part header too large")
+	errBadLength   = errors.New("mjpeg part has a bad Content-Length")
+	errNoBoundary  = errors.New("no boundary within 8 MiB")
+	errStreamEnded = errors.New("the camera ended the stream")
 )
 
 // partReader reads the parts of a camera's multipart/x-mixed-replace body.
