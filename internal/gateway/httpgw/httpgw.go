@@ -146,7 +146,7 @@ type Handler struct {
 	mjpeg   *fanout // nil: no MJPEGPath
 	rz      *resizer
 
-	testHookSub func(*sub) // if set (before use), called with each stream viewer's queue
+	testHookSub atomic.Pointer[func(*sub)] // if set, called with each stream viewer's queue
 
 	ctx    context.Context // ends at Close: request contexts derive from it
 	cancel context.CancelFunc

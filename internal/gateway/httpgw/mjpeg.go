@@ -140,8 +140,8 @@ func (h *Handler) serveMJPEG(w http.ResponseWriter, r *http.Request, vc *viewerC
 		return
 	}
 	defer h.mjpeg.unsubscribe(s)
-	if h.testHookSub != nil {
-		h.testHookSub(s)
+	if hook := h.testHookSub.Load(); hook != nil {
+		(*hook)(s)
 	}
 	fr, err := h.firstFrame(ctx, s)
 	if err != nil {

@@ -485,7 +485,8 @@ func TestMJPEGStuckViewer(t *testing.T) {
 	t.Cleanup(srv.Close)
 	subs := make(chan *sub, 4)
 	g := start(t, Config{MJPEGPath: "/v.mjpg", QueueFrames: 3}, strings.TrimPrefix(srv.URL, "http://"))
-	g.h.testHookSub = func(s *sub) { subs <- s }
+	hook := func(s *sub) { subs <- s }
+	g.h.testHookSub.Store(&hook)
 
 	// The stuck viewer: a raw connection with a small receive buffer that
 	// sends the request and never reads.
