@@ -80,7 +80,7 @@ func newWeb(ac *config.Agent, log *slog.Logger, opts ddns.ProviderOptions) (*web
 		}
 		h, err := httpgw.New(httpgw.Config{
 			Service: s.Name, Target: s.Target, Auth: w.store, Viewers: s.Viewers, CameraLogin: login,
-			PlainHTTP: !s.TLS, Logger: log.With("part", "http", "service", s.Name), Audit: w.audit,
+			PlainHTTP: !s.TLS, MJPEGPath: s.MJPEG, SnapshotPath: s.Snapshot, Logger: log.With("part", "http", "service", s.Name), Audit: w.audit,
 		})
 		if err != nil {
 			return fail(fmt.Errorf("agent: service %s: %w", s.Name, err))
