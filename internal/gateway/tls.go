@@ -40,6 +40,12 @@ func (l *Listener) handshake(ctx context.Context, c *conn, peeked []byte, deadli
 		l.plain.Add(1)
 		if l.cfg.Plain != nil {
 			l.cfg.Plain(nc, peeked)
+			// End the answer with a FIN before closing: a tunnel stream's
+			// Close resets what is still unsent (QUIC RESET_STREAM), and a
+			// relayed viewer would get a reset instead of the redirect.
+			if cw, ok := nc.(interface{ CloseWrite() error }); ok {
+				cw.CloseWrite()
+			}
 		}
 		nc.Close()
 		return nil, ErrNotTLS
