@@ -76,9 +76,19 @@ type webEnv struct {
 	camera        *framework.Camera
 }
 
+// webOpts are the variations of startWeb.
+type webOpts struct {
+	// direct adds the agent's direct listeners (on directIP).
+	direct bool
+	// firstByte is cam's first_byte_timeout (the TLS handshake's deadline);
+	// empty: the default (10 s). Small values make loaded test machines
+	// reset viewers whose handshake is merely slow.
+	firstByte string
+}
+
 // startWeb starts the camera, the relay and the agent, and waits until the
 // agent's self-signed certificate exists and cam answers through the relay.
-func startWeb(t *testing.T, direct bool) *webEnv {
+func startWeb(t *testing.T, o webOpts) *webEnv {
 	t.Helper()
 	hashes, err := viewerHashes()
 	if err != nil {
@@ -95,17 +105,20 @@ func startWeb(t *testing.T, direct bool) *webEnv {
 	good := writeFile(t, e.dir, "cam.pass", cameraPass+"\n")
 	bad := writeFile(t, e.dir, "badcam.pass", "not-the-camera-password\n")
 	w.stateDir = filepath.Join(e.dir, "agent-state")
-	ac := framework.AgentConfig{Name: "home", StateDir: w.stateDir, Relay: framework.Addr(e.udp), Token: tok, Direct: direct,
+	ac := framework.AgentConfig{Name: "home", StateDir: w.stateDir, Relay: framework.Addr(e.udp), Token: tok, Direct: o.direct,
 		Extra: fmt.Sprintf("viewers:\n  alice: {password_hash: %q}\n  bob: {password_hash: %q}\n"+
 			"publicip:\n  sources: [relay]\n  min_agree: 1\n", hashes[0], hashes[1]),
 		Services: []framework.Service{
 			{Name: "cam", Kind: "http", Target: cam.HTTPAddr, Port: ps[0],
-				Extra: fmt.Sprintf("viewers: [alice]\nfirst_byte_timeout: 1s\ncamera_login: {username: %s, password_file: %s}\n", cameraUser, good)},
+				Extra: fmt.Sprintf("viewers: [alice]\ncamera_login: {username: %s, password_file: %s}\n", cameraUser, good)},
 			{Name: "badcam", Kind: "http", Target: cam.HTTPAddr, Port: ps[1],
 				Extra: fmt.Sprintf("camera_login: {username: %s, password_file: %s}\n", cameraUser, bad)},
 			{Name: "offcam", Kind: "http", Target: refusingAddr(t), Port: ps[2]},
 		}}
-	if direct {
+	if o.firstByte != "" {
+		ac.Services[0].Extra += "first_byte_timeout: " + o.firstByte + "\n"
+	}
+	if o.direct {
 		ac.Extra += "direct:\n  listen: " + directIP + "\n  protocols: [natpmp]\n  gateway: 127.0.0.1\n"
 	}
 	w.agentCfg = writeFile(t, e.dir, "agent.yaml", ac.YAML())
@@ -129,7 +142,7 @@ func startWeb(t *testing.T, direct bool) *webEnv {
 		resp, err := c.get(w.url("cam", "/"), nil)
 		return err == nil && resp.StatusCode == http.StatusUnauthorized
 	}, "cam does not answer through the relay")
-	if direct {
+	if o.direct {
 		c := w.client(directIP, "127.0.0.1")
 		eventually(t, 10*time.Second, func() bool {
 			resp, err := c.get(w.url("cam", "/"), nil)
@@ -146,8 +159,9 @@ func (w *webEnv) url(svc, path string) string {
 }
 
 // viewerClient is an HTTPS client that dials one server address (the relay
-// or the direct listener) from one source address, trusts only the agent's
-// certificate and follows no redirects.
+// or the direct listener: an IP, the port is the URL's; or a host:port, a
+// proxy) from one source address, trusts only the agent's certificate and
+// follows no redirects.
 type viewerClient struct {
 	*http.Client
 	to, from string
@@ -157,6 +171,9 @@ func (w *webEnv) client(to, from string) *viewerClient {
 	d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if _, _, err := net.SplitHostPort(to); err == nil {
+				return d.DialContext(ctx, network, to) // a proxy's host:port
+			}
 			_, port, _ := net.SplitHostPort(addr)
 			return d.DialContext(ctx, network, net.JoinHostPort(to, port))
 		},
@@ -311,7 +328,7 @@ func TestViewerLogins(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("curl not installed")
 	}
-	w := startWeb(t, true)
+	w := startWeb(t, webOpts{direct: true})
 
 	for path, to := range w.paths(true) {
 		t.Run("basic/"+path, func(t *testing.T) {
