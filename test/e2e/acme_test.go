@@ -30,6 +30,15 @@ import (
 // logs in over it. The hostname resolves (for Pebble) through Knot.
 func TestACMEThroughRelay(t *testing.T) {
 	t.Parallel()
+	for _, ch := range []string{"tls-alpn-01", "dns-01"} {
+		t.Run(ch, func(t *testing.T) {
+			t.Parallel()
+			testACME(t, ch)
+		})
+	}
+}
+
+func testACME(t *testing.T, challenge string) {
 	if !haveKnot() {
 		t.Skip("ACME E2E TEST SKIPPED: knotd not installed (apt-get install knot)")
 	}
@@ -53,8 +62,8 @@ func TestACMEThroughRelay(t *testing.T) {
 		Extra: fmt.Sprintf("admin: %s\nviewers:\n  alice: {password_hash: %q}\n"+
 			"publicip:\n  sources: [relay]\n  min_agree: 1\n"+
 			"ddns:\n  hostname: home.example.com\n  provider: {type: rfc2136, server: %q, zone: example.com, key_name: %q, key_alg: %s, key: %q}\n"+
-			"tls:\n  acme_email: me@example.com\n  acme_ca: %s\n  acme_ca_root: %s\n  challenge: tls-alpn-01\n",
-			admin, hashes[0], dns.Addr, dns.KeyName, dns.KeyAlg, dns.Key, pebble.Directory, caRoot),
+			"tls:\n  acme_email: me@example.com\n  acme_ca: %s\n  acme_ca_root: %s\n  challenge: %s\n",
+			admin, hashes[0], dns.Addr, dns.KeyName, dns.KeyAlg, dns.Key, pebble.Directory, caRoot, challenge),
 		Services: []framework.Service{{Name: "cam", Kind: "http", Target: cam.HTTPAddr, Port: port}}}
 	agent := e.startAgent("agent", writeFile(t, e.dir, "agent.yaml", ac.YAML()))
 	agent.WaitLog("tunnel up", 10*time.Second)
