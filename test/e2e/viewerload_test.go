@@ -36,7 +36,7 @@ func TestLoginStorm(t *testing.T) {
 
 	var sent, locked atomic.Int64
 	var aliceDone atomic.Bool // the storm goes on until alice is through
-	var other sync.Map // unexpected statuses -> count
+	var other sync.Map        // unexpected statuses -> count
 	errs := make(chan error, workers)
 	stormer := w.client("127.0.0.1", "127.0.0.2")
 	var wg sync.WaitGroup
