@@ -154,7 +154,10 @@ type TunnelStatus struct {
 
 // ServiceStatus is one exposed service.
 type ServiceStatus struct {
-	Name   string `json:"name"`
+	Name string `json:"name"`
+	// Kind is tcp or http; TLS says whether viewers get TLS at the agent.
+	Kind   string `json:"kind,omitempty"`
+	TLS    bool   `json:"tls,omitempty"`
 	Port   uint16 `json:"port"`
 	Target string `json:"target"`
 	// Relay is "accepted", "refused" (RelayReason says why), "waiting" (no

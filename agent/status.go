@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/porthole-dev/porthole/internal/admin"
+	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/tunnel"
 )
 
@@ -99,7 +101,8 @@ func (a *Agent) Health() error { return a.Status().Stale(time.Now()) }
 func (a *Agent) serviceStatusLocked(ts tunnel.Status) []ServiceStatus {
 	out := make([]ServiceStatus, 0, len(a.ac.Services))
 	for i, s := range a.ac.Services {
-		ss := ServiceStatus{Name: s.Name, Port: s.Port, Target: s.Target, Camera: a.cams.get(s.Target)}
+		ss := ServiceStatus{Name: s.Name, Kind: cmp.Or(s.Kind, config.KindTCP), TLS: s.TLS, Port: s.Port, Target: s.Target,
+			Camera: a.cams.get(s.Target)}
 		if a.tun != nil {
 			ss.Relay, ss.RelayReason = "waiting", "the tunnel is not up"
 			if ts.LastError != "" {
@@ -322,11 +325,32 @@ func PrintStatus(w io.Writer, st Status, now time.Time) {
 			fmt.Fprintf(w, "          problem: %s\n", st.Router.Problem)
 		}
 	}
+	if c := st.Certificate; c != nil {
+		line := c.Source
+		if !c.NotAfter.IsZero() {
+			line += ", valid until " + c.NotAfter.Format(time.DateOnly)
+		}
+		if c.Subject != "" {
+			line += ", " + c.Subject
+		}
+		fmt.Fprintf(w, "tls:      %s\n", line)
+		if c.Source == "self-signed" {
+			fmt.Fprintln(w, "          browsers will warn: check that they show this fingerprint (SHA-256)")
+		}
+		fmt.Fprintf(w, "          fingerprint %s\n", c.Fingerprint)
+		if c.LastError != "" {
+			fmt.Fprintf(w, "          last error: %s\n", c.LastError)
+		}
+	}
 	if len(st.Services) > 0 {
 		fmt.Fprintln(w, "services:")
 	}
 	for _, s := range st.Services {
-		fmt.Fprintf(w, "  %s: public port %d -> %s\n", s.Name, s.Port, s.Target)
+		kind := s.Kind
+		if s.TLS {
+			kind += ", tls"
+		}
+		fmt.Fprintf(w, "  %s: public port %d -> %s (%s)\n", s.Name, s.Port, s.Target, orNone(kind))
 		if s.Relay != "" {
 			line := s.Relay
 			if s.RelayReason != "" {

@@ -80,7 +80,7 @@ func newWeb(ac *config.Agent, log *slog.Logger, opts ddns.ProviderOptions) (*web
 		}
 		h, err := httpgw.New(httpgw.Config{
 			Service: s.Name, Target: s.Target, Auth: w.store, Viewers: s.Viewers, CameraLogin: login,
-			PlainHTTP: !s.TLS, Logger: log.With("part", "http", "service", s.Name), Audit: w.audit,
+			PlainHTTP: !s.TLS, MJPEGPath: s.MJPEG, SnapshotPath: s.Snapshot, Logger: log.With("part", "http", "service", s.Name), Audit: w.audit,
 		})
 		if err != nil {
 			return fail(fmt.Errorf("agent: service %s: %w", s.Name, err))
@@ -108,6 +108,12 @@ func newCerts(ac *config.Agent, log *slog.Logger, opts ddns.ProviderOptions) (*c
 				return nil, fmt.Errorf("agent: tls: dns-01: %w", err)
 			}
 			cc.DNS = p
+			// rfc2136 names the zone's primary server: it answers for the
+			// zone (its SOA, the TXT record) even where the system's
+			// resolver does not see the zone (LAN-only, split horizon).
+			if ac.DDNS.Provider.Type == "rfc2136" && ac.DDNS.Provider.Server != "" {
+				cc.DNSResolvers = []string{ac.DDNS.Provider.Server}
+			}
 		case config.ChallengeTLSALPN01:
 			// The CA connects to port 443 of the hostname. A service on
 			// public port 443 answers it; otherwise certmagic would try to

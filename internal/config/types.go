@@ -137,6 +137,10 @@ type Service struct {
 	// TLS says the public port speaks HTTPS. Default true for http; always
 	// false for tcp (the camera's bytes pass as they are).
 	TLS bool
+	// MJPEG and Snapshot are the camera's MJPEG stream and snapshot URL paths
+	// (http only; "" = none): viewers get them, at a chosen frame rate and
+	// width, as /.porthole/mjpeg and /.porthole/snapshot.jpg.
+	MJPEG, Snapshot string
 }
 
 // Service kinds (services[].kind).

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/porthole-dev/porthole/internal/gateway/access"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,7 +24,11 @@ var supportedKinds = map[string]bool{KindTCP: true, KindHTTP: true}
 var loginKinds = map[string]bool{KindHTTP: true, KindRTSP: true}
 
 // notYetKeys are service keys of the contract this version refuses.
-var notYetKeys = []string{"mjpeg", "snapshot"}
+var notYetKeys []string
+
+// cameraPathKeys are the http service keys naming a camera's MJPEG stream and
+// snapshot, served to viewers as /.porthole/mjpeg and /.porthole/snapshot.jpg.
+var cameraPathKeys = []string{"mjpeg", "snapshot"}
 
 var (
 	viewerKeys      = []string{"password_hash", "password_hash_file"}
@@ -74,7 +79,11 @@ func (p *parser) viewers(f *fields) (out map[string]Viewer, declared []string) {
 		if !ok {
 			continue
 		}
-		if err := checkPHC(hash); err != nil {
+		err := checkPHC(hash)
+		if err == nil {
+			err = access.CheckHash(hash) // the bounds the agent's login enforces
+		}
+		if err != nil {
 			k := "password_hash"
 			if pf.has("password_hash_file") {
 				k = "password_hash_file"
@@ -102,8 +111,8 @@ const (
 
 // checkPHC checks that hash is an argon2id PHC string:
 // $argon2id$v=19$m=M,t=T,p=P$salt$hash with base64 (raw, standard) salt and
-// hash. It stands in for gateway/access.CheckHash, which the agent's login
-// uses, until the two meet; it never echoes the hash.
+// hash, with messages that say which part is wrong; access.CheckHash then
+// applies the bounds the agent's login enforces. It never echoes the hash.
 func checkPHC(hash string) error {
 	parts := strings.Split(hash, "$")
 	if len(parts) != 6 || parts[0] != "" {
@@ -180,6 +189,26 @@ func (p *parser) serviceKind(sf *fields, s *Service, viewers []string) {
 	for _, k := range notYetKeys {
 		if e, ok := sf.m[k]; ok {
 			p.errorf(e.key.Line, sf.sub(k), "not supported by this version yet")
+		}
+	}
+	for _, k := range cameraPathKeys {
+		e, ok := sf.m[k]
+		if !ok {
+			continue
+		}
+		if kind != KindHTTP {
+			p.errorf(e.key.Line, sf.sub(k), "only http services serve the camera's %s; kind %s passes the camera's bytes as they are", k, kind)
+			continue
+		}
+		v, vline, ok := p.str(sf, k, "")
+		switch {
+		case !ok:
+		case !strings.HasPrefix(v, "/") || strings.ContainsAny(v, " \t\r\n#"):
+			p.errorf(vline, sf.sub(k), "want the camera's URL path, e.g. %s", map[string]string{"mjpeg": "/video.mjpg", "snapshot": "/snapshot.jpg"}[k])
+		case k == "mjpeg":
+			s.MJPEG = v
+		default:
+			s.Snapshot = v
 		}
 	}
 	if !loginKinds[kind] {

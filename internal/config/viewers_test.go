@@ -151,8 +151,10 @@ func TestServiceKindErrors(t *testing.T) {
 			{16, "services[1].camera_login.password", "required: set password or password_file"},
 			{17, "services[2].camera_login", "expected a mapping"},
 		}},
-		{"mjpeg and snapshot not yet", svcHead + "  - name: a\n    kind: http\n    target: \"c:80\"\n    port: 10443\n    allow: [any]\n    mjpeg: /video.mjpg\n    snapshot: /snap.jpg\n" + viewersAB,
-			[]want{{9, "services[0].mjpeg", "not supported by this version yet"}, {10, "services[0].snapshot", "not supported by this version yet"}}},
+		{"mjpeg and snapshot not paths", svcHead + "  - name: a\n    kind: http\n    target: \"c:80\"\n    port: 10443\n    allow: [any]\n    mjpeg: video.mjpg\n    snapshot: \"/snap shot.jpg\"\n" + viewersAB,
+			[]want{{9, "services[0].mjpeg", "want the camera's URL path, e.g. /video.mjpg"}, {10, "services[0].snapshot", "want the camera's URL path, e.g. /snapshot.jpg"}}},
+		{"mjpeg on tcp", svcHead + "  - name: a\n    target: \"c:80\"\n    port: 10443\n    allow: [10.0.0.0/8]\n    mjpeg: /video.mjpg\n",
+			[]want{{8, "services[0].mjpeg", "only http services serve the camera's mjpeg"}}},
 		{"tls value", svcHead + "  - {name: a, kind: http, target: \"c:80\", port: 10443, allow: [any], tls: maybe}\n" + viewersAB,
 			[]want{{4, "services[0].tls", `expected true or false, got "maybe"`}}},
 	}
@@ -469,5 +471,15 @@ func TestCameraLoginFile(t *testing.T) {
 	if len(a.Warnings) != 1 || !strings.HasPrefix(a.Warnings[0], filepath.Join(dir, "a.yaml")+":11: services[0].camera_login.password_file: secret file "+p+" is open to group or others (mode 0640)") ||
 		strings.Contains(a.Warnings[0], "cam-file-secret") {
 		t.Errorf("warnings %q", a.Warnings)
+	}
+}
+
+func TestMJPEGAndSnapshotPaths(t *testing.T) {
+	a, err := ParseAgent("a.yaml", []byte(svcHead+"  - name: a\n    kind: http\n    target: \"c:80\"\n    port: 10443\n    allow: [any]\n    mjpeg: /video.mjpg\n    snapshot: /snap.jpg\n"+viewersAB), envOf())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := a.Services[0]; s.MJPEG != "/video.mjpg" || s.Snapshot != "/snap.jpg" {
+		t.Errorf("mjpeg %q snapshot %q", s.MJPEG, s.Snapshot)
 	}
 }

@@ -1,11 +1,15 @@
 // Package demo runs the whole of Porthole on loopback for `make demo`: a relay, an
 // agent and a simulated camera, wired as a user would (the agent reaches the relay
-// over QUIC; viewers reach the camera through the relay), from an embedded default
-// configuration.
+// over QUIC; viewers reach the camera through the relay). The camera's web page is
+// an http service: HTTPS that ends at the agent (a self-signed certificate, since
+// no CA can reach loopback), a demo viewer with a fresh random password, and a
+// camera login (Digest) that only the agent knows. The RTSP stream is still a raw
+// tcp service.
 package demo
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -17,8 +21,11 @@ import (
 	"time"
 
 	"github.com/porthole-dev/porthole/agent"
+	"github.com/porthole-dev/porthole/agent/certs"
+	"github.com/porthole-dev/porthole/agent/portmap"
 	"github.com/porthole-dev/porthole/internal/camsim"
 	"github.com/porthole-dev/porthole/internal/config"
+	"github.com/porthole-dev/porthole/internal/gateway/access"
 	"github.com/porthole-dev/porthole/relay"
 )
 
@@ -29,6 +36,13 @@ const (
 	DefaultRTSPPort = 10554
 )
 
+// Viewer is the name of the demo's viewer; its password is made at start.
+const Viewer = "demo"
+
+// The camera's own login, which the agent uses and viewers never see. Its
+// password is random too: nobody needs to type it.
+const cameraUser = "admin"
+
 // Options are the demo's knobs; the zero value is the default demo.
 type Options struct {
 	// HTTPPort and RTSPPort are the public ports on the relay. Zero means
@@ -36,6 +50,21 @@ type Options struct {
 	HTTPPort, RTSPPort uint16
 	// Logger; nil discards.
 	Logger *slog.Logger
+	// Direct, when set, also opens the agent's own gateway listeners (what a
+	// router forwards to on the direct path), for tests that want both paths.
+	Direct *Direct
+}
+
+// Direct is the agent's direct path in a demo: listeners on Listen at the same
+// ports as the relay's, mapped on the router Portmap talks to.
+type Direct struct {
+	// Listen is a loopback address other than 127.0.0.1 (where the relay
+	// listens on the same ports), such as 127.0.0.2. Required.
+	Listen netip.Addr
+	// Portmap is the router the agent maps its ports on; tests point it at
+	// test/fakerouter. Portmap.Gateway is required: the demo never looks for
+	// the machine's real router.
+	Portmap portmap.Config
 }
 
 // Run starts everything, prints the viewer URLs to w (one per line) and runs until
@@ -56,7 +85,18 @@ func Run(ctx context.Context, w io.Writer, opt Options) error {
 	}
 	defer os.RemoveAll(dir)
 
-	cam := camsim.New(camsim.Config{Name: "Porthole demo camera", Logger: opt.Logger.With("part", "camera")})
+	if d := opt.Direct; d != nil && (!d.Listen.IsLoopback() || d.Listen == netip.AddrFrom4([4]byte{127, 0, 0, 1}) || d.Portmap.Gateway == nil) {
+		return errors.New("demo: Direct needs a loopback Listen other than 127.0.0.1 and a Portmap.Gateway")
+	}
+	// 16 base32 characters: 80 bits, typed once into a login form.
+	password, camPassword := rand.Text()[:16], rand.Text()
+	hash, err := access.HashPassword(password)
+	if err != nil {
+		return err
+	}
+
+	cam := camsim.New(camsim.Config{Name: "Porthole demo camera", Logger: opt.Logger.With("part", "camera"),
+		Auth: "digest", Username: cameraUser, Password: camPassword})
 	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -82,17 +122,24 @@ func Run(ctx context.Context, w io.Writer, opt Options) error {
 		return err
 	}
 	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
-	ag, err := agent.New(agent.Config{
-		Agent: &config.Agent{
-			Name: "home", StateDir: dir + "/agent",
-			Relay: &config.AgentRelay{Address: rs.Addr().String(), Token: token},
-			Services: []config.Service{
-				{Name: "camera-web", Target: httpLn.Addr().String(), Port: opt.HTTPPort, Allow: loopback},
-				{Name: "camera-rtsp", Target: rtspLn.Addr().String(), Port: opt.RTSPPort, Allow: loopback},
-			},
+	ac := &config.Agent{
+		Name: "home", StateDir: dir + "/agent",
+		Relay: &config.AgentRelay{Address: rs.Addr().String(), Token: token},
+		Services: []config.Service{
+			// Kind and TLS spelled out: the YAML parser defaults them, Go's zero values don't.
+			{Name: "camera-web", Kind: config.KindHTTP, TLS: true, Target: httpLn.Addr().String(),
+				Port: opt.HTTPPort, Allow: loopback,
+				CameraLogin: &config.CameraLogin{Username: cameraUser, Password: camPassword}},
+			{Name: "camera-rtsp", Kind: config.KindTCP, Target: rtspLn.Addr().String(), Port: opt.RTSPPort, Allow: loopback},
 		},
-		Logger: opt.Logger.With("part", "agent"),
-	})
+		Viewers: map[string]config.Viewer{Viewer: {PasswordHash: hash}},
+	}
+	acfg := agent.Config{Agent: ac, Logger: opt.Logger.With("part", "agent")}
+	if d := opt.Direct; d != nil {
+		ac.Direct = config.Direct{Enabled: true, Listen: d.Listen.String()}
+		acfg.Portmap = d.Portmap
+	}
+	ag, err := agent.New(acfg)
 	if err != nil {
 		httpLn.Close()
 		rtspLn.Close()
@@ -117,11 +164,29 @@ func Run(ctx context.Context, w io.Writer, opt Options) error {
 			}
 		}()
 	}
-	if err := waitServed(ctx, opt.HTTPPort); err == nil {
+	served := waitServed(ctx, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), opt.HTTPPort))
+	if d := opt.Direct; d != nil && served == nil {
+		served = waitServed(ctx, netip.AddrPortFrom(d.Listen, opt.HTTPPort))
+	}
+	if served == nil {
 		fmt.Fprintf(w, "Porthole demo: relay on udp %s, agent connected, camera on the agent's LAN.\n", rs.Addr())
-		fmt.Fprintln(w, "Open in a browser or VLC (through the relay):")
-		fmt.Fprintf(w, "http://127.0.0.1:%d/\n", opt.HTTPPort)
+		fmt.Fprintln(w, "Open in a browser (through the relay; HTTPS ends at the agent):")
+		fmt.Fprintf(w, "https://127.0.0.1:%d/\n", opt.HTTPPort)
+		fmt.Fprintln(w, "and log in as:")
+		fmt.Fprintf(w, "viewer: %s\n", Viewer)
+		fmt.Fprintf(w, "password: %s\n", password)
+		if c := ag.Status().Certificate; c != nil && c.Source == certs.SourceSelfSigned {
+			fmt.Fprintln(w, "The certificate is self-signed (no CA can reach loopback), so the browser warns;")
+			fmt.Fprintln(w, "accept it if its SHA-256 fingerprint is this one:")
+			fmt.Fprintf(w, "fingerprint: %s\n", c.Fingerprint)
+		}
+		fmt.Fprintf(w, "The camera asks for its own login (digest, user %s): only the agent knows it.\n", cameraUser)
+		fmt.Fprintln(w, "In VLC (a raw tcp service: the camera's bytes as they are):")
 		fmt.Fprintf(w, "rtsp://127.0.0.1:%d%s\n", opt.RTSPPort, camsim.RTSPPath)
+		if d := opt.Direct; d != nil {
+			fmt.Fprintln(w, "The agent's own listener (the direct path):")
+			fmt.Fprintf(w, "https://%s/\n", netip.AddrPortFrom(d.Listen, opt.HTTPPort))
+		}
 		fmt.Fprintln(w, "Press Ctrl-C to stop.")
 	}
 	wg.Wait()
@@ -134,11 +199,11 @@ func Run(ctx context.Context, w io.Writer, opt Options) error {
 	}
 }
 
-// waitServed waits until the relay answers on port, i.e. the agent registered.
-func waitServed(ctx context.Context, port uint16) error {
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+// waitServed waits until addr takes connections: on the relay, that is once
+// the agent registered.
+func waitServed(ctx context.Context, addr netip.AddrPort) error {
 	for {
-		c, err := net.Dial("tcp", addr)
+		c, err := net.Dial("tcp", addr.String())
 		if err == nil {
 			c.Close()
 			return nil

@@ -40,6 +40,12 @@ func (l *Listener) handshake(ctx context.Context, c *conn, peeked []byte, deadli
 		l.plain.Add(1)
 		if l.cfg.Plain != nil {
 			l.cfg.Plain(nc, peeked)
+			// End the answer with a FIN before closing: a tunnel stream's
+			// Close resets what is still unsent (QUIC RESET_STREAM), and a
+			// relayed viewer would get a reset instead of the redirect.
+			if cw, ok := nc.(interface{ CloseWrite() error }); ok {
+				cw.CloseWrite()
+			}
 		}
 		nc.Close()
 		return nil, ErrNotTLS
@@ -101,6 +107,17 @@ func (p *prefixConn) Read(b []byte) (int, error) {
 
 // NetConn lets reset find the TCP socket under a *tls.Conn.
 func (p *prefixConn) NetConn() net.Conn { return p.Conn }
+
+// Close half-closes first where it can: closing the *tls.Conn (an
+// http.Server after a Connection: close response) must not lose its last
+// records, and a tunnel stream's Close resets what is still unsent. Resets
+// meant as resets go to the conn itself (reset), not through here.
+func (p *prefixConn) Close() error {
+	if cw, ok := p.Conn.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	return p.Conn.Close()
+}
 
 // maxRedirectHead bounds the request head RedirectHTTPS reads.
 const maxRedirectHead = 8 << 10

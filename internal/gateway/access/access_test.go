@@ -256,6 +256,23 @@ func TestLockoutGrowsAndResets(t *testing.T) {
 	if err := fail(); err != ErrBadLogin {
 		t.Errorf("after a success: %v, want a plain failure", err)
 	}
+	// A success as another viewer forgives nothing: else a guesser who is
+	// a viewer too would log in as himself between guesses.
+	for range sourcePolicy.free - 3 { // 4 failures since the last success: one short of a lock
+		fail()
+	}
+	if _, _, err := s.Login(ctx, "bob", "bob's password", src1); err != nil {
+		t.Fatal(err)
+	}
+	if err := fail(); !errors.Is(err, ErrLockedOut) {
+		if err := fail(); !errors.Is(err, ErrLockedOut) {
+			t.Errorf("bob's login forgave the failures for alice: %v", err)
+		}
+	}
+	clk.Add(sourcePolicy.max)
+	if _, _, err := s.Login(ctx, "alice", alicePW, src1); err != nil {
+		t.Fatal(err)
+	}
 	// An hour's quiet forgives too.
 	for range 3 {
 		fail()

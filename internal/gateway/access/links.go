@@ -178,7 +178,10 @@ type linkCache struct {
 	checked time.Time
 	fi      os.FileInfo // of the file loaded; nil: none
 	racy    bool        // fi may not show the next change: read again
-	byHash  map[[32]byte]Link
+
+	refusedLogged time.Time // the last link_refused audited
+	suppressed    int       // refusals not audited since
+	byHash        map[[32]byte]Link
 }
 
 // load reads the file; the error is for New (a damaged file at start).
@@ -230,11 +233,11 @@ func (c *linkCache) refreshLocked(now time.Time) (changed bool, err error) {
 
 // Link returns the viewer of a URL token (embeds such as Home Assistant picture cards), if not revoked.
 func (s *Store) Link(token string) (viewer string, ok bool) {
+	now := s.now()
 	if !strings.HasPrefix(token, TokenPrefix) || len(token) > 100 {
-		s.audit.Info("link_refused", "reason", "not a link token")
+		s.refused(now, "not a link token")
 		return "", false
 	}
-	now := s.now()
 	sum := sha256.Sum256([]byte(token))
 	c := &s.links
 	c.mu.Lock()
@@ -249,7 +252,7 @@ func (s *Store) Link(token string) (viewer string, ok bool) {
 	c.mu.Unlock()
 	switch {
 	case !found:
-		s.audit.Info("link_refused", "reason", "unknown or revoked")
+		s.refused(now, "unknown or revoked")
 		return "", false
 	case s.viewers[l.Viewer].key == nil:
 		s.audit.Info("link_refused", "reason", "viewer no longer configured", "link", l.ID, "viewer", l.Viewer)
@@ -257,4 +260,20 @@ func (s *Store) Link(token string) (viewer string, ok bool) {
 	}
 	s.audit.Info("link_used", "link", l.ID, "viewer", l.Viewer)
 	return l.Viewer, true
+}
+
+// refused audits a refused token, at most once a second: refusals cost a
+// stranger nothing, so they must not be able to fill the log at request rate.
+func (s *Store) refused(now time.Time, reason string) {
+	c := &s.links
+	c.mu.Lock()
+	if now.Sub(c.refusedLogged) < time.Second && !now.Before(c.refusedLogged) {
+		c.suppressed++
+		c.mu.Unlock()
+		return
+	}
+	n := c.suppressed
+	c.refusedLogged, c.suppressed = now, 0
+	c.mu.Unlock()
+	s.audit.Info("link_refused", "reason", reason, "not_logged_before", n)
 }

@@ -114,6 +114,23 @@ func TestLinksCheckedAtMostEverySecond(t *testing.T) {
 	}
 }
 
+// Refusals, which cost a stranger nothing, are audited at most once a second.
+func TestLinkRefusalsAuditedOncePerSecond(t *testing.T) {
+	s, clk, audit := newStore(t, func(c *Config) { c.StateDir = t.TempDir() })
+	for range 100 {
+		s.Link(TokenPrefix + "guess")
+		s.Link("garbage")
+	}
+	if n := strings.Count(audit.String(), "link_refused"); n != 1 {
+		t.Errorf("%d link_refused records, want 1", n)
+	}
+	clk.Add(time.Second)
+	s.Link("garbage")
+	if a := audit.String(); strings.Count(a, "link_refused") != 2 || !strings.Contains(a, "not_logged_before=199") {
+		t.Errorf("audit:\n%s", a)
+	}
+}
+
 func TestLinksWithoutStateDir(t *testing.T) {
 	s, _, _ := newStore(t, nil)
 	if _, ok := s.Link(TokenPrefix + "abc"); ok {

@@ -51,6 +51,11 @@ type failures struct {
 	last     time.Time // the last failure
 	until    time.Time // locked until
 	reported bool      // locked_out was audited for this lock
+	// A source's failures are forgiven by a success only when they were all
+	// for that viewer (a mistyped password): otherwise a guesser who is a
+	// viewer too could wipe the count by logging in as himself.
+	name  string // the name of the first failure (sources only)
+	mixed bool   // failures for more than one name
 }
 
 // wait is how long f stays locked at now; 0 when it is not.

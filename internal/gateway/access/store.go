@@ -22,8 +22,9 @@
 //     crowd of addresses guessing one name slows that name down, and even then
 //     a source the viewer logged in from in the last 30 days is exempt.
 //
-// Both are forgiven after a success (that source's and that name's failures)
-// and after an hour without failures. Every table a stranger can grow is
+// Both are forgiven after an hour without failures, and by a success: the
+// name's failures, and the source's when they were all for that name (a
+// guesser who is a viewer too can't wipe his count by logging in as himself). Every table a stranger can grow is
 // bounded (sources, names that are not viewers, the addresses remembered per
 // name); when full, stale entries go first, then the oldest.
 //
@@ -388,7 +389,9 @@ func (s *Store) check(ctx context.Context, name, password string, src netip.Addr
 		s.audit.Info("login_failed", "name", clean(name), "src", src.String(), "method", method)
 		return "", ErrBadLogin
 	}
-	delete(s.sources, sk)
+	if f := s.sources[sk]; f != nil && !f.mixed && f.name == name {
+		delete(s.sources, sk)
+	}
 	ns := s.names[name]
 	ns.failures, ns.from = failures{}, nil
 	ns.remember(sk, now)
@@ -491,6 +494,14 @@ func (s *Store) failLocked(name string, sk netip.Prefix, now time.Time) {
 		s.sources[sk] = f
 	}
 	sourcePolicy.fail(f, now)
+	if len(name) > maxNameLen {
+		name = name[:maxNameLen]
+	}
+	if f.n == 1 {
+		f.name = name
+	} else if f.name != name {
+		f.mixed = true
+	}
 	s.nameLocked(name, true).count(sk, now)
 }
 

@@ -68,7 +68,8 @@ func (h *Handler) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	src := vc.v.Addr.Addr()
-	if strings.HasPrefix(r.URL.Path, Prefix) {
+	live := r.URL.Path == MJPEGPath || r.URL.Path == SnapshotPath
+	if strings.HasPrefix(r.URL.Path, Prefix) && !live {
 		h.servePorthole(w, r, src)
 		return
 	}
@@ -84,6 +85,10 @@ func (h *Handler) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if vc.identify(id.viewer) {
 		h.audit.Info("open", "viewer", id.viewer, "service", h.cfg.Service, "src", src)
+	}
+	if live {
+		h.serveLive(w, r, vc)
+		return
 	}
 	id.host = r.Host
 	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, id)))

@@ -32,4 +32,25 @@
 // camera's password) and without its Set-Cookie: camera cookies stay in a
 // server-side jar per viewer session and are replayed upstream, so the
 // camera's session token never leaves home.
+//
+// Live views for browsers and phones (Config.MJPEGPath, Config.SnapshotPath),
+// behind the same login and viewer list:
+//
+//	/.porthole/mjpeg?fps=2&width=320   the camera's MJPEG, thinned and scaled
+//	/.porthole/snapshot.jpg?width=320  one JPEG
+//
+// All viewers of a service share one GET of the camera's MJPEG (a fanout),
+// opened by the first and closed MJPEGLinger after the last; it reconnects
+// with backoff when the camera hangs up or sends no frame for
+// MJPEGStallTimeout. Each viewer has a queue of QueueFrames whole frames that
+// drops its oldest when full, so a viewer that reads slowly or not at all
+// never holds up the camera or the others and costs bounded memory. fps
+// (above 0, at most 30) drops whole frames and never re-encodes; width (16 to
+// 3840, never upscaled) decodes, scales and encodes at quality 70, at most
+// MaxResizes at once per service: a stream viewer whose frame finds every
+// slot busy skips that frame rather than queue work. A resized frame is kept
+// with the frame, so any number of viewers at one width cost one resize. A
+// snapshot is the running stream's latest frame, else a GET of the camera's
+// snapshot, else the first frame of a stream started for it (which then
+// lingers, so a page refreshing snapshots keeps one camera connection).
 package httpgw

@@ -130,7 +130,7 @@ type gw struct {
 
 // start serves cfg in front of target (host:port). cfg.Target and Auth are
 // filled in when empty; PlainHTTP is set.
-func start(t *testing.T, cfg Config, target string) *gw {
+func start(t testing.TB, cfg Config, target string) *gw {
 	t.Helper()
 	cfg.PlainHTTP = true
 	return startWith(t, cfg, target, nil, nil)
@@ -138,7 +138,7 @@ func start(t *testing.T, cfg Config, target string) *gw {
 
 // startWith is start with the gateway's listener (nil: plain TCP) and the
 // client's transport (nil: a default one) given.
-func startWith(t *testing.T, cfg Config, target string, ln net.Listener, tr *http.Transport) *gw {
+func startWith(t testing.TB, cfg Config, target string, ln net.Listener, tr *http.Transport) *gw {
 	t.Helper()
 	g := &gw{auth: newFakeAuth(), log: &syncBuffer{}, audit: &syncBuffer{}}
 	if cfg.Auth == nil {
@@ -201,7 +201,7 @@ func startWith(t *testing.T, cfg Config, target string, ln net.Listener, tr *htt
 }
 
 // req builds a request to the gateway.
-func (g *gw) req(t *testing.T, method, path string, body string) *http.Request {
+func (g *gw) req(t testing.TB, method, path string, body string) *http.Request {
 	t.Helper()
 	var r *http.Request
 	var err error

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -101,8 +103,31 @@ type Config struct {
 	// "login", "login_failed" (name, src, locked) and "logout". Connections
 	// that never logged in (scanners) leave no audit event. Nil discards.
 	Audit *slog.Logger
-	// Now tells the time (jar expiry). Nil = time.Now.
+	// Now tells the time (jar expiry, frame arrival for ?fps=). Nil = time.Now.
 	Now func() time.Time
+
+	// MJPEGPath is the camera's MJPEG stream (agent.yaml mjpeg:, e.g.
+	// /video.mjpg), served to viewers at /.porthole/mjpeg?fps=&width= from
+	// one shared connection to the camera. Empty = that path answers 404.
+	MJPEGPath string
+	// SnapshotPath is the camera's JPEG snapshot (agent.yaml snapshot:, e.g.
+	// /snapshot.jpg), served at /.porthole/snapshot.jpg?width= when no stream
+	// is running (a running stream's latest frame is used first). Empty with
+	// MJPEGPath set = a frame of the stream; both empty = 404.
+	SnapshotPath string
+	// MaxResizes bounds the decode-scale-encode jobs of ?width= running at
+	// once for this service; a stream viewer whose frame finds every slot
+	// busy skips that frame. Zero = min(2, GOMAXPROCS).
+	MaxResizes int
+	// QueueFrames is each stream viewer's queue of frames waiting to be sent;
+	// when full the oldest is dropped. Zero = 2.
+	QueueFrames int
+	// MJPEGStallTimeout: a camera stream that sends no frame this long is
+	// reconnected, and a viewer waits this long for a first frame. Zero = 10s.
+	MJPEGStallTimeout time.Duration
+	// MJPEGLinger keeps the camera stream open this long after its last
+	// viewer has left. Zero = 5s.
+	MJPEGLinger time.Duration
 }
 
 // Handler serves the viewers of one http service. It implements
@@ -116,7 +141,12 @@ type Handler struct {
 	ln      *chanListener
 	tr      *http.Transport
 	proxy   *httputil.ReverseProxy
+	camRT   http.RoundTripper // to the camera, with camera_login
 	jars    *jars
+	mjpeg   *fanout // nil: no MJPEGPath
+	rz      *resizer
+
+	testHookSub atomic.Pointer[func(*sub)] // if set, called with each stream viewer's queue
 
 	ctx    context.Context // ends at Close: request contexts derive from it
 	cancel context.CancelFunc
@@ -129,6 +159,7 @@ type Handler struct {
 
 	lastDialLog   atomic.Int64
 	lastRefuseLog atomic.Int64
+	lastStreamLog atomic.Int64
 }
 
 var _ gateway.Handler = (*Handler)(nil)
@@ -167,6 +198,23 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	for _, p := range []struct{ key, v string }{{"MJPEGPath", cfg.MJPEGPath}, {"SnapshotPath", cfg.SnapshotPath}} {
+		if p.v != "" && (p.v[0] != '/' || strings.ContainsAny(p.v, " \r\n\t#")) {
+			return nil, fmt.Errorf("httpgw: service %s: %s %q: want a path on the camera, like /video.mjpg", cfg.Service, p.key, p.v)
+		}
+	}
+	if cfg.MaxResizes <= 0 {
+		cfg.MaxResizes = min(2, runtime.GOMAXPROCS(0))
+	}
+	if cfg.QueueFrames <= 0 {
+		cfg.QueueFrames = 2
+	}
+	if cfg.MJPEGStallTimeout <= 0 {
+		cfg.MJPEGStallTimeout = 10 * time.Second
+	}
+	if cfg.MJPEGLinger <= 0 {
+		cfg.MJPEGLinger = 5 * time.Second
+	}
 	discard := slog.New(slog.DiscardHandler)
 	h := &Handler{cfg: cfg, log: cfg.Logger, audit: cfg.Audit, conns: map[*viewerConn]struct{}{},
 		served: make(chan struct{})}
@@ -186,7 +234,15 @@ func New(cfg Config) (*Handler, error) {
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.jars = newJars(cfg.MaxJars, cfg.JarIdle, cfg.Now)
 	h.tr = h.transport()
+	h.camRT = h.tr
+	if l := cfg.CameraLogin; l != nil {
+		h.camRT = &cameraAuth{next: h.tr, user: l.Username, pass: l.Password}
+	}
 	h.proxy = h.newProxy()
+	h.rz = newResizer(cfg.MaxResizes)
+	if cfg.MJPEGPath != "" {
+		h.mjpeg = newFanout(h, cfg.MJPEGPath)
+	}
 	h.ln = newChanListener()
 	h.srv = &http.Server{
 		Handler:           http.HandlerFunc(h.serveHTTP),
@@ -268,6 +324,9 @@ func (h *Handler) Close() error {
 	}
 	<-h.served
 	h.wg.Wait()
+	if h.mjpeg != nil {
+		h.mjpeg.close()
+	}
 	h.tr.CloseIdleConnections()
 	return nil
 }

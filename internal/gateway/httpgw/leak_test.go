@@ -60,3 +60,46 @@ func TestNoGoroutineLeak(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Streams (one resized, one stuck on a camera that stalls) and a lingering
+// fan-out all end at Close.
+func TestMJPEGNoGoroutineLeak(t *testing.T) {
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+	before := runtime.NumGoroutine()
+
+	cam := camsim.New(camsim.Config{Width: 64, Height: 64, FPS: 30})
+	srv := httptest.NewServer(cam.Handler())
+	g := start(t, Config{MJPEGPath: "/stream.mjpg", SnapshotPath: "/snapshot.jpg", MJPEGLinger: time.Hour},
+		strings.TrimPrefix(srv.URL, "http://"))
+	r := g.req(t, "GET", SnapshotPath+"?width=32", "")
+	r.SetBasicAuth("alice", "alice-pw")
+	if resp, _ := g.do(t, r); resp.StatusCode != 200 {
+		t.Fatalf("snapshot: %d", resp.StatusCode)
+	}
+	var resps []*http.Response
+	for _, q := range []string{"?width=32", "?fps=5", ""} {
+		resp := g.live(t, context.Background(), MJPEGPath+q)
+		mjpegFrames(t, resp).next()
+		resps = append(resps, resp)
+	}
+	resps[2].Body.Close() // one left: the fan-out lingers for it
+
+	g.h.Close()
+	for _, resp := range resps[:2] {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	g.stop()
+	srv.Close()
+	cam.Close()
+
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			var b bytes.Buffer
+			pprof.Lookup("goroutine").WriteTo(&b, 1)
+			t.Fatalf("%d goroutines, %d before:\n%s", runtime.NumGoroutine(), before, b.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -62,13 +62,9 @@ func (backendConn) SetReadDeadline(time.Time) error  { return nil }
 func (backendConn) SetWriteDeadline(time.Time) error { return nil }
 
 func (h *Handler) newProxy() *httputil.ReverseProxy {
-	var rt http.RoundTripper = h.tr
-	if l := h.cfg.CameraLogin; l != nil {
-		rt = &cameraAuth{next: h.tr, user: l.Username, pass: l.Password}
-	}
 	return &httputil.ReverseProxy{
 		Rewrite:        h.rewrite,
-		Transport:      rt,
+		Transport:      h.camRT,
 		FlushInterval:  -1, // MJPEG and endless chunked bodies go out as they come
 		ModifyResponse: h.modifyResponse,
 		ErrorHandler:   h.proxyError,
