@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -158,5 +159,41 @@ func TestTLSCloseEndsWithFIN(t *testing.T) {
 	defer oc.mu.Unlock()
 	if oc.aborted {
 		t.Error("the conn under TLS was closed without a CloseWrite first: a tunnel stream resets the last records")
+	}
+}
+
+// blockingConn's Write blocks until Close; it records whether CloseWrite ran.
+type blockingConn struct {
+	net.Conn
+	writing  chan struct{}
+	closed   chan struct{}
+	finished atomic.Bool
+}
+
+func (c *blockingConn) Write(b []byte) (int, error) {
+	close(c.writing)
+	<-c.closed
+	return 0, net.ErrClosed
+}
+func (c *blockingConn) CloseWrite() error { c.finished.Store(true); return nil }
+func (c *blockingConn) Close() error      { close(c.closed); return nil }
+
+// A Close that interrupts a Write is an abort: a FIN there would make a cut
+// answer look complete to a relayed viewer.
+func TestCloseDuringWriteIsNoFIN(t *testing.T) {
+	bc := &blockingConn{writing: make(chan struct{}), closed: make(chan struct{})}
+	pc := &prefixConn{Conn: bc}
+	done := make(chan struct{})
+	go func() { pc.Write([]byte("frame")); close(done) }()
+	<-bc.writing
+	pc.Close()
+	<-done
+	if bc.finished.Load() {
+		t.Error("Close during a Write sent a FIN (CloseWrite)")
+	}
+	idle := &blockingConn{writing: make(chan struct{}), closed: make(chan struct{})}
+	(&prefixConn{Conn: idle}).Close()
+	if !idle.finished.Load() {
+		t.Error("Close without a Write in flight did not end the stream first")
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -93,7 +94,14 @@ func (l *Listener) logTLSFailure(viewer netip.AddrPort, err error) {
 // into the TLS server.
 type prefixConn struct {
 	net.Conn
-	prefix []byte
+	prefix  []byte
+	writing atomic.Int32 // Writes in flight
+}
+
+func (p *prefixConn) Write(b []byte) (int, error) {
+	p.writing.Add(1)
+	defer p.writing.Add(-1)
+	return p.Conn.Write(b)
 }
 
 func (p *prefixConn) Read(b []byte) (int, error) {
@@ -111,9 +119,12 @@ func (p *prefixConn) NetConn() net.Conn { return p.Conn }
 // Close half-closes first where it can: closing the *tls.Conn (an
 // http.Server after a Connection: close response) must not lose its last
 // records, and a tunnel stream's Close resets what is still unsent. Resets
-// meant as resets go to the conn itself (reset), not through here.
+// meant as resets go to the conn itself (reset), not through here. A Close
+// that interrupts a Write (crypto/tls then skips its close_notify) is an
+// abort: no FIN, so a cut answer never looks complete to the viewer, and
+// CloseWrite never runs beside a Write.
 func (p *prefixConn) Close() error {
-	if cw, ok := p.Conn.(interface{ CloseWrite() error }); ok {
+	if cw, ok := p.Conn.(interface{ CloseWrite() error }); ok && p.writing.Load() == 0 {
 		cw.CloseWrite()
 	}
 	return p.Conn.Close()
