@@ -149,7 +149,10 @@ func TestDescribeOnlyEndsAfterLinger(t *testing.T) {
 		t.Fatalf("describe: %d %s", res.StatusCode, res.StatusMessage)
 	}
 	waitFor(t, 10*time.Second, func() bool { open, total := cam.sessions(); return total == 1 && open == 0 },
-		func() string { open, total := cam.sessions(); return "camera sessions " + strconv.Itoa(open) + " open, " + strconv.Itoa(total) + " ever" })
+		func() string {
+			open, total := cam.sessions()
+			return "camera sessions " + strconv.Itoa(open) + " open, " + strconv.Itoa(total) + " ever"
+		})
 }
 
 func TestUDPSetupRefusedAtOnce(t *testing.T) {
@@ -321,4 +324,3 @@ func TestCameraDigestLogin(t *testing.T) {
 	}
 	v.waitPackets(t, 5)
 }
-
