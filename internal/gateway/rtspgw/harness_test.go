@@ -117,6 +117,7 @@ type camStream struct {
 	enc   interface {
 		Encode([][]byte) ([]*rtp.Packet, error)
 	}
+	aus   [][][]byte
 	mu    sync.Mutex
 	frame uint32
 }
@@ -125,7 +126,11 @@ type camOptions struct {
 	user, pass string
 	methods    []auth.VerifyMethod // nil = Basic and Digest
 	frameSize  int                 // bytes of each frame's NAL unit; 0 = 200
-	manual     bool                // no frames but those pushed by frame()
+	manual     bool                // no frames but those pushed by push()
+	// aus, if set, are real access units (NAL units each) sent in a loop
+	// instead of synthetic frames, with sps and pps in the description.
+	aus      [][][]byte
+	sps, pps []byte
 }
 
 // newFakeCam starts a camera on loopback, feeding 50 frames a second unless
@@ -149,6 +154,9 @@ func newFakeCam(t *testing.T, o camOptions) *fakeCam {
 	}
 	for _, p := range []string{camMain, camLow} {
 		forma := &format.H264{PayloadTyp: 96, PacketizationMode: 1, SPS: testSPS, PPS: testPPS}
+		if o.aus != nil {
+			forma.SPS, forma.PPS = o.sps, o.pps
+		}
 		medi := &description.Media{Type: description.MediaTypeVideo, Formats: []format.Format{forma}}
 		st := &gortsplib.ServerStream{Server: c.srv, Desc: &description.Session{Medias: []*description.Media{medi}}}
 		if err := st.Initialize(); err != nil {
@@ -158,7 +166,7 @@ func newFakeCam(t *testing.T, o camOptions) *fakeCam {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.media[p] = &camStream{st: st, medi: medi, forma: forma, enc: enc}
+		c.media[p] = &camStream{st: st, medi: medi, forma: forma, enc: enc, aus: o.aus}
 	}
 	size := o.frameSize
 	if size == 0 {
@@ -191,6 +199,10 @@ func (s *camStream) push(size int) uint32 {
 	defer s.mu.Unlock()
 	s.frame++
 	n := s.frame
+	if s.aus != nil {
+		s.write(s.aus[int(n-1)%len(s.aus)], n)
+		return n
+	}
 	nalu := make([]byte, max(size, 8))
 	nalus := [][]byte{nalu}
 	if n%25 == 1 {
@@ -200,6 +212,12 @@ func (s *camStream) push(size int) uint32 {
 		nalu[0] = 0x41
 	}
 	nalu[1], nalu[2], nalu[3], nalu[4] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
+	s.write(nalus, n)
+	return n
+}
+
+// write sends frame n's NAL units, 25 frames a second of RTP time.
+func (s *camStream) write(nalus [][]byte, n uint32) {
 	pkts, err := s.enc.Encode(nalus)
 	if err != nil {
 		panic(err)
@@ -208,7 +226,44 @@ func (s *camStream) push(size int) uint32 {
 		p.Timestamp = n * 3600
 		_ = s.st.WritePacketRTP(s.medi, p)
 	}
-	return n
+}
+
+// splitAnnexB splits an H.264 byte stream into access units of NAL units
+// (parameter sets and SEI go with the slice that follows them; one slice a
+// frame, as x264 makes for small pictures), and returns its SPS and PPS.
+func splitAnnexB(b []byte) (aus [][][]byte, sps, pps []byte) {
+	var nalus [][]byte
+	for len(b) > 0 {
+		i := bytes.Index(b, []byte{0, 0, 1})
+		if i < 0 {
+			nalus = append(nalus, b)
+			break
+		}
+		if i > 0 {
+			nalus = append(nalus, bytes.TrimRight(b[:i], "\x00"))
+		}
+		b = b[i+3:]
+	}
+	var au [][]byte
+	for _, n := range nalus {
+		if len(n) == 0 {
+			continue
+		}
+		switch n[0] & 0x1f {
+		case 7:
+			sps = n
+		case 8:
+			pps = n
+		case 9: // access unit delimiter
+			continue
+		}
+		au = append(au, n)
+		if t := n[0] & 0x1f; t == 1 || t == 5 {
+			aus = append(aus, au)
+			au = nil
+		}
+	}
+	return aus, sps, pps
 }
 
 func (c *fakeCam) close() {
@@ -368,6 +423,7 @@ type viewer struct {
 	c       *gortsplib.Client
 	desc    *description.Session
 	packets atomic.Int64
+	lost    atomic.Int64
 	frames  chan uint32 // frame numbers of the first packet of each frame, if asked
 }
 
@@ -389,7 +445,7 @@ func (g *gw) playWith(t *testing.T, path, user, pass string, c *gortsplib.Client
 	if c.OnTransportSwitch == nil {
 		c.OnTransportSwitch = func(error) {}
 	}
-	c.OnPacketsLost = func(uint64) {}
+	c.OnPacketsLost = func(n uint64) { v.lost.Add(int64(n)) }
 	c.OnDecodeError = func(error) {}
 	u := g.url(t, path, user, pass)
 	if err := c.Start(u.Scheme, u.Host); err != nil {

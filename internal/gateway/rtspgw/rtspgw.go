@@ -94,7 +94,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Audit receives, per viewer connection that logged in, "open" (viewer,
 	// service, src) at its first authenticated request and "close" (viewer,
-	// service, src, bytes_out sent to the viewer, bytes_in, duration); also
+	// service, src, bytes_out sent to the viewer, bytes_in, packets_dropped
+	// from its full queue, duration); also
 	// "login_failed" (name, service, src, locked). Nil discards.
 	Audit *slog.Logger
 }
@@ -124,8 +125,7 @@ type Handler struct {
 	closed bool
 	conns  map[*viewerConn]struct{}
 
-	lastCamLog  atomic.Int64
-	lastDropLog atomic.Int64
+	lastCamLog atomic.Int64
 }
 
 var _ gateway.Handler = (*Handler)(nil)
@@ -238,7 +238,7 @@ func (h *Handler) Serve(ctx context.Context, v *gateway.Viewer) error {
 		h.mu.Unlock()
 		if name := vc.viewerName(); name != "" {
 			h.audit.Info("close", "viewer", name, "service", h.cfg.Service, "src", v.Addr.Addr(),
-				"bytes_out", vc.out.Load(), "bytes_in", vc.in.Load(),
+				"bytes_out", vc.out.Load(), "bytes_in", vc.in.Load(), "packets_dropped", vc.dropped.Load(),
 				"duration", time.Since(vc.start).Round(time.Millisecond))
 		}
 	}()
@@ -297,12 +297,13 @@ func rateLimited(last *atomic.Int64) bool {
 // replayed first, bytes counted as they move, done closed at Close.
 type viewerConn struct {
 	net.Conn
-	v      *gateway.Viewer
-	peeked []byte
-	start  time.Time
-	remote *net.TCPAddr
-	in     atomic.Int64
-	out    atomic.Int64
+	v       *gateway.Viewer
+	peeked  []byte
+	start   time.Time
+	remote  *net.TCPAddr
+	in      atomic.Int64
+	out     atomic.Int64
+	dropped atomic.Int64 // packets the viewer's full queue lost
 
 	once sync.Once
 	done chan struct{}

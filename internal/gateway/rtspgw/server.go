@@ -69,7 +69,10 @@ func (s *serverHandler) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*
 }
 
 // joined is a viewer session's share of a camera session.
-type joined struct{ r *run }
+type joined struct {
+	r  *run
+	vc *viewerConn // the conn that set it up, for drop counts
+}
 
 // OnSetup joins the session to the camera's stream (once per session, for
 // its first track).
@@ -92,7 +95,8 @@ func (s *serverHandler) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.R
 	if err != nil {
 		return s.h.cameraError(u, err), nil, nil
 	}
-	ctx.Session.SetUserData(&joined{r: r})
+	vc, _ := ctx.Conn.UserData().(*viewerConn)
+	ctx.Session.SetUserData(&joined{r: r, vc: vc})
 	return &base.Response{StatusCode: base.StatusOK}, r.stream, nil
 }
 
@@ -107,8 +111,13 @@ func (s *serverHandler) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Res
 // OnStreamWriteError is a viewer's full queue (packets dropped) or a failed
 // write; the viewer is the only one to suffer.
 func (s *serverHandler) OnStreamWriteError(ctx *gortsplib.ServerHandlerOnStreamWriteErrorCtx) {
-	if !rateLimited(&s.h.lastDropLog) {
-		s.h.log.Info("viewer too slow: packets dropped for this viewer only", "err", ctx.Error)
+	j, _ := ctx.Session.UserData().(*joined)
+	if j == nil || j.vc == nil {
+		return
+	}
+	if j.vc.dropped.Add(1) == 1 {
+		s.h.log.Info("viewer too slow: packets dropped for this viewer only", "viewer", j.vc.viewerName(),
+			"src", j.vc.remote.AddrPort().Addr(), "err", ctx.Error)
 	}
 }
 
