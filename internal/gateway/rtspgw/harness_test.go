@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -587,13 +588,13 @@ func (r *rawConn) read() *base.Response {
 	}
 }
 
-// closed reports whether the server closed the connection (reads hit EOF
-// or a reset before the deadline).
+// closed reports whether the server closed the connection (reads, of an
+// answer or not, end in EOF or a reset before a 10s deadline).
 func (r *rawConn) closed() bool {
 	r.c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	_, err := r.r.ReadByte()
+	_, err := io.Copy(io.Discard, r.r)
 	var ne net.Error
-	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
+	return !(errors.As(err, &ne) && ne.Timeout())
 }
 
 func basicHeader(user, pass string) base.Header {

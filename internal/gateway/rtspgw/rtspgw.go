@@ -86,8 +86,9 @@ type Config struct {
 	// WriteTimeout is how long a write to a viewer may block before the
 	// viewer is disconnected (one that never reads). Zero means 10s.
 	WriteTimeout time.Duration
-	// ReadTimeout is how long a viewer that is not playing may stay silent
-	// (between requests). Zero means 10s.
+	// ReadTimeout is how long a connection that is not playing may stay
+	// silent (before and between requests); a playing one may be silent for
+	// as long as it watches. Zero means 10s.
 	ReadTimeout time.Duration
 	// Logger receives operational lines (camera unreachable, camera refused
 	// the login: rate-limited). Nil discards.
@@ -224,7 +225,7 @@ func New(cfg Config) (*Handler, error) {
 // ended, Close).
 func (h *Handler) Serve(ctx context.Context, v *gateway.Viewer) error {
 	vc := &viewerConn{Conn: v.Conn, v: v, peeked: v.Peeked, done: make(chan struct{}), start: time.Now(),
-		remote: net.TCPAddrFromAddrPort(v.Addr)}
+		remote: net.TCPAddrFromAddrPort(v.Addr), idle: h.cfg.ReadTimeout}
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -304,6 +305,8 @@ type viewerConn struct {
 	in      atomic.Int64
 	out     atomic.Int64
 	dropped atomic.Int64 // packets the viewer's full queue lost
+	playing atomic.Int32 // sessions playing on this conn
+	idle    time.Duration
 
 	once sync.Once
 	done chan struct{}
@@ -326,6 +329,15 @@ func (c *viewerConn) Read(b []byte) (int, error) {
 		n = copy(b, c.peeked)
 		c.peeked = c.peeked[n:]
 	} else {
+		// gortsplib sets no read deadline on conns that play or only send
+		// requests: the idle limit of those that don't play is set here. The
+		// reader reads again only after a PLAY's answer, so a conn that
+		// starts playing is never cut by a deadline set before.
+		if c.playing.Load() == 0 {
+			_ = c.Conn.SetReadDeadline(time.Now().Add(c.idle))
+		} else {
+			_ = c.Conn.SetReadDeadline(time.Time{})
+		}
 		n, err = c.Conn.Read(b)
 	}
 	if n > 0 {

@@ -47,6 +47,9 @@ func (s *serverHandler) OnConnOpen(ctx *gortsplib.ServerHandlerOnConnOpenCtx) {
 // OnSessionClose lets go of the session's camera stream.
 func (s *serverHandler) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseCtx) {
 	if j, ok := ctx.Session.UserData().(*joined); ok {
+		if j.playing != nil {
+			j.playing.playing.Add(-1)
+		}
 		j.r.u.leave(j.r)
 	}
 }
@@ -70,8 +73,9 @@ func (s *serverHandler) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*
 
 // joined is a viewer session's share of a camera session.
 type joined struct {
-	r  *run
-	vc *viewerConn // the conn that set it up, for drop counts
+	r       *run
+	vc      *viewerConn // the conn that set it up, for drop counts
+	playing *viewerConn // the conn whose playing count this session holds
 }
 
 // OnSetup joins the session to the camera's stream (once per session, for
@@ -104,6 +108,13 @@ func (s *serverHandler) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.R
 func (s *serverHandler) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
 	if res, err := s.h.authorize(ctx.Conn, ctx.Request); res != nil {
 		return res, err
+	}
+	// Session callbacks run on the session's goroutine: j needs no lock.
+	if j, ok := ctx.Session.UserData().(*joined); ok && j.playing == nil {
+		if vc, ok := ctx.Conn.UserData().(*viewerConn); ok {
+			vc.playing.Add(1)
+			j.playing = vc
+		}
 	}
 	return &base.Response{StatusCode: base.StatusOK}, nil
 }

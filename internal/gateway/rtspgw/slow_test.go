@@ -224,3 +224,88 @@ func TestFFprobe(t *testing.T) {
 		}
 	})
 }
+
+// A conn that does not play is cut after ReadTimeout of silence; one that
+// plays is not, though it sends nothing.
+func TestIdleConnCut(t *testing.T) {
+	cam := newFakeCam(t, camOptions{})
+	g := start(t, Config{ReadTimeout: 200 * time.Millisecond}, cam.addr)
+
+	v, err := g.play(t, "/cam", "alice", "alice-pw", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := g.raw(t)
+	if res := r.do(base.Options, "rtsp://"+g.addr+"/cam", nil); res.StatusCode != base.StatusOK {
+		t.Fatalf("options: %d", res.StatusCode)
+	}
+	if !r.closed() {
+		t.Error("a silent conn that does not play stays open")
+	}
+	// 2s of packets at 50 a second, ten times ReadTimeout.
+	n := v.packets.Load()
+	v.waitPackets(t, n+100)
+}
+
+// A camera that stalls mid-stream: its session is given up after
+// CameraTimeout, the viewers are disconnected (players reconnect), and the
+// next viewer gets a new session.
+func TestCameraStalls(t *testing.T) {
+	cam := newFakeCam(t, camOptions{manual: true})
+	g := start(t, Config{CameraTimeout: 300 * time.Millisecond}, cam.addr)
+
+	v, err := g.play(t, "/cam", "alice", "alice-pw", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cam.media[camMain].push(200)
+	v.waitPackets(t, 1)
+	done := make(chan error, 1)
+	go func() { done <- v.c.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the viewer still plays a stalled camera")
+	}
+	if l := g.log.String(); !strings.Contains(l, "camera stream ended") {
+		t.Errorf("log: %s", l)
+	}
+	waitFor(t, 10*time.Second, func() bool { open, _ := cam.sessions(); return open == 0 },
+		func() string { return "the stalled camera session is still open" })
+
+	v, err = g.play(t, "/cam", "bob", "bob-pw", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cam.media[camMain].push(200)
+	v.waitPackets(t, 1)
+	if _, total := cam.sessions(); total != 2 {
+		t.Errorf("camera sessions ever: %d, want 2", total)
+	}
+}
+
+// Malformed RTSP ends that viewer's connection only.
+func TestMalformedRequest(t *testing.T) {
+	cam := newFakeCam(t, camOptions{})
+	// Junk that leaves gortsplib waiting for more is cut by ReadTimeout.
+	g := start(t, Config{ReadTimeout: 500 * time.Millisecond}, cam.addr)
+	v, err := g.play(t, "/cam", "alice", "alice-pw", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, junk := range []string{
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+		"DESCRIBE rtsp://x/cam RTSP/1.0\r\n\r\n", // no CSeq
+		"\x16\x03\x01\x00\x05hello",              // TLS on the plain port
+		"$\x00\xff\xffnot a frame",
+		strings.Repeat("A", 70000) + "\r\n\r\n",
+	} {
+		r := g.raw(t)
+		r.c.Write([]byte(junk))
+		if !r.closed() {
+			t.Errorf("%.20q: conn still open", junk)
+		}
+	}
+	n := v.packets.Load()
+	v.waitPackets(t, n+10)
+}
