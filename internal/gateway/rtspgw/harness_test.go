@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -354,6 +355,12 @@ type gw struct {
 // start serves cfg (Target, Path, Auth, Service filled in when empty).
 func start(t *testing.T, cfg Config, target string) *gw {
 	t.Helper()
+	return startTLS(t, cfg, target, nil)
+}
+
+// startTLS is start with the gateway terminating TLS (nil: none).
+func startTLS(t *testing.T, cfg Config, target string, tc *tls.Config) *gw {
+	t.Helper()
 	g := &gw{auth: newFakeAuth(), log: &syncBuffer{}, audit: &syncBuffer{}}
 	if cfg.Auth == nil {
 		cfg.Auth = g.auth
@@ -375,7 +382,7 @@ func start(t *testing.T, cfg Config, target string) *gw {
 	anyRule, _ := gateway.ParsePolicy([]string{"any"})
 	l, err := gateway.Listen(gateway.Config{
 		Service: cfg.Service, Handler: h, Policy: anyRule, Addr: "127.0.0.1:0",
-		FirstByteTimeout: gateway.DefaultHandshakeTimeout,
+		FirstByteTimeout: gateway.DefaultHandshakeTimeout, TLS: tc,
 		Dial: func(context.Context, netip.AddrPort) (gateway.Conn, error) {
 			return nil, errors.New("the rtsp handler dials the camera itself")
 		},

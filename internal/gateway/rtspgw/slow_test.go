@@ -188,23 +188,7 @@ func TestFFprobe(t *testing.T) {
 		}
 	})
 	t.Run("h264", func(t *testing.T) {
-		ffmpeg, err := exec.LookPath("ffmpeg")
-		if err != nil {
-			t.Skip("SKIPPED: ffmpeg is not installed (apt-get install ffmpeg); no real H.264 to serve")
-		}
-		// Real H.264 from x264, which the camera sends in a loop; a keyframe
-		// every 10 frames, as ffprobe joins mid-stream.
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		es, err := exec.CommandContext(ctx, ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25",
-			"-frames:v", "50", "-pix_fmt", "yuv420p", "-c:v", "libx264", "-profile:v", "baseline", "-g", "10", "-f", "h264", "-").Output()
-		if err != nil {
-			t.Fatalf("ffmpeg: %v", err)
-		}
-		aus, sps, pps := splitAnnexB(es)
-		if len(aus) != 50 || sps == nil || pps == nil {
-			t.Fatalf("x264 output: %d frames, sps %x, pps %x", len(aus), sps, pps)
-		}
+		aus, sps, pps := x264(t)
 		cam := newFakeCam(t, camOptions{aus: aus, sps: sps, pps: pps})
 		g := start(t, Config{}, cam.addr)
 		// 50 packets: ffprobe joins mid-stream and decodes from the first
@@ -308,4 +292,27 @@ func TestMalformedRequest(t *testing.T) {
 	}
 	n := v.packets.Load()
 	v.waitPackets(t, n+10)
+}
+
+// x264 is 50 frames of real H.264 (160x120, a keyframe every 10 frames, as
+// players join mid-stream) from ffmpeg's x264, as access units, and its SPS
+// and PPS. It skips the test without ffmpeg.
+func x264(t *testing.T) (aus [][][]byte, sps, pps []byte) {
+	t.Helper()
+	ffmpeg, err := exec.LookPath("ffmpeg")
+	if err != nil {
+		t.Skip("SKIPPED: ffmpeg is not installed (apt-get install ffmpeg); no real H.264 to serve")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	es, err := exec.CommandContext(ctx, ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25",
+		"-frames:v", "50", "-pix_fmt", "yuv420p", "-c:v", "libx264", "-profile:v", "baseline", "-g", "10", "-f", "h264", "-").Output()
+	if err != nil {
+		t.Fatalf("ffmpeg: %v", err)
+	}
+	aus, sps, pps = splitAnnexB(es)
+	if len(aus) != 50 || sps == nil || pps == nil {
+		t.Fatalf("x264 output: %d frames, sps %x, pps %x", len(aus), sps, pps)
+	}
+	return aus, sps, pps
 }
