@@ -324,3 +324,31 @@ func TestCameraDigestLogin(t *testing.T) {
 	}
 	v.waitPackets(t, 5)
 }
+
+// A camera whose SDP has no parameter sets: those it sends in band reach the
+// SDP of viewers who join later.
+func TestParameterSetsLearnedInBand(t *testing.T) {
+	cam := newFakeCam(t, camOptions{})
+	for _, s := range cam.media {
+		s.forma.SPS, s.forma.PPS = nil, nil
+	}
+	g := start(t, Config{}, cam.addr)
+
+	first, err := g.play(t, "/cam", "alice", "alice-pw", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sps, _ := first.desc.Medias[0].Formats[0].(*format.H264).SafeParams(); sps != nil {
+		t.Fatalf("the camera's SDP has an SPS: %x", sps)
+	}
+	// Frame 1 of every 25 carries SPS and PPS: wait for two of them.
+	first.waitPackets(t, 60)
+	later, err := g.play(t, "/cam", "bob", "bob-pw", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sps, pps := later.desc.Medias[0].Formats[0].(*format.H264).SafeParams()
+	if !bytes.Equal(sps, testSPS) || !bytes.Equal(pps, testPPS) {
+		t.Errorf("SPS %x PPS %x; want the in-band ones", sps, pps)
+	}
+}

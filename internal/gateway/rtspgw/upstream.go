@@ -11,8 +11,6 @@ import (
 
 	"github.com/bluenviron/gortsplib/v4"
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
-	"github.com/bluenviron/gortsplib/v4/pkg/description"
-	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/pion/rtp"
 )
 
@@ -267,11 +265,19 @@ func (r *run) start() (*gortsplib.Client, error) {
 		c.Close()
 		return nil, err
 	}
-	c.OnPacketRTPAny(func(medi *description.Media, _ format.Format, pkt *rtp.Packet) {
-		// The stream stamps packets with their arrival time for the
-		// sender reports it sends the viewers.
-		_ = st.WritePacketRTP(medi, pkt)
-	})
+	for _, medi := range desc.Medias {
+		for _, forma := range medi.Formats {
+			track := paramsTracker(forma)
+			c.OnPacketRTP(medi, forma, func(pkt *rtp.Packet) {
+				if track != nil {
+					track(pkt)
+				}
+				// The stream stamps packets with their arrival time for the
+				// sender reports it sends the viewers.
+				_ = st.WritePacketRTP(medi, pkt)
+			})
+		}
+	}
 	if _, err := c.Play(nil); err != nil {
 		c.Close()
 		st.Close()
