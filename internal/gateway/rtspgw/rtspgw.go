@@ -136,7 +136,7 @@ func New(cfg Config) (*Handler, error) {
 	switch {
 	case cfg.Service == "":
 		return nil, errors.New("rtspgw: Service is required")
-	case strings.ContainsAny(cfg.Service, "/?#% "):
+	case strings.ContainsAny(cfg.Service, "/?#%\"\\ \t\r\n"):
 		return nil, fmt.Errorf("rtspgw: service %q: the name must be a single URL path segment", cfg.Service)
 	case cfg.Auth == nil:
 		return nil, fmt.Errorf("rtspgw: service %s: Auth is required", cfg.Service)
@@ -195,6 +195,12 @@ func New(cfg Config) (*Handler, error) {
 		}
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
+	h.streams = map[string]*upstream{
+		"/" + cfg.Service + mainStream: {h: h, name: "main", path: cfg.Path},
+	}
+	if cfg.LowPath != "" {
+		h.streams["/"+cfg.Service+lowStream] = &upstream{h: h, name: "low", path: cfg.LowPath}
+	}
 	h.ln = newChanListener()
 	h.srv = &gortsplib.Server{
 		Handler: &serverHandler{h: h},
@@ -210,12 +216,6 @@ func New(cfg Config) (*Handler, error) {
 	if err := h.srv.Start(); err != nil {
 		h.cancel()
 		return nil, fmt.Errorf("rtspgw: service %s: start rtsp server: %w", cfg.Service, err)
-	}
-	h.streams = map[string]*upstream{
-		"/" + cfg.Service + mainStream: {h: h, name: "main", path: cfg.Path},
-	}
-	if cfg.LowPath != "" {
-		h.streams["/"+cfg.Service+lowStream] = &upstream{h: h, name: "low", path: cfg.LowPath}
 	}
 	return h, nil
 }
