@@ -59,13 +59,27 @@ func TestOneCameraSessionForAllViewers(t *testing.T) {
 	cam := newFakeCam(t, camOptions{})
 	g := start(t, Config{}, cam.addr)
 
+	// Viewers arriving together, while the camera session is being opened,
+	// share it too.
+	names := []string{"alice", "bob", "alice", "bob", "alice"}
+	type result struct {
+		v   *viewer
+		err error
+	}
+	results := make(chan result, len(names))
+	for _, name := range names {
+		go func() {
+			v, err := g.play(t, "/cam", name, name+"-pw", nil)
+			results <- result{v, err}
+		}()
+	}
 	var vs []*viewer
-	for _, name := range []string{"alice", "bob", "alice"} {
-		v, err := g.play(t, "/cam", name, name+"-pw", nil)
-		if err != nil {
-			t.Fatal(err)
+	for range names {
+		r := <-results
+		if r.err != nil {
+			t.Fatal(r.err)
 		}
-		vs = append(vs, v)
+		vs = append(vs, r.v)
 	}
 	for _, v := range vs {
 		v.waitPackets(t, 20)
