@@ -120,6 +120,7 @@ type camStream struct {
 		Encode([][]byte) ([]*rtp.Packet, error)
 	}
 	aus   [][][]byte
+	audio *description.Media // nil: none
 	mu    sync.Mutex
 	frame uint32
 }
@@ -129,6 +130,7 @@ type camOptions struct {
 	methods    []auth.VerifyMethod // nil = Basic and Digest
 	frameSize  int                 // bytes of each frame's NAL unit; 0 = 200
 	manual     bool                // no frames but those pushed by push()
+	audio      bool                // a G.711 track too, a packet a frame
 	// aus, if set, are real access units (NAL units each) sent in a loop
 	// instead of synthetic frames, with sps and pps in the description.
 	aus      [][][]byte
@@ -160,7 +162,14 @@ func newFakeCam(t *testing.T, o camOptions) *fakeCam {
 			forma.SPS, forma.PPS = o.sps, o.pps
 		}
 		medi := &description.Media{Type: description.MediaTypeVideo, Formats: []format.Format{forma}}
-		st := &gortsplib.ServerStream{Server: c.srv, Desc: &description.Session{Medias: []*description.Media{medi}}}
+		desc := &description.Session{Medias: []*description.Media{medi}}
+		var audio *description.Media
+		if o.audio {
+			audio = &description.Media{Type: description.MediaTypeAudio,
+				Formats: []format.Format{&format.G711{PayloadTyp: 0, MULaw: true, SampleRate: 8000, ChannelCount: 1}}}
+			desc.Medias = append(desc.Medias, audio)
+		}
+		st := &gortsplib.ServerStream{Server: c.srv, Desc: desc}
 		if err := st.Initialize(); err != nil {
 			t.Fatal(err)
 		}
@@ -168,7 +177,7 @@ func newFakeCam(t *testing.T, o camOptions) *fakeCam {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.media[p] = &camStream{st: st, medi: medi, forma: forma, enc: enc, aus: o.aus}
+		c.media[p] = &camStream{st: st, medi: medi, forma: forma, enc: enc, aus: o.aus, audio: audio}
 	}
 	size := o.frameSize
 	if size == 0 {
@@ -227,6 +236,12 @@ func (s *camStream) write(nalus [][]byte, n uint32) {
 	for _, p := range pkts {
 		p.Timestamp = n * 3600
 		_ = s.st.WritePacketRTP(s.medi, p)
+	}
+	if s.audio != nil {
+		_ = s.st.WritePacketRTP(s.audio, &rtp.Packet{
+			Header:  rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: uint16(n), Timestamp: n * 320, SSRC: 1},
+			Payload: bytes.Repeat([]byte{0xff}, 320),
+		})
 	}
 }
 
@@ -430,7 +445,8 @@ func (g *gw) url(t *testing.T, path, user, pass string) *base.URL {
 type viewer struct {
 	c       *gortsplib.Client
 	desc    *description.Session
-	packets atomic.Int64
+	packets atomic.Int64 // all medias
+	audio   atomic.Int64
 	lost    atomic.Int64
 	frames  chan uint32 // frame numbers of the first packet of each frame, if asked
 }
@@ -470,8 +486,12 @@ func (g *gw) playWith(t *testing.T, path, user, pass string, c *gortsplib.Client
 		c.Close()
 		return nil, err
 	}
-	c.OnPacketRTPAny(func(_ *description.Media, _ format.Format, p *rtp.Packet) {
+	c.OnPacketRTPAny(func(m *description.Media, _ format.Format, p *rtp.Packet) {
 		v.packets.Add(1)
+		if m.Type == description.MediaTypeAudio {
+			v.audio.Add(1)
+			return
+		}
 		// A single NAL unit or the first fragment (FU-A with S bit) of a
 		// frame: its number follows the NAL header.
 		pl := p.Payload

@@ -366,3 +366,34 @@ func TestParameterSetsLearnedInBand(t *testing.T) {
 		t.Errorf("SPS %x PPS %x; want the in-band ones", sps, pps)
 	}
 }
+
+// Video and audio: every track of the camera reaches each viewer, still
+// through one camera session.
+func TestVideoAndAudio(t *testing.T) {
+	cam := newFakeCam(t, camOptions{audio: true})
+	g := start(t, Config{}, cam.addr)
+
+	var vs []*viewer
+	for _, name := range []string{"alice", "bob"} {
+		v, err := g.play(t, "/cam", name, name+"-pw", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(v.desc.Medias) != 2 {
+			t.Fatalf("medias: %d", len(v.desc.Medias))
+		}
+		if _, ok := v.desc.Medias[1].Formats[0].(*format.G711); !ok {
+			t.Errorf("audio format %T", v.desc.Medias[1].Formats[0])
+		}
+		vs = append(vs, v)
+	}
+	for _, v := range vs {
+		waitFor(t, 20*time.Second, func() bool { return v.audio.Load() >= 10 && v.packets.Load()-v.audio.Load() >= 10 },
+			func() string {
+				return "audio " + strconv.Itoa(int(v.audio.Load())) + ", all " + strconv.Itoa(int(v.packets.Load()))
+			})
+	}
+	if open, total := cam.sessions(); open != 1 || total != 1 {
+		t.Errorf("camera sessions: %d open, %d ever", open, total)
+	}
+}
