@@ -105,6 +105,7 @@ type fakeCam struct {
 	media map[string]*camStream
 
 	mu      sync.Mutex
+	conns   int            // connections ever
 	open    int            // sessions now
 	total   int            // sessions ever
 	setups  map[string]int // sessions per path
@@ -302,6 +303,12 @@ func (c *fakeCam) sessions() (open, total int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.open, c.total
+}
+
+func (c *fakeCam) OnConnOpen(*gortsplib.ServerHandlerOnConnOpenCtx) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.conns++
 }
 
 func (c *fakeCam) OnSessionOpen(*gortsplib.ServerHandlerOnSessionOpenCtx) {

@@ -79,6 +79,11 @@ type Config struct {
 	// how long its stream may stall before the session is given up (viewers
 	// are then disconnected; players reconnect). Zero means 10s.
 	CameraTimeout time.Duration
+	// CameraRetry is how long, after an attempt to open the camera's stream
+	// failed, viewers get the same answer instead of a new attempt, so that
+	// players retrying in a loop cannot hammer the camera (many lock their
+	// account after a few failed logins). Zero means 2s.
+	CameraRetry time.Duration
 	// WriteQueueSize is each viewer's queue of outgoing packets; it must be a
 	// power of two. A viewer whose queue is full loses packets. Zero means
 	// 512 (about a second of a 4 Mbit/s H.264 stream).
@@ -161,6 +166,9 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if cfg.CameraTimeout == 0 {
 		cfg.CameraTimeout = 10 * time.Second
+	}
+	if cfg.CameraRetry == 0 {
+		cfg.CameraRetry = 2 * time.Second
 	}
 	if cfg.WriteQueueSize == 0 {
 		cfg.WriteQueueSize = 512

@@ -397,3 +397,32 @@ func TestVideoAndAudio(t *testing.T) {
 		t.Errorf("camera sessions: %d open, %d ever", open, total)
 	}
 }
+
+// After a failed attempt, viewers get the same answer for CameraRetry: a
+// player retrying in a loop cannot lock the camera's account.
+func TestCameraRetry(t *testing.T) {
+	cam := newFakeCam(t, camOptions{user: "admin", pass: "cam-pw"})
+	for _, tc := range []struct {
+		retry time.Duration
+		conns int
+	}{{time.Minute, 1}, {time.Nanosecond, 3}} {
+		cam.mu.Lock()
+		cam.conns = 0
+		cam.mu.Unlock()
+		g := start(t, Config{CameraLogin: &Credentials{Username: "admin", Password: "wrong"}, CameraRetry: tc.retry}, cam.addr)
+		for range 3 {
+			r := g.raw(t)
+			res := r.do(base.Describe, "rtsp://"+g.addr+"/cam", basicHeader("alice", "alice-pw"))
+			if res.StatusCode != base.StatusBadGateway {
+				t.Errorf("retry %v: %d %q", tc.retry, res.StatusCode, res.StatusMessage)
+			}
+		}
+		cam.mu.Lock()
+		conns := cam.conns
+		cam.mu.Unlock()
+		if conns != tc.conns {
+			t.Errorf("retry %v: the camera saw %d attempts, want %d", tc.retry, conns, tc.conns)
+		}
+		g.stop()
+	}
+}

@@ -29,9 +29,11 @@ type upstream struct {
 
 	wg sync.WaitGroup // running runs and their watchers
 
-	mu     sync.Mutex // guards the fields below and every run's counters
-	cur    *run
-	closed bool
+	mu      sync.Mutex // guards the fields below and every run's counters
+	cur     *run
+	closed  bool
+	failErr error     // the last failed start, answered until failEnd
+	failEnd time.Time // ... this time
 }
 
 // run is one session with the camera, shared by the viewers who joined it.
@@ -58,6 +60,11 @@ func (u *upstream) get() (*run, error) {
 		return nil, errClosed
 	}
 	r := u.cur
+	if r == nil && u.failErr != nil && time.Now().Before(u.failEnd) {
+		err := u.failErr
+		u.mu.Unlock()
+		return nil, err
+	}
 	if r == nil {
 		r = &run{u: u, ready: make(chan struct{})}
 		r.ctx, r.cancel = context.WithCancel(u.h.ctx)
@@ -186,10 +193,16 @@ func (r *run) run() {
 		r.err = err
 		u.mu.Lock()
 		u.endLocked(r)
+		if r.ctx.Err() == nil {
+			u.failErr, u.failEnd = err, time.Now().Add(h.cfg.CameraRetry)
+		}
 		u.mu.Unlock()
 		close(r.ready)
 		return
 	}
+	u.mu.Lock()
+	u.failErr = nil
+	u.mu.Unlock()
 	close(r.ready)
 	h.log.Debug("camera session open", "stream", u.name, "medias", len(r.stream.Desc.Medias))
 	err = c.Wait()
