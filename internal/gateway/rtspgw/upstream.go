@@ -27,7 +27,7 @@ type upstream struct {
 	name string // "main" or "low", for logs
 	path string // the camera's
 
-	wg sync.WaitGroup // running runs and their watchers
+	wg sync.WaitGroup // running runs and their client watchers
 
 	mu      sync.Mutex // guards the fields below and every run's counters
 	cur     *run
@@ -48,7 +48,8 @@ type run struct {
 	// guarded by u.mu
 	readers   int
 	ended     bool
-	lingerGen int // a linger timer acts only if this is still its generation
+	lingerGen int         // a linger timer acts only if this is still its generation
+	linger    *time.Timer // nil until first armed
 }
 
 // get returns the running session, starting one if there is none, once it
@@ -131,20 +132,16 @@ func (u *upstream) leave(r *run) {
 	}
 }
 
-// armLinger ends r after Linger unless a viewer joins first. u.mu is held.
+// armLinger ends r after Linger unless a viewer joins first (or another
+// DESCRIBE re-arms it). u.mu is held. One timer a run: DESCRIBEs in a loop
+// leave nothing behind.
 func (u *upstream) armLinger(r *run) {
 	r.lingerGen++
 	gen := r.lingerGen
-	u.wg.Add(1)
-	go func() {
-		defer u.wg.Done()
-		t := time.NewTimer(u.h.cfg.Linger)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-r.ctx.Done():
-			return
-		}
+	if r.linger != nil {
+		r.linger.Stop()
+	}
+	r.linger = time.AfterFunc(u.h.cfg.Linger, func() {
 		u.mu.Lock()
 		if r.lingerGen != gen || r.readers > 0 || r.ended {
 			u.mu.Unlock()
@@ -154,12 +151,15 @@ func (u *upstream) armLinger(r *run) {
 		u.mu.Unlock()
 		u.h.log.Debug("camera session closed: no viewers", "stream", u.name)
 		r.cancel()
-	}()
+	})
 }
 
 // endLocked marks r ended, so that the next viewer starts a new session.
 func (u *upstream) endLocked(r *run) {
 	r.ended = true
+	if r.linger != nil {
+		r.linger.Stop()
+	}
 	if u.cur == r {
 		u.cur = nil
 	}
@@ -203,19 +203,20 @@ func (r *run) run() {
 	u.mu.Lock()
 	u.failErr = nil
 	u.mu.Unlock()
-	close(r.ready)
+	// Logged before the viewers can see it happen.
 	h.log.Debug("camera session open", "stream", u.name, "medias", len(r.stream.Desc.Medias))
+	close(r.ready)
 	err = c.Wait()
 	u.mu.Lock()
 	u.endLocked(r)
 	u.mu.Unlock()
 	c.Close()
-	// Viewers still watching are disconnected: players reconnect, and get a
-	// new session with the camera.
-	r.stream.Close()
 	if r.ctx.Err() == nil {
 		h.log.Warn("camera stream ended", "stream", u.name, "err", err)
 	}
+	// Viewers still watching are disconnected: players reconnect, and get a
+	// new session with the camera.
+	r.stream.Close()
 }
 
 // start connects to the camera and plays its stream into r.stream. On
