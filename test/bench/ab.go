@@ -138,7 +138,7 @@ func abLatency(ctx context.Context, b Bins, echoAddr, tr string, n int) (ABSampl
 		rc0, ac0 := readCounters(st.Relay.Pid()), readCounters(st.Agent.Pid())
 		t, err := pingPong(ctx, st.ViewerAddr, n/2)
 		rc1, ac1 := readCounters(st.Relay.Pid()).sub(rc0), readCounters(st.Agent.Pid()).sub(ac0)
-		rc, ac = procCounters{rc.reads + rc1.reads, rc.writes + rc1.writes, rc.sleeps + rc1.sleeps}, procCounters{ac.reads + ac1.reads, ac.writes + ac1.writes, ac.sleeps + ac1.sleeps}
+		rc, ac = rc.add(rc1), ac.add(ac1)
 		if err != nil {
 			return s, err
 		}
@@ -160,9 +160,11 @@ func rssBytes(st *Stack) (relay, agent int64) {
 	return r << 10, a << 10 // VmRSS is in kB
 }
 
-// procCounters are a process's read and write system calls (/proc/PID/io:
-// read/write on sockets, not sendmsg/recvmmsg) and its threads' voluntary
-// context switches (each one a sleep, and so a wake-up later).
+// procCounters are a process's read and write system calls (/proc/PID/io
+// syscr/syscw: read and write on TCP sockets and on the Go netpoller's eventfd,
+// which counts wake-ups of a thread blocked in epoll; not QUIC's
+// sendmsg/recvmmsg) and its threads' voluntary context switches (each one a
+// sleep, and so a wake-up later).
 type procCounters struct{ reads, writes, sleeps int64 }
 
 func readCounters(pid int) procCounters {
@@ -197,7 +199,11 @@ func (c procCounters) sub(d procCounters) procCounters {
 	return procCounters{c.reads - d.reads, c.writes - d.writes, c.sleeps - d.sleeps}
 }
 
-// String is the counters divided by n (per MB or per round trip).
+func (c procCounters) add(d procCounters) procCounters {
+	return procCounters{c.reads + d.reads, c.writes + d.writes, c.sleeps + d.sleeps}
+}
+
+// per is the counters divided by n (per MB or per round trip).
 func (c procCounters) per(n float64) string {
-	return fmt.Sprintf("rd %.1f wr %.1f sleeps %.1f", float64(c.reads)/n, float64(c.writes)/n, float64(c.sleeps)/n)
+	return fmt.Sprintf("%.1f reads %.1f writes %.1f sleeps", float64(c.reads)/n, float64(c.writes)/n, float64(c.sleeps)/n)
 }

@@ -199,7 +199,9 @@ func throughputFor(ctx context.Context, bins Bins, srv *iperfServer, transport s
 				figs = append(figs, errorFigure(name, err))
 				continue
 			}
+			rc0, ac0 := readCounters(st.Relay.Pid()), readCounters(st.Agent.Pid())
 			through, err := iperfRun(ctx, bins.Iperf3, st.ViewerAddr, secs, par, rev)
+			rc, ac := readCounters(st.Relay.Pid()).sub(rc0), readCounters(st.Agent.Pid()).sub(ac0)
 			if err != nil {
 				figs = append(figs, errorFigure(name, fmt.Errorf("%w\nrelay: %s\nagent: %s", err, framework.TailLines(st.Relay.Output(), 5), framework.TailLines(st.Agent.Output(), 5))))
 				continue
@@ -222,7 +224,8 @@ func throughputFor(ctx context.Context, bins Bins, srv *iperfServer, transport s
 			figs = append(figs, f, Figure{
 				Name:  fmt.Sprintf("CPU s per GB, relay+agent, %s%s %s -P%d", strings.ToUpper(transport), label, direction(rev), par),
 				Value: relayCPU + agentCPU, Unit: "s/GB", Direct: NoBaseline, Ratio: NoBaseline,
-				Note: fmt.Sprintf("relay %.2f + agent %.2f (utime+stime from /proc)", relayCPU, agentCPU),
+				Note: fmt.Sprintf("relay %.2f + agent %.2f (utime+stime from /proc); per MB: relay %s, agent %s (sleeps: threads' voluntary context switches)",
+					relayCPU, agentCPU, rc.per(gb*1000), ac.per(gb*1000)),
 			})
 		}
 	}
