@@ -57,7 +57,7 @@ type iperfResult struct {
 func iperfRun(ctx context.Context, bin, addr string, secs float64, parallel int, reverse bool) (iperfResult, error) {
 	// The server takes one test at a time and learns that the last one ended
 	// only when its connections close, which through the relay can lag the
-	// client's exit: retry while it says it is busy.
+	// client's exit: retry while it says it is busy (or refuses, see iperfOnce).
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		r, err := iperfOnce(ctx, bin, addr, secs, parallel, reverse)
@@ -95,7 +95,11 @@ func iperfOnce(ctx context.Context, bin, addr string, secs float64, parallel int
 		return iperfResult{}, fmt.Errorf("bench: iperf3 %s: %w (output %q)", strings.Join(args, " "), errors.Join(err, jerr), truncate(string(out), 300))
 	}
 	if doc.Error != "" {
-		if strings.Contains(doc.Error, "busy") {
+		// busy, or between two tests: iperf3 -s reopens its listener after
+		// each one, and a dial in that gap (directly, or by the agent for a
+		// run through the relay, which then resets the viewer) is refused.
+		if strings.Contains(doc.Error, "busy") || strings.Contains(doc.Error, "unable to connect to server") ||
+			strings.Contains(doc.Error, "unable to receive control message") {
 			return iperfResult{}, fmt.Errorf("bench: %w: %s", errIperfBusy, doc.Error)
 		}
 		return iperfResult{}, fmt.Errorf("bench: iperf3 %s: %s", strings.Join(args, " "), doc.Error)
