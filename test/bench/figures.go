@@ -55,11 +55,14 @@ func Latency(ctx context.Context, bins Bins, n int) []Figure {
 		}
 		// alternate halves so that both paths see the same machine load
 		var direct, through []time.Duration
+		var rc, ac procCounters
 		for range 2 {
 			d, err := pingPong(ctx, echoAddr, n/2)
 			if err == nil {
 				var t []time.Duration
+				r0, a0 := readCounters(st.Relay.Pid()), readCounters(st.Agent.Pid())
 				t, err = pingPong(ctx, st.ViewerAddr, n/2)
+				rc, ac = rc.add(readCounters(st.Relay.Pid()).sub(r0)), ac.add(readCounters(st.Agent.Pid()).sub(a0))
 				through = append(through, t...)
 			}
 			if err != nil {
@@ -76,7 +79,8 @@ func Latency(ctx context.Context, bins Bins, n int) []Figure {
 			d, t := percentile(direct, p), percentile(through, p)
 			f := Figure{
 				Name: names[i], Value: micros(t - d), Unit: "µs", Direct: micros(d), Ratio: float64(t) / float64(d),
-				Note: fmt.Sprintf("through %.0f µs vs direct RTT; %d samples each; relay, agent and echo are separate processes", micros(t), len(through)),
+				Note: fmt.Sprintf("through %.0f µs vs direct RTT; %d samples each; relay, agent and echo are separate processes; per round trip: relay %s, agent %s",
+					micros(t), len(through), rc.per(float64(len(through))), ac.per(float64(len(through)))),
 			}
 			frp := frpQUICRTT
 			if tr == "tcp" {

@@ -57,7 +57,7 @@ type iperfResult struct {
 func iperfRun(ctx context.Context, bin, addr string, secs float64, parallel int, reverse bool) (iperfResult, error) {
 	// The server takes one test at a time and learns that the last one ended
 	// only when its connections close, which through the relay can lag the
-	// client's exit: retry while it says it is busy.
+	// client's exit: retry while it says it is busy (or refuses, see iperfOnce).
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		r, err := iperfOnce(ctx, bin, addr, secs, parallel, reverse)
@@ -95,7 +95,11 @@ func iperfOnce(ctx context.Context, bin, addr string, secs float64, parallel int
 		return iperfResult{}, fmt.Errorf("bench: iperf3 %s: %w (output %q)", strings.Join(args, " "), errors.Join(err, jerr), truncate(string(out), 300))
 	}
 	if doc.Error != "" {
-		if strings.Contains(doc.Error, "busy") {
+		// busy, or between two tests: iperf3 -s reopens its listener after
+		// each one, and a dial in that gap (directly, or by the agent for a
+		// run through the relay, which then resets the viewer) is refused.
+		if strings.Contains(doc.Error, "busy") || strings.Contains(doc.Error, "unable to connect to server") ||
+			strings.Contains(doc.Error, "unable to receive control message") {
 			return iperfResult{}, fmt.Errorf("bench: %w: %s", errIperfBusy, doc.Error)
 		}
 		return iperfResult{}, fmt.Errorf("bench: iperf3 %s: %s", strings.Join(args, " "), doc.Error)
@@ -199,7 +203,9 @@ func throughputFor(ctx context.Context, bins Bins, srv *iperfServer, transport s
 				figs = append(figs, errorFigure(name, err))
 				continue
 			}
+			rc0, ac0 := readCounters(st.Relay.Pid()), readCounters(st.Agent.Pid())
 			through, err := iperfRun(ctx, bins.Iperf3, st.ViewerAddr, secs, par, rev)
+			rc, ac := readCounters(st.Relay.Pid()).sub(rc0), readCounters(st.Agent.Pid()).sub(ac0)
 			if err != nil {
 				figs = append(figs, errorFigure(name, fmt.Errorf("%w\nrelay: %s\nagent: %s", err, framework.TailLines(st.Relay.Output(), 5), framework.TailLines(st.Agent.Output(), 5))))
 				continue
@@ -222,7 +228,8 @@ func throughputFor(ctx context.Context, bins Bins, srv *iperfServer, transport s
 			figs = append(figs, f, Figure{
 				Name:  fmt.Sprintf("CPU s per GB, relay+agent, %s%s %s -P%d", strings.ToUpper(transport), label, direction(rev), par),
 				Value: relayCPU + agentCPU, Unit: "s/GB", Direct: NoBaseline, Ratio: NoBaseline,
-				Note: fmt.Sprintf("relay %.2f + agent %.2f (utime+stime from /proc)", relayCPU, agentCPU),
+				Note: fmt.Sprintf("relay %.2f + agent %.2f (utime+stime from /proc); per MB: relay %s, agent %s (sleeps: threads' voluntary context switches)",
+					relayCPU, agentCPU, rc.per(gb*1000), ac.per(gb*1000)),
 			})
 		}
 	}

@@ -29,7 +29,8 @@ type Bins struct {
 }
 
 // BuildBins builds the binaries (test/framework, once per process) and finds
-// iperf3 and the transports the agent knows.
+// iperf3 and the transports the agent knows. PORTHOLE_BENCH_BINS=DIR takes
+// porthole-relay and porthole-agent from DIR instead.
 func BuildBins() (Bins, error) {
 	var b Bins
 	var err error
@@ -41,6 +42,11 @@ func BuildBins() (Bins, error) {
 	}
 	if b.Backend, err = framework.Build(framework.BackendPkg); err != nil {
 		return b, err
+	}
+	if dir := os.Getenv("PORTHOLE_BENCH_BINS"); dir != "" {
+		// prebuilt (or wrapped: GOMAXPROCS=1 exec ...) relay and agent, to
+		// measure another build or runtime setting with the same bench
+		b.Relay, b.Agent = filepath.Join(dir, "porthole-relay"), filepath.Join(dir, "porthole-agent")
 	}
 	b.Iperf3, _ = exec.LookPath("iperf3")
 	b.Transports = []string{"quic"}

@@ -43,6 +43,12 @@ type Conn struct {
 	streams  map[uint32]*stream
 	early    map[uint32]earlyState // frames for peer streams not yet accepted
 	lastPeer uint32                // highest peer stream ID accepted
+	// lastLocal is the highest stream ID this side opened and registered.
+	// yamux announces a stream before OpenStream returns, so the peer's frames
+	// for it (an abort when it refuses the stream at once) can arrive before
+	// it is registered: frames for local IDs above lastLocal wait in early.
+	lastLocal uint32
+	peerOpen  int // peer streams accepted and not yet finished
 }
 
 // earlyState is what control frames said about a stream before AcceptStream
@@ -71,7 +77,9 @@ func newConn(tc *tls.Conn, sc *sessConn, sess *yamux.Session, ctl *yamux.Stream,
 		streams: make(map[uint32]*stream),
 		early:   make(map[uint32]earlyState),
 	}
-	if !client {
+	if client {
+		c.lastLocal = ctl.StreamID()
+	} else {
 		c.lastPeer = ctl.StreamID() // the control stream is the peer's first
 	}
 	// One goroutine reads the control stream and, when the session ends, says
@@ -145,30 +153,47 @@ func (c *Conn) OpenStream(ctx context.Context) (transport.Stream, error) {
 			}
 			return nil, fmt.Errorf("tcptransport: open stream: %w", r.err)
 		}
-		return c.register(r.ys, earlyState{}), nil
+		return c.register(r.ys), nil
 	case <-ctx.Done():
 		go func() {
 			if r := <-done; r.ys != nil {
 				// The peer may already have it: abort, so its reader sees why.
-				c.register(r.ys, earlyState{}).Close()
+				c.register(r.ys).Close()
 			}
 		}()
 		return nil, ctx.Err()
 	}
 }
 
-// AcceptStream waits for the peer's next stream.
+// AcceptStream waits for the peer's next stream. A stream beyond
+// Options.MaxIncomingStreams is aborted with CodeTooManyStreams, and it waits on.
 func (c *Conn) AcceptStream(ctx context.Context) (transport.Stream, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(c.ctx, cancel)
 	defer stop()
+	for {
+		s, over, err := c.acceptOne(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if over {
+			s.Abort(CodeTooManyStreams)
+			continue
+		}
+		return s, nil
+	}
+}
+
+// acceptOne takes yamux's next stream and registers it; over says the peer
+// has more open than Options.MaxIncomingStreams with it.
+func (c *Conn) acceptOne(ctx context.Context) (_ *stream, over bool, _ error) {
 	ys, err := c.sess.AcceptStreamWithContext(ctx)
 	if err != nil {
 		if c.ctx.Err() != nil || errors.Is(err, yamux.ErrSessionShutdown) {
-			return nil, fmt.Errorf("tcptransport: accept stream: %w", c.cause())
+			return nil, false, fmt.Errorf("tcptransport: accept stream: %w", c.cause())
 		}
-		return nil, err
+		return nil, false, err
 	}
 	id := ys.StreamID()
 	c.mu.Lock()
@@ -176,7 +201,7 @@ func (c *Conn) AcceptStream(ctx context.Context) (transport.Stream, error) {
 	// Peer stream IDs arrive in order: frames for lower IDs not taken by now
 	// belong to streams yamux refused.
 	for eid := range c.early {
-		if eid <= id {
+		if eid <= id && c.peerOpened(eid) {
 			delete(c.early, eid)
 		}
 	}
@@ -185,13 +210,21 @@ func (c *Conn) AcceptStream(ctx context.Context) (transport.Stream, error) {
 	// stream processed in between would find neither the early state (id is
 	// no longer above lastPeer) nor the stream, and be dropped.
 	s := c.registerLocked(ys, early)
+	c.peerOpen++
+	over = c.opts.MaxIncomingStreams > 0 && c.peerOpen > c.opts.MaxIncomingStreams
 	c.mu.Unlock()
 	s.maybeFinish()
-	return s, nil
+	return s, over, nil
 }
 
-func (c *Conn) register(ys *yamux.Stream, e earlyState) *stream {
+// register records a stream this side opened, with what the peer's frames
+// said about it before.
+func (c *Conn) register(ys *yamux.Stream) *stream {
+	id := ys.StreamID()
 	c.mu.Lock()
+	e := c.early[id]
+	delete(c.early, id)
+	c.lastLocal = max(c.lastLocal, id)
 	s := c.registerLocked(ys, e)
 	c.mu.Unlock()
 	s.maybeFinish()
@@ -215,20 +248,26 @@ func (c *Conn) registerLocked(ys *yamux.Stream, e earlyState) *stream {
 
 func (c *Conn) unregister(id uint32) {
 	c.mu.Lock()
+	if _, ok := c.streams[id]; ok && c.peerOpened(id) {
+		c.peerOpen--
+	}
 	delete(c.streams, id)
 	c.mu.Unlock()
 }
 
+// peerOpened says whether stream id was opened by the peer.
+func (c *Conn) peerOpened(id uint32) bool { return (id%2 == 1) != c.isClient() }
+
 // lookup finds a stream for a control frame; for a peer stream not yet
-// accepted it records the frame in early (via update).
+// accepted, or a stream of ours that yamux announced and OpenStream has not
+// registered yet, it records the frame in early (via update).
 func (c *Conn) lookup(id uint32, update func(*earlyState)) (*stream, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if s := c.streams[id]; s != nil {
 		return s, nil
 	}
-	peerOpened := (id%2 == 1) != c.isClient()
-	if peerOpened && id > c.lastPeer {
+	if (c.peerOpened(id) && id > c.lastPeer) || (!c.peerOpened(id) && id > c.lastLocal) {
 		if _, ok := c.early[id]; !ok && len(c.early) >= maxEarly {
 			return nil, fmt.Errorf("%w: frames for too many unknown streams", errProtocol)
 		}

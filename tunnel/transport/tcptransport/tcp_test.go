@@ -312,3 +312,127 @@ func TestCloseFrameWrittenOnReturn(t *testing.T) {
 		}
 	}
 }
+
+// A stream the peer aborts as soon as it accepts it (a refused viewer): the
+// opener reads the abort, even when it arrives before OpenStream has returned
+// (yamux announces the stream inside OpenStream). The abort was dropped then,
+// and the read waited forever.
+func TestAbortRightAfterAccept(t *testing.T) {
+	client, server := newPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go func() {
+		for {
+			s, err := client.AcceptStream(ctx)
+			if err != nil {
+				return
+			}
+			s.Abort(7)
+		}
+	}()
+	for i := range 50 {
+		s, err := server.OpenStream(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = io.ReadAll(s)
+		var se *transport.StreamError
+		if !errors.As(err, &se) || se.Code != 7 || !se.Remote {
+			t.Fatalf("stream %d: read: %v, want remote StreamError 7", i, err)
+		}
+		s.Close()
+	}
+}
+
+// The peer may keep at most MaxIncomingStreams of its streams open here: the
+// one beyond is aborted with CodeTooManyStreams (its opener reads that), and
+// once an accepted stream is finished a new one is accepted again.
+func TestMaxIncomingStreams(t *testing.T) {
+	ctls, stls := transporttest.TLSConfigs(t)
+	ln, _ := listen(t, tcptransport.ListenConfig{TLSConfig: stls})
+	accepted := make(chan transport.Conn, 1)
+	go func() {
+		c, err := ln.Accept(context.Background())
+		if err != nil {
+			t.Error(err)
+		}
+		accepted <- c
+	}()
+	client, err := tcptransport.Dial(context.Background(), ln.Addr().String(), ctls, &tcptransport.Options{MaxIncomingStreams: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := <-accepted
+	if server == nil {
+		t.FailNow()
+	}
+	t.Cleanup(func() {
+		client.CloseWithError(0, "")
+		server.CloseWithError(0, "")
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	open := func(msg string) transport.Stream {
+		t.Helper()
+		s, err := server.OpenStream(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The stream beyond the cap may be aborted before this write.
+		if _, err := s.Write([]byte(msg)); err != nil && msg != "3" {
+			t.Fatal(err)
+		}
+		return s
+	}
+	type acc struct {
+		s   transport.Stream
+		msg string
+		err error
+	}
+	accepts := make(chan acc, 4)
+	go func() {
+		for {
+			s, err := client.AcceptStream(ctx)
+			if err != nil {
+				accepts <- acc{err: err}
+				return
+			}
+			b := make([]byte, 1)
+			_, err = io.ReadFull(s, b)
+			accepts <- acc{s, string(b), err}
+		}
+	}()
+	next := func() acc {
+		t.Helper()
+		select {
+		case a := <-accepts:
+			if a.err != nil {
+				t.Fatal(a.err)
+			}
+			return a
+		case <-ctx.Done():
+			t.Fatal("no stream accepted")
+			return acc{}
+		}
+	}
+	open("1")
+	open("2")
+	a1, a2 := next(), next()
+	if a1.msg != "1" || a2.msg != "2" {
+		t.Fatalf("accepted %q, %q", a1.msg, a2.msg)
+	}
+	s3 := open("3")
+	s3.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.ReadAll(s3)
+	var se *transport.StreamError
+	if !errors.As(err, &se) || se.Code != tcptransport.CodeTooManyStreams || !se.Remote {
+		t.Fatalf("read of the stream beyond the cap: %v, want remote StreamError %#x", err, tcptransport.CodeTooManyStreams)
+	}
+	a1.s.Close() // finished both ways here: no longer counted
+	open("4")
+	if a4 := next(); a4.msg != "4" {
+		t.Fatalf("after one closed, accepted %q, want the stream opened next (4)", a4.msg)
+	}
+	a2.s.Close()
+}

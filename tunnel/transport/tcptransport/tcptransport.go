@@ -58,6 +58,16 @@ type Options struct {
 	// stream per viewer connection) and 16 for Listen (agents open only the
 	// control stream: at most 4 MiB buffered for streams the relay never takes).
 	AcceptBacklog int
+	// MaxIncomingStreams caps the streams the peer may keep open at once:
+	// opened by the peer, accepted here and not yet finished both ways (each
+	// holds a goroutine and buffers on this side). AcceptStream aborts a stream
+	// beyond it with [CodeTooManyStreams] instead of returning it. QUIC makes
+	// the opener wait for stream credit instead; yamux has no such credit, so
+	// the opener here sees its stream reset. 0 means 4096 for Dial (the relay
+	// opens one per viewer connection, as quictransport.DefaultClientConfig)
+	// and 4 for Listen (agents open only the control stream, as
+	// quictransport.DefaultServerConfig); negative means no cap.
+	MaxIncomingStreams int
 	// DatagramQueue is the length of the datagram send and receive queues. 0
 	// means 256.
 	DatagramQueue int
@@ -97,6 +107,10 @@ func (o *Options) withDefaults() Options {
 	return r
 }
 
+// CodeTooManyStreams is the stream error code of a stream the peer opened
+// beyond Options.MaxIncomingStreams.
+const CodeTooManyStreams uint64 = 0x5354 // "ST"
+
 // streamCloseTimeout bounds how long a stream finished on this side waits for
 // the peer's yamux FIN before yamux resets it; a well-behaved peer sends it as
 // soon as it has processed our FIN or abort frame.
@@ -124,6 +138,9 @@ func Dial(ctx context.Context, addr string, tlsConf *tls.Config, opts *Options) 
 	o := opts.withDefaults()
 	if o.AcceptBacklog == 0 {
 		o.AcceptBacklog = 256
+	}
+	if o.MaxIncomingStreams == 0 {
+		o.MaxIncomingStreams = 4096
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.HandshakeTimeout)
 	defer cancel()
@@ -220,6 +237,9 @@ func Listen(cfg ListenConfig) (transport.Listener, error) {
 	opts := cfg.Options.withDefaults()
 	if opts.AcceptBacklog == 0 {
 		opts.AcceptBacklog = 16
+	}
+	if opts.MaxIncomingStreams == 0 {
+		opts.MaxIncomingStreams = 4
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Listener{
