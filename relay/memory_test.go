@@ -126,6 +126,16 @@ func TestIdleAgentMemory(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 		after = snapshot()
 	}
+	// On a starved CPU (the whole suite in parallel) heartbeats and the last
+	// handshakes' packets still sit in buffers for a moment: an idle agent's
+	// cost is what stays, so take the least of a few readings a second apart.
+	// A per-agent leak stays in every one of them.
+	for range 3 {
+		time.Sleep(time.Second)
+		if s := snapshot(); s.heap+s.stack < after.heap+after.stack && s.goroutines <= limit {
+			after = s
+		}
+	}
 	t.Logf("before any GC: %.1f KiB stacks, %.1f KiB heap in use per agent", float64(int64(post.StackInuse)-int64(pre.StackInuse))/idleAgents/1024, float64(int64(post.HeapInuse)-int64(pre.HeapInuse))/idleAgents/1024)
 	if dir := os.Getenv("PORTHOLE_TEST_MEMPROFILE"); dir != "" {
 		for _, p := range []string{"heap", "goroutine"} {
