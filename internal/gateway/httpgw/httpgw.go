@@ -138,7 +138,7 @@ type Handler struct {
 	audit   *slog.Logger
 	viewers map[string]bool // nil: everyone
 	srv     *http.Server
-	ln      *chanListener
+	ln      *gateway.ConnListener
 	tr      *http.Transport
 	proxy   *httputil.ReverseProxy
 	camRT   http.RoundTripper // to the camera, with camera_login
@@ -243,7 +243,7 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.MJPEGPath != "" {
 		h.mjpeg = newFanout(h, cfg.MJPEGPath)
 	}
-	h.ln = newChanListener()
+	h.ln = gateway.NewConnListener(nil)
 	h.srv = &http.Server{
 		Handler:           http.HandlerFunc(h.serveHTTP),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
@@ -289,7 +289,7 @@ func (h *Handler) Serve(ctx context.Context, v *gateway.Viewer) error {
 				"bytes_out", vc.out.Load(), "bytes_in", vc.in.Load(), "duration", h.cfg.Now().Sub(vc.start).Round(time.Millisecond))
 		}
 	}()
-	if !h.ln.push(ctx, vc) {
+	if !h.ln.Push(ctx, vc) {
 		vc.Close()
 		return net.ErrClosed
 	}
@@ -447,43 +447,6 @@ func (c *viewerConn) viewerName() string {
 	defer c.mu.Unlock()
 	return c.viewer
 }
-
-// chanListener is a net.Listener whose conns come from Serve.
-type chanListener struct {
-	ch   chan net.Conn
-	done chan struct{}
-	once sync.Once
-}
-
-func newChanListener() *chanListener {
-	return &chanListener{ch: make(chan net.Conn), done: make(chan struct{})}
-}
-
-func (l *chanListener) push(ctx context.Context, c net.Conn) bool {
-	select {
-	case l.ch <- c:
-		return true
-	case <-l.done:
-	case <-ctx.Done():
-	}
-	return false
-}
-
-func (l *chanListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ch:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *chanListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *chanListener) Addr() net.Addr { return chanAddr{} }
 
 type chanAddr struct{}
 

@@ -121,7 +121,7 @@ type Handler struct {
 	realm   string
 	viewers map[string]bool // nil: everyone
 	srv     *gortsplib.Server
-	ln      *chanListener
+	ln      *gateway.ConnListener
 	streams map[string]*upstream // by viewer path: "/<Service>", "/<Service>/low"
 
 	ctx    context.Context // ends at Close
@@ -209,7 +209,7 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.LowPath != "" {
 		h.streams["/"+cfg.Service+lowStream] = &upstream{h: h, name: "low", path: cfg.LowPath}
 	}
-	h.ln = newChanListener()
+	h.ln = gateway.NewConnListener(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	h.srv = &gortsplib.Server{
 		Handler: &serverHandler{h: h},
 		// Never listened on: Listen hands over the gateway's conns. Without
@@ -251,7 +251,7 @@ func (h *Handler) Serve(ctx context.Context, v *gateway.Viewer) error {
 				"duration", time.Since(vc.start).Round(time.Millisecond))
 		}
 	}()
-	if !h.ln.push(ctx, vc) {
+	if !h.ln.Push(ctx, vc) {
 		vc.Close()
 		return net.ErrClosed
 	}
@@ -398,40 +398,3 @@ func (c *viewerConn) viewerName() string {
 	defer c.mu.Unlock()
 	return c.viewer
 }
-
-// chanListener is a net.Listener whose conns come from Serve.
-type chanListener struct {
-	ch   chan net.Conn
-	done chan struct{}
-	once sync.Once
-}
-
-func newChanListener() *chanListener {
-	return &chanListener{ch: make(chan net.Conn), done: make(chan struct{})}
-}
-
-func (l *chanListener) push(ctx context.Context, c net.Conn) bool {
-	select {
-	case l.ch <- c:
-		return true
-	case <-l.done:
-	case <-ctx.Done():
-	}
-	return false
-}
-
-func (l *chanListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ch:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *chanListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
