@@ -28,18 +28,7 @@ type Auth interface {
 
 // Credentials are a login: the camera's (camera_login). Printed or logged,
 // the password shows as [redacted].
-type Credentials struct {
-	Username, Password string
-}
-
-// String hides the password.
-func (c Credentials) String() string { return c.Username + ":[redacted]" }
-
-// GoString hides the password from %#v.
-func (c Credentials) GoString() string { return "rtspgw.Credentials{" + c.String() + "}" }
-
-// LogValue hides the password from slog.
-func (c Credentials) LogValue() slog.Value { return slog.StringValue(c.String()) }
+type Credentials = gateway.Credentials
 
 // Config configures a Handler.
 type Config struct {
