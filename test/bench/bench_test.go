@@ -113,56 +113,6 @@ func mustBins(b *testing.B) Bins {
 	return bs
 }
 
-// BenchmarkInprocThroughput and BenchmarkInprocPingPong run relay and agent in
-// this process: not what a user gets (the report uses separate processes), but
-// a profile (-cpuprofile) covers both halves of the data path.
-func BenchmarkInprocThroughput(b *testing.B) {
-	const size = 8 << 20
-	src, err := serve(bulkSource(size))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer src.close()
-	tun, err := StartTunnel(context.Background(), src.addr())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer tun.Close()
-	for _, path := range []struct{ name, addr string }{{"direct", src.addr()}, {"tunnel", tun.ViewerAddr}} {
-		b.Run(path.name, func(b *testing.B) {
-			b.SetBytes(size)
-			for b.Loop() {
-				if n, _, err := download(context.Background(), path.addr); err != nil || n != size {
-					b.Fatalf("%d bytes, %v", n, err)
-				}
-			}
-		})
-	}
-}
-
-func BenchmarkInprocPingPong(b *testing.B) {
-	src, err := serve(echo)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer src.close()
-	tun, err := StartTunnel(context.Background(), src.addr())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer tun.Close()
-	for _, path := range []struct{ name, addr string }{{"direct", src.addr()}, {"tunnel", tun.ViewerAddr}} {
-		b.Run(path.name, func(b *testing.B) {
-			rtts, err := pingPong(context.Background(), path.addr, b.N)
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.ReportMetric(micros(percentile(rtts, 50)), "p50-µs")
-			b.ReportMetric(micros(percentile(rtts, 99)), "p99-µs")
-		})
-	}
-}
-
 func BenchmarkIperf3(b *testing.B) {
 	bs := mustBins(b)
 	for range b.N {

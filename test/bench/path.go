@@ -9,52 +9,6 @@ import (
 	"time"
 )
 
-// bulkSource writes size bytes to each connection, then closes it: a camera
-// sending a recording as fast as the path allows.
-func bulkSource(size int64) func(net.Conn) {
-	return func(c net.Conn) {
-		buf := make([]byte, 256<<10)
-		for i := range buf {
-			buf[i] = byte(i)
-		}
-		var sent int64
-		for sent < size {
-			n, err := c.Write(buf[:min(int64(len(buf)), size-sent)])
-			sent += int64(n)
-			if err != nil {
-				return
-			}
-		}
-	}
-}
-
-// download dials addr and reads to EOF, returning the byte count and the time taken.
-func download(ctx context.Context, addr string) (int64, time.Duration, error) {
-	var d net.Dialer
-	start := time.Now()
-	c, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return 0, 0, fmt.Errorf("bench: dial %s: %w", addr, err)
-	}
-	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
-	defer stop()
-	buf := make([]byte, 256<<10)
-	var n int64
-	for {
-		k, err := c.Read(buf)
-		n += int64(k)
-		if errors.Is(err, io.EOF) {
-			return n, time.Since(start), nil
-		}
-		if err != nil {
-			return n, time.Since(start), fmt.Errorf("bench: download: %w", err)
-		}
-	}
-}
-
-func echo(c net.Conn) { io.Copy(c, c) }
-
 // pingPong sends n 64-byte messages over one connection to addr, each after the
 // previous echo arrived, and returns the round-trip times.
 func pingPong(ctx context.Context, addr string, n int) ([]time.Duration, error) {

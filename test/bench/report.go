@@ -11,8 +11,9 @@
 // in the same run where one applies, with its target and frp's figure from
 // issue #7; nothing here asserts on numbers. `go run
 // ./test/bench/cmd/benchreport` prints the full table; the Benchmark functions
-// run the same code at smoke scale, and BenchmarkInproc* run relay and agent
-// in this process for profiling.
+// run the same code at smoke scale. To profile the data path, give the
+// real binaries a profile (PORTHOLE_BENCH_BINS, cmd/benchab) or run
+// transporttest.Forward.
 package bench
 
 import (

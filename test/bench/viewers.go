@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/porthole-dev/porthole/test/framework"
 	"io"
 	"net"
 	"sync"
@@ -151,17 +152,18 @@ func runViewers(ctx context.Context, addr string, epoch time.Time, n int, dur ti
 func Viewers(ctx context.Context, bins Bins, n int, dur time.Duration) Figure {
 	name := fmt.Sprintf("%d viewers x 4 Mbit/s, p99 chunk delay", n)
 	epoch := time.Now()
-	src, err := serve(pacedSource(epoch, dur))
+	paced := pacedSource(epoch, dur)
+	src, err := framework.Serve("127.0.0.1:0", func(c *net.TCPConn) { paced(c) })
 	if err != nil {
 		return errorFigure(name, err)
 	}
-	defer src.close()
-	st, err := StartStack(ctx, StackConfig{Bins: bins, Target: src.addr()})
+	defer src.Close()
+	st, err := StartStack(ctx, StackConfig{Bins: bins, Target: src.Addr()})
 	if err != nil {
 		return errorFigure(name, err)
 	}
 	defer st.Close()
-	direct := runViewers(ctx, src.addr(), epoch, n, dur)
+	direct := runViewers(ctx, src.Addr(), epoch, n, dur)
 	through := runViewers(ctx, st.ViewerAddr, epoch, n, dur)
 	f := Figure{
 		Name: name, Value: millis(through.p99), Unit: "ms", Direct: millis(direct.p99),
