@@ -1,0 +1,163 @@
+package discover
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// maxProbeHeader bounds the status line and headers read from a probed port.
+const maxProbeHeader = 16 << 10
+
+// PortProbe is what one port of a camera answered.
+type PortProbe struct {
+	Port     int    `json:"port"`
+	Protocol string `json:"protocol"` // rtsp or http
+	// Open is true when the port answered in its protocol.
+	Open bool `json:"open"`
+	// Status is the answer's status line ("RTSP/1.0 200 OK").
+	Status string `json:"status,omitempty"`
+	// Server is the Server header, which often names the camera's make.
+	Server string `json:"server,omitempty"`
+	// Realm is the realm of a WWW-Authenticate challenge, if any.
+	Realm string `json:"realm,omitempty"`
+	// Auth is the challenge's scheme (Basic, Digest), if any.
+	Auth  string `json:"auth,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+// probeRTSP sends RTSP OPTIONS to host:port and reads the answer's headers.
+func probeRTSP(ctx context.Context, dial dialFunc, host netip.Addr, port int, timeout time.Duration) PortProbe {
+	pp := PortProbe{Port: port, Protocol: "rtsp"}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	addr := netip.AddrPortFrom(host, uint16(port)).String()
+	c, err := dial(ctx, "tcp", addr)
+	if err != nil {
+		pp.Error = shortNetErr(err)
+		return pp
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
+	fmt.Fprintf(c, "OPTIONS rtsp://%s/ RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: porthole-discover\r\n\r\n", addr)
+	status, hdr, err := readHeader(c)
+	if err != nil {
+		pp.Error = shortNetErr(err)
+		return pp
+	}
+	if !strings.HasPrefix(status, "RTSP/") {
+		pp.Error = fmt.Sprintf("not RTSP (answered %q)", clipN(status, 60))
+		return pp
+	}
+	pp.Open, pp.Status = true, status
+	fillHeaders(&pp, hdr)
+	return pp
+}
+
+// probeHTTP sends GET / to host:port and reads the answer's headers.
+func probeHTTP(ctx context.Context, dial dialFunc, host netip.Addr, port int, timeout time.Duration) PortProbe {
+	pp := PortProbe{Port: port, Protocol: "http"}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	addr := netip.AddrPortFrom(host, uint16(port)).String()
+	c, err := dial(ctx, "tcp", addr)
+	if err != nil {
+		pp.Error = shortNetErr(err)
+		return pp
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nUser-Agent: porthole-discover\r\nConnection: close\r\n\r\n", addr)
+	status, hdr, err := readHeader(c)
+	if err != nil {
+		pp.Error = shortNetErr(err)
+		return pp
+	}
+	if !strings.HasPrefix(status, "HTTP/") {
+		pp.Error = fmt.Sprintf("not HTTP (answered %q)", clipN(status, 60))
+		return pp
+	}
+	pp.Open, pp.Status = true, status
+	fillHeaders(&pp, hdr)
+	return pp
+}
+
+// readHeader reads a status line and MIME headers, at most maxProbeHeader
+// bytes in all.
+func readHeader(r io.Reader) (string, textproto.MIMEHeader, error) {
+	tr := textproto.NewReader(bufio.NewReader(io.LimitReader(r, maxProbeHeader)))
+	status, err := tr.ReadLine()
+	if err != nil {
+		return "", nil, err
+	}
+	hdr, err := tr.ReadMIMEHeader()
+	if err != nil && !errors.Is(err, io.EOF) {
+		return clip(status), nil, fmt.Errorf("bad header: %w", err)
+	}
+	return clip(status), hdr, nil
+}
+
+func fillHeaders(pp *PortProbe, hdr textproto.MIMEHeader) {
+	pp.Server = clipN(hdr.Get("Server"), 200)
+	if ch := hdr.Get("WWW-Authenticate"); ch != "" {
+		scheme, _, _ := strings.Cut(strings.TrimSpace(ch), " ")
+		pp.Auth = clipN(scheme, 20)
+		pp.Realm = clipN(authParam(ch, "realm"), 200)
+	}
+}
+
+// authParam returns a parameter of a WWW-Authenticate challenge.
+func authParam(ch, name string) string {
+	i := strings.Index(strings.ToLower(ch), name+"=")
+	if i < 0 {
+		return ""
+	}
+	v := ch[i+len(name)+1:]
+	if strings.HasPrefix(v, `"`) {
+		if s, err := strconv.QuotedPrefix(v); err == nil {
+			if u, err := strconv.Unquote(s); err == nil {
+				return u
+			}
+		}
+		v = strings.TrimPrefix(v, `"`)
+		if j := strings.IndexByte(v, '"'); j >= 0 {
+			return v[:j]
+		}
+		return v
+	}
+	if j := strings.IndexAny(v, ", "); j >= 0 {
+		return v[:j]
+	}
+	return v
+}
+
+// shortNetErr turns a dial or read error into a few words.
+func shortNetErr(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+		return "no answer (timeout)"
+	case errors.Is(err, io.EOF):
+		return "closed without answering"
+	case strings.Contains(err.Error(), "connection refused"):
+		return "closed (connection refused)"
+	}
+	return clipN(err.Error(), 200)
+}
+
+func clipN(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
