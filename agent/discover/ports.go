@@ -118,7 +118,14 @@ func fillHeaders(pp *PortProbe, hdr textproto.MIMEHeader) {
 
 // authParam returns a parameter of a WWW-Authenticate challenge.
 func authParam(ch, name string) string {
-	i := strings.Index(strings.ToLower(ch), name+"=")
+	// not strings.ToLower(ch): it can change the length of non-ASCII text
+	i := -1
+	for j := 0; j+len(name)+1 <= len(ch); j++ {
+		if strings.EqualFold(ch[j:j+len(name)+1], name+"=") {
+			i = j
+			break
+		}
+	}
 	if i < 0 {
 		return ""
 	}

@@ -8,6 +8,7 @@
 //	porthole-agent passwd [NAME] < password    hash a viewer's password for viewers:
 //	porthole-agent -config agent.yaml link NAME [-note TEXT]   a URL token for NAME
 //	porthole-agent -config agent.yaml link -list | -revoke ID
+//	porthole-agent discover [-host 192.168.1.0/24] [-user admin -password-file F]   cameras on the LAN
 package main
 
 import (
@@ -65,7 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "usage: porthole-agent [-config agent.yaml] [-check|-once|-v] | -version\n"+
 			"       porthole-agent [-config agent.yaml] status [-json] [-addr host:port]\n"+
 			"       porthole-agent passwd [NAME] < password\n"+
-			"       porthole-agent [-config agent.yaml] link NAME [-note TEXT] | link -list | link -revoke ID\n")
+			"       porthole-agent [-config agent.yaml] link NAME [-note TEXT] | link -list | link -revoke ID\n"+
+			"       porthole-agent discover [-iface NAME] [-host IP|CIDR] [-user NAME -password-file FILE] [-json]\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -85,8 +87,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return passwdCmd(ctx, fs.Args()[1:], stdout, stderr)
 		case "link":
 			return linkCmd(fs.Args()[1:], *cfgPath, stdout, stderr)
+		case "discover":
+			return discoverCmd(ctx, fs.Args()[1:], stdout, stderr)
 		default:
-			fmt.Fprintf(stderr, "porthole-agent: unknown command %q (commands: status, passwd, link); without a command it runs the agent\n", cmd)
+			fmt.Fprintf(stderr, "porthole-agent: unknown command %q (commands: status, passwd, link, discover); without a command it runs the agent\n", cmd)
 			return 2
 		}
 	}
