@@ -246,8 +246,19 @@ func (d *discoverer) exchange(ctx context.Context, c *net.UDPConn, deadline time
 		}
 	}
 	sendAll(send)
-	resend := time.AfterFunc(deadline.Sub(d.now())/3, func() { sendAll(send) })
-	defer resend.Stop()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTimer(deadline.Sub(d.now()) / 3)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			sendAll(send)
+		case <-done:
+		}
+	})
+	defer wg.Wait()
+	defer close(done)
 	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Now()) })
 	defer stop()
 	c.SetReadDeadline(deadline)
@@ -433,7 +444,12 @@ func (d *discoverer) onvif(ctx context.Context, cam *Camera, host netip.Addr) {
 // and point us (with the camera login) anywhere.
 func (d *discoverer) deviceURL(cam *Camera, host netip.Addr) string {
 	var other string
-	for _, x := range cam.XAddrs {
+	// plain http first: cameras' https certificates are self-signed
+	xaddrs := slices.Clone(cam.XAddrs)
+	slices.SortStableFunc(xaddrs, func(a, b string) int {
+		return boolInt(strings.HasPrefix(a, "https:")) - boolInt(strings.HasPrefix(b, "https:"))
+	})
+	for _, x := range xaddrs {
 		a, ok := xaddrHost(x)
 		if ok && a == host {
 			return x
@@ -452,6 +468,13 @@ func (d *discoverer) deviceURL(cam *Camera, host netip.Addr) string {
 		cam.Problems = append(cam.Problems, fmt.Sprintf("the camera answered from %s but names %s as its ONVIF address, not on the LAN: ignored", host, cam.XAddrs[0]))
 	}
 	return ""
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // sameHost checks that the media service is on the same host (or a private
