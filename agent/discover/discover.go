@@ -196,7 +196,7 @@ func (d *discoverer) multicast(ctx context.Context, res *Result) error {
 		res.Probed = append(res.Probed, fmt.Sprintf("%s (%s)", ifc.Name, ifc.addr))
 		wg.Go(func() {
 			defer c.Close()
-			d.exchange(ctx, c, deadline, func(send func(*net.UDPAddr)) { send(group) }, res)
+			d.exchange(ctx, c, deadline, func(send func(*net.UDPAddr)) { send(group) }, nil, res)
 		})
 	}
 	wg.Wait()
@@ -222,22 +222,34 @@ func (d *discoverer) unicast(ctx context.Context, res *Result) error {
 	defer c.Close()
 	res.Probed = append(res.Probed, d.cfg.Hosts...)
 	deadline := d.now().Add(d.cfg.Timeout)
+	answered := func(t netip.AddrPort) bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		_, ok := d.byHost[t.Addr()]
+		return ok
+	}
 	d.exchange(ctx, c, deadline, func(send func(*net.UDPAddr)) {
 		for _, t := range targets {
-			d.mu.Lock()
-			_, answered := d.byHost[t.Addr()]
-			d.mu.Unlock()
-			if !answered {
+			if !answered(t) {
 				send(net.UDPAddrFromAddrPort(t))
 			}
 		}
+	}, func() bool {
+		// every host answered: no need to wait out the timeout
+		for _, t := range targets {
+			if !answered(t) {
+				return false
+			}
+		}
+		return true
 	}, res)
 	return nil
 }
 
 // exchange sends the probe (twice: at the start and a third into the wait,
-// since UDP may drop the first) and reads answers on c until deadline.
-func (d *discoverer) exchange(ctx context.Context, c *net.UDPConn, deadline time.Time, sendAll func(func(*net.UDPAddr)), res *Result) {
+// since UDP may drop the first) and reads answers on c until deadline, or
+// until complete (if not nil) says every expected host answered.
+func (d *discoverer) exchange(ctx context.Context, c *net.UDPConn, deadline time.Time, sendAll func(func(*net.UDPAddr)), complete func() bool, res *Result) {
 	id := newMessageID()
 	msg := probeMessage(id)
 	send := func(to *net.UDPAddr) {
@@ -278,6 +290,9 @@ func (d *discoverer) exchange(ctx context.Context, c *net.UDPConn, deadline time
 			continue
 		}
 		d.add(res, src, matches)
+		if complete != nil && complete() {
+			return
+		}
 	}
 }
 

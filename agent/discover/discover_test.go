@@ -29,15 +29,15 @@ func startCam(t *testing.T, cfg fakeonvif.Config) *fakeonvif.Camera {
 	return cam
 }
 
-// run discovers cam by unicast; the wait for answers ends early only by the
-// timeout, which is short because the camera is on loopback.
+// run discovers cam by unicast; the wait ends as soon as it answered (the
+// timeout only bounds a camera that doesn't).
 func run(t *testing.T, cam *fakeonvif.Camera, user, password string, mod ...func(*discover.Config)) *discover.Result {
 	t.Helper()
 	cfg := discover.Config{
 		Hosts:     []string{cam.WSDAddr().String()},
 		Username:  user,
 		Password:  password,
-		Timeout:   time.Second,
+		Timeout:   10 * time.Second,
 		RTSPPorts: []int{},
 		HTTPPorts: []int{int(cam.HTTPAddr().Port())},
 	}
@@ -260,7 +260,7 @@ func TestGarbageAnswers(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			cam := startCam(t, fakeonvif.Config{ProbeReply: reply})
-			res := run(t, cam, "", "")
+			res := run(t, cam, "", "", func(c *discover.Config) { c.Timeout = 500 * time.Millisecond })
 			if len(res.Cameras) != 0 || res.Ignored == 0 {
 				t.Errorf("cameras %+v, ignored %d", res.Cameras, res.Ignored)
 			}

@@ -15,7 +15,7 @@ import (
 
 // discoverArgs probes cam by unicast on loopback, never by multicast.
 func discoverArgs(cam *fakeonvif.Camera, extra ...string) []string {
-	return append([]string{"discover", "-host", cam.WSDAddr().String(), "-timeout", "1s",
+	return append([]string{"discover", "-host", cam.WSDAddr().String(), "-timeout", "10s",
 		"-rtsp-ports", "", "-http-ports", strconv.Itoa(int(cam.HTTPAddr().Port()))}, extra...)
 }
 
