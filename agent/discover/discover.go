@@ -462,7 +462,7 @@ func (d *discoverer) deviceURL(cam *Camera, host netip.Addr) string {
 	// plain http first: cameras' https certificates are self-signed
 	xaddrs := slices.Clone(cam.XAddrs)
 	slices.SortStableFunc(xaddrs, func(a, b string) int {
-		return boolInt(strings.HasPrefix(a, "https:")) - boolInt(strings.HasPrefix(b, "https:"))
+		return strings.Compare(a[:min(len(a), 5)], b[:min(len(b), 5)]) // "http:" < "https"
 	})
 	for _, x := range xaddrs {
 		a, ok := xaddrHost(x)
@@ -483,13 +483,6 @@ func (d *discoverer) deviceURL(cam *Camera, host netip.Addr) string {
 		cam.Problems = append(cam.Problems, fmt.Sprintf("the camera answered from %s but names %s as its ONVIF address, not on the LAN: ignored", host, cam.XAddrs[0]))
 	}
 	return ""
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // sameHost checks that the media service is on the same host (or a private

@@ -2,6 +2,7 @@ package discover
 
 import (
 	"bytes"
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -118,6 +119,29 @@ func TestScrubURI(t *testing.T) {
 	} {
 		if got := scrubURI(in, "pw123"); got != want || strings.Contains(got, "pw123") {
 			t.Errorf("scrubURI(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestDeviceURL(t *testing.T) {
+	d := newDiscoverer(Config{})
+	host := netip.MustParseAddr("192.168.1.20")
+	for _, tc := range []struct {
+		xaddrs  []string
+		want    string
+		problem string
+	}{
+		{[]string{"https://192.168.1.20/onvif/device_service", "http://192.168.1.20/onvif/device_service"}, "http://192.168.1.20/onvif/device_service", ""},
+		{[]string{"http://192.168.2.20/onvif/device_service"}, "http://192.168.2.20/onvif/device_service", "names http://192.168.2.20/onvif/device_service as its ONVIF address: using it"},
+		{[]string{"http://198.51.100.7/onvif/device_service"}, "", "not on the LAN: ignored"},
+		{[]string{"http://camera.local/onvif/device_service"}, "", "not on the LAN: ignored"},
+		{nil, "", "named no ONVIF address"},
+	} {
+		cam := &Camera{Host: host.String(), ProbeMatch: ProbeMatch{XAddrs: tc.xaddrs}}
+		got := d.deviceURL(cam, host)
+		if got != tc.want || tc.problem == "" && len(cam.Problems) > 0 ||
+			tc.problem != "" && (len(cam.Problems) != 1 || !strings.Contains(cam.Problems[0], tc.problem)) {
+			t.Errorf("%q: %q %q, want %q %q", tc.xaddrs, got, cam.Problems, tc.want, tc.problem)
 		}
 	}
 }

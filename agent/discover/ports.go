@@ -36,36 +36,19 @@ type PortProbe struct {
 
 // probeRTSP sends RTSP OPTIONS to host:port and reads the answer's headers.
 func probeRTSP(ctx context.Context, dial dialFunc, host netip.Addr, port int, timeout time.Duration) PortProbe {
-	pp := PortProbe{Port: port, Protocol: "rtsp"}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	addr := netip.AddrPortFrom(host, uint16(port)).String()
-	c, err := dial(ctx, "tcp", addr)
-	if err != nil {
-		pp.Error = shortNetErr(err)
-		return pp
-	}
-	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
-	defer stop()
-	fmt.Fprintf(c, "OPTIONS rtsp://%s/ RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: porthole-discover\r\n\r\n", addr)
-	status, hdr, err := readHeader(c)
-	if err != nil {
-		pp.Error = shortNetErr(err)
-		return pp
-	}
-	if !strings.HasPrefix(status, "RTSP/") {
-		pp.Error = fmt.Sprintf("not RTSP (answered %q)", clipN(status, 60))
-		return pp
-	}
-	pp.Open, pp.Status = true, status
-	fillHeaders(&pp, hdr)
-	return pp
+	return probePort(ctx, dial, host, port, timeout, "rtsp", "OPTIONS rtsp://%s/ RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: porthole-discover\r\n\r\n")
 }
 
 // probeHTTP sends GET / to host:port and reads the answer's headers.
 func probeHTTP(ctx context.Context, dial dialFunc, host netip.Addr, port int, timeout time.Duration) PortProbe {
-	pp := PortProbe{Port: port, Protocol: "http"}
+	return probePort(ctx, dial, host, port, timeout, "http", "GET / HTTP/1.1\r\nHost: %s\r\nUser-Agent: porthole-discover\r\nConnection: close\r\n\r\n")
+}
+
+// probePort sends request (a format with the address in %s) to host:port
+// and reads the status line and headers of the answer, which must start with
+// the protocol's name.
+func probePort(ctx context.Context, dial dialFunc, host netip.Addr, port int, timeout time.Duration, proto, request string) PortProbe {
+	pp := PortProbe{Port: port, Protocol: proto}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	addr := netip.AddrPortFrom(host, uint16(port)).String()
@@ -77,14 +60,14 @@ func probeHTTP(ctx context.Context, dial dialFunc, host netip.Addr, port int, ti
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
 	defer stop()
-	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nUser-Agent: porthole-discover\r\nConnection: close\r\n\r\n", addr)
+	fmt.Fprintf(c, request, addr)
 	status, hdr, err := readHeader(c)
 	if err != nil {
 		pp.Error = shortNetErr(err)
 		return pp
 	}
-	if !strings.HasPrefix(status, "HTTP/") {
-		pp.Error = fmt.Sprintf("not HTTP (answered %q)", clipN(status, 60))
+	if name := strings.ToUpper(proto); !strings.HasPrefix(status, name+"/") {
+		pp.Error = fmt.Sprintf("not %s (answered %q)", name, clipN(status, 60))
 		return pp
 	}
 	pp.Open, pp.Status = true, status

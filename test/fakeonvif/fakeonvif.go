@@ -298,6 +298,17 @@ func (c *Camera) read(r *http.Request) (request, string, error) {
 	}
 }
 
+// accept reads and records a request; a malformed one gets a fault.
+func (c *Camera) accept(w http.ResponseWriter, r *http.Request) (request, string, bool) {
+	req, action, err := c.read(r)
+	if err != nil {
+		fault(w, "env:Sender", "ter:WellFormed", err.Error())
+		return req, "", false
+	}
+	c.record(action)
+	return req, action, true
+}
+
 // authorized checks the UsernameToken as a camera does.
 func (c *Camera) authorized(req request) bool {
 	if c.cfg.Username == "" {
@@ -323,12 +334,10 @@ func (c *Camera) authorized(req request) bool {
 }
 
 func (c *Camera) device(w http.ResponseWriter, r *http.Request) {
-	req, action, err := c.read(r)
-	if err != nil {
-		fault(w, "env:Sender", "ter:WellFormed", err.Error())
+	req, action, ok := c.accept(w, r)
+	if !ok {
 		return
 	}
-	c.record(action)
 	if action == "GetSystemDateAndTime" {
 		t := time.Now().Add(c.cfg.ClockOffset).UTC()
 		reply(w, fmt.Sprintf(`<tds:GetSystemDateAndTimeResponse><tds:SystemDateAndTime><tt:DateTimeType>NTP</tt:DateTimeType>`+
@@ -361,12 +370,10 @@ func (c *Camera) refuse(w http.ResponseWriter) {
 }
 
 func (c *Camera) media(w http.ResponseWriter, r *http.Request) {
-	req, action, err := c.read(r)
-	if err != nil {
-		fault(w, "env:Sender", "ter:WellFormed", err.Error())
+	req, action, ok := c.accept(w, r)
+	if !ok {
 		return
 	}
-	c.record(action)
 	if !c.authorized(req) {
 		c.refuse(w)
 		return
