@@ -28,6 +28,9 @@ const (
 	maxCameras = 256
 	// cameraWorkers is how many cameras are queried at once.
 	cameraWorkers = 8
+	// onvifBudget is the time for all ONVIF requests to one camera, in
+	// request timeouts.
+	onvifBudget = 4
 )
 
 // Defaults for Config's zero values.
@@ -381,6 +384,10 @@ func (d *discoverer) onvif(ctx context.Context, cam *Camera, host netip.Addr) {
 	if deviceURL == "" {
 		return
 	}
+	// a camera that answers each request just before its time limit must
+	// not hold a worker for a dozen of them
+	ctx, cancel := context.WithTimeout(ctx, onvifBudget*d.cfg.RequestTimeout)
+	defer cancel()
 	var rt http.RoundTripper = &http.Transport{
 		Proxy:                  nil, // cameras are on the LAN: never through a proxy
 		DialContext:            d.dial,
@@ -417,6 +424,10 @@ func (d *discoverer) onvif(ctx context.Context, cam *Camera, host netip.Addr) {
 			problem("ONVIF needs a login: run again with -user and -password-file (%s)", err)
 		case errors.Is(err, ErrNotAuthorized):
 			problem("ONVIF refused user %q: wrong user or password? (%s)", d.cfg.Username, err)
+		case ctx.Err() != nil:
+			problem("ONVIF at %s answers too slowly (%s for all requests): %s", deviceURL, onvifBudget*d.cfg.RequestTimeout, err)
+		case isTimeout(err):
+			problem("ONVIF at %s: no answer within %s (-request-timeout): %s", deviceURL, d.cfg.RequestTimeout, err)
 		default:
 			problem("ONVIF at %s: %s", deviceURL, err)
 		}
@@ -483,6 +494,11 @@ func (d *discoverer) deviceURL(cam *Camera, host netip.Addr) string {
 		cam.Problems = append(cam.Problems, fmt.Sprintf("the camera answered from %s but names %s as its ONVIF address, not on the LAN: ignored", host, cam.XAddrs[0]))
 	}
 	return ""
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
 // sameHost checks that the media service is on the same host (or a private

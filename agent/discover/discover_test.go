@@ -336,3 +336,42 @@ func TestServiceName(t *testing.T) {
 		}
 	}
 }
+
+func TestSlowCamera(t *testing.T) {
+	// the ONVIF service accepts connections and never answers
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	held := make(chan net.Conn, 64)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held <- c
+		}
+	}()
+	defer func() {
+		for len(held) > 0 {
+			(<-held).Close()
+		}
+	}()
+	xaddr := "http://" + ln.Addr().String() + "/onvif/device_service"
+	cam := startCam(t, fakeonvif.Config{ProbeReply: func(id string) []byte {
+		return []byte(`<E><Header><RelatesTo>` + id + `</RelatesTo></Header><Body><ProbeMatches><ProbeMatch>` +
+			`<XAddrs>` + xaddr + `</XAddrs></ProbeMatch></ProbeMatches></Body></E>`)
+	}})
+	c := one(t, run(t, cam, testUser, testPassword, func(c *discover.Config) {
+		c.RequestTimeout = 200 * time.Millisecond
+		c.HTTPPorts = []int{int(ln.Addr().(*net.TCPAddr).Port)}
+	}))
+	if len(c.Problems) != 1 || !strings.Contains(c.Problems[0], "ONVIF at "+xaddr+": no answer within 200ms") {
+		t.Errorf("problems %q", c.Problems)
+	}
+	if len(c.Ports) != 1 || c.Ports[0].Open || c.Ports[0].Error != "no answer (timeout)" {
+		t.Errorf("ports %+v", c.Ports)
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"net/textproto"
 	"strconv"
@@ -133,9 +132,8 @@ func authParam(ch, name string) string {
 
 // shortNetErr turns a dial or read error into a few words.
 func shortNetErr(err error) string {
-	var ne net.Error
 	switch {
-	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+	case isTimeout(err):
 		return "no answer (timeout)"
 	case errors.Is(err, io.EOF):
 		return "closed without answering"
