@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -373,5 +374,23 @@ func TestSlowCamera(t *testing.T) {
 	}
 	if len(c.Ports) != 1 || c.Ports[0].Open || c.Ports[0].Error != "no answer (timeout)" {
 		t.Errorf("ports %+v", c.Ports)
+	}
+}
+
+func TestNoGoroutineLeft(t *testing.T) {
+	cam := startCam(t, fakeonvif.Config{Username: testUser, Password: testPassword})
+	base := runtime.NumGoroutine()
+	for range 3 {
+		if c := one(t, run(t, cam, testUser, testPassword)); len(c.Profiles) != 2 {
+			t.Fatalf("%+v", c)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > base {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines, %d before Run:\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
+		}
+		runtime.Gosched()
 	}
 }

@@ -2,6 +2,8 @@ package discover
 
 import (
 	"bytes"
+	"errors"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -143,5 +145,46 @@ func TestDeviceURL(t *testing.T) {
 			tc.problem != "" && (len(cam.Problems) != 1 || !strings.Contains(cam.Problems[0], tc.problem)) {
 			t.Errorf("%q: %q %q, want %q %q", tc.xaddrs, got, cam.Problems, tc.want, tc.problem)
 		}
+	}
+}
+
+func TestPickInterfaces(t *testing.T) {
+	up := net.FlagUp | net.FlagMulticast
+	cands := []candidate{
+		{net.Interface{Name: "lo", Flags: up | net.FlagLoopback}, []netip.Addr{netip.MustParseAddr("127.0.0.1")}},
+		{net.Interface{Name: "eth0", Flags: up}, []netip.Addr{netip.MustParseAddr("fe80::1"), netip.MustParseAddr("192.168.1.10")}},
+		{net.Interface{Name: "wan", Flags: up}, []netip.Addr{netip.MustParseAddr("203.0.113.5")}},
+		{net.Interface{Name: "wg0", Flags: net.FlagUp}, []netip.Addr{netip.MustParseAddr("10.77.0.1")}},
+		{net.Interface{Name: "eth1", Flags: net.FlagMulticast}, []netip.Addr{netip.MustParseAddr("10.0.0.2")}},
+		{net.Interface{Name: "v6", Flags: up}, []netip.Addr{netip.MustParseAddr("fd00::1")}},
+	}
+	for _, tc := range []struct {
+		names []string
+		want  string
+		err   string
+	}{
+		{nil, "eth0=192.168.1.10", ""},
+		{[]string{"wan"}, "wan=203.0.113.5", ""},
+		{[]string{"eth0", "wan"}, "eth0=192.168.1.10 wan=203.0.113.5", ""},
+		{[]string{"wg0"}, "", "cannot send multicast"},
+		{[]string{"eth1"}, "", "is down"},
+		{[]string{"v6"}, "", "no IPv4 address"},
+		{[]string{"nope"}, "", `no interface "nope" (there are: lo, eth0, wan, wg0, eth1, v6)`},
+	} {
+		got, err := pickInterfaces(cands, tc.names)
+		var s []string
+		for _, i := range got {
+			s = append(s, i.Name+"="+i.addr.String())
+		}
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) || !errors.Is(err, ErrNoInterface) {
+				t.Errorf("%q: %v, want error %q", tc.names, err, tc.err)
+			}
+		} else if err != nil || strings.Join(s, " ") != tc.want {
+			t.Errorf("%q: %q %v, want %q", tc.names, s, err, tc.want)
+		}
+	}
+	if _, err := pickInterfaces(cands[2:3], nil); err == nil || !strings.Contains(err.Error(), "no interface is up with a private IPv4 address") {
+		t.Errorf("only a public interface: %v", err)
 	}
 }
