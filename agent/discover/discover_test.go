@@ -394,3 +394,20 @@ func TestNoGoroutineLeft(t *testing.T) {
 		runtime.Gosched()
 	}
 }
+
+func TestUnicastRange(t *testing.T) {
+	// a camera on the standard port inside a loopback /26; the other 61
+	// addresses stay silent
+	cam, err := fakeonvif.StartPorts(fakeonvif.Config{}, "127.0.0.77", 0, 0, discover.WSDPort)
+	if err != nil {
+		t.Skipf("cannot listen on 127.0.0.77:%d: %v", discover.WSDPort, err)
+	}
+	defer cam.Close()
+	c := one(t, run(t, cam, "", "", func(c *discover.Config) {
+		c.Hosts = []string{"127.0.0.64/26"}
+		c.Timeout = time.Second
+	}))
+	if c.Host != "127.0.0.77" || len(c.Profiles) != 2 {
+		t.Errorf("%+v", c)
+	}
+}
