@@ -107,8 +107,9 @@ type Result struct {
 var ErrNoInterface = errors.New("no interface to probe")
 
 // Run probes, waits cfg.Timeout for answers, queries each answering host and
-// returns what it learned. It fails only when it could not probe at all;
-// cameras that misbehave get Problems.
+// returns what it learned. It fails only when it could not probe at all, or
+// when ctx ended (then with what it had learned so far); cameras that
+// misbehave get Problems.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	d := newDiscoverer(cfg)
 	res := &Result{Cameras: []Camera{}}
