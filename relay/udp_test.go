@@ -366,3 +366,56 @@ func TestUDPProbeOfMappedPort(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkUDPRoundTrip: one 1280-byte packet from a phone through the relay to
+// an echoing agent (QUIC on loopback) and back, one at a time.
+func BenchmarkUDPRoundTrip(b *testing.B) {
+	tok := config.NewToken()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	wg := uint16(pc.LocalAddr().(*net.UDPAddr).Port)
+	pc.Close()
+	rc := &config.Relay{Listen: "127.0.0.1:0", ViewerBind: "127.0.0.1", StateDir: b.TempDir(),
+		Agents: map[string]config.RelayAgent{"home": {Token: tok, Ports: config.PortRange{Lo: 10000, Hi: 10000}, UDPPorts: config.PortRange{Lo: wg, Hi: wg}}}}
+	s, err := relay.New(relay.Config{Relay: rc})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	up := make(chan struct{}, 1)
+	var c *tunnel.Client
+	c, err = tunnel.New(tunnel.Config{Address: s.Addr().String(), Name: "home", Token: tok,
+		Services: []tunnel.Service{wgService(wg)}, Handler: tunnel.ForwardTo(nil),
+		OnConnect:  func(tunnel.Session) { up <- struct{}{} },
+		OnDatagram: func(h proto.DatagramHeader, p []byte) { c.SendDatagram(h, p) }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	actx, acancel := context.WithCancel(context.Background())
+	adone := make(chan struct{})
+	go func() { c.Run(actx); close(adone) }()
+	defer func() { acancel(); <-adone }()
+	<-up
+	ph, err := net.DialUDP("udp", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(wg)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ph.Close()
+	pkt, buf := bytes.Repeat([]byte{7}, 1280), make([]byte, 2048)
+	lost := 0
+	b.SetBytes(2 * 1280)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		ph.Write(pkt)
+		ph.SetReadDeadline(time.Now().Add(time.Second))
+		if _, err := ph.Read(buf); err != nil {
+			lost++
+		}
+	}
+	b.ReportMetric(float64(lost), "lost")
+}
