@@ -293,26 +293,15 @@ func (ss *session) shutdown(timeout time.Duration) {
 // port it may use, so an agent can't make the relay dial anything else (its own
 // loopback, other hosts).
 func (s *Server) probeDial(ctx context.Context, ts *tunnel.ServerSession, addr string) (net.Conn, error) {
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil {
-		return nil, fmt.Errorf("bad probe address %q", addr)
-	}
-	if observed := ts.Observed().Addr(); ap.Addr().Unmap() != observed {
-		return nil, fmt.Errorf("probe address %s is not the agent's address as the relay sees it (%s)", ap.Addr(), observed)
-	}
-	if ports := s.cfg.Relay.Agents[ts.Name()].Ports; !ports.Contains(ap.Port()) {
-		return nil, fmt.Errorf("probe port %d is outside this agent's range %s", ap.Port(), ports)
-	}
-	c, err := s.cfg.ProbeDial(ctx, "tcp", ap.String())
-	if err != nil {
-		return nil, fmt.Errorf("dial %s from the relay: %w", ap, err)
-	}
-	return c, nil
+	return s.dialProbe(ctx, ts, "tcp", addr)
 }
 
-// probeDialUDP is probeDial for the agent's WireGuard port: only its own public
-// address, only inside its udp_ports.
+// probeDialUDP is probeDial for the agent's WireGuard port: inside its udp_ports.
 func (s *Server) probeDialUDP(ctx context.Context, ts *tunnel.ServerSession, addr string) (net.Conn, error) {
+	return s.dialProbe(ctx, ts, "udp", addr)
+}
+
+func (s *Server) dialProbe(ctx context.Context, ts *tunnel.ServerSession, network, addr string) (net.Conn, error) {
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("bad probe address %q", addr)
@@ -320,12 +309,17 @@ func (s *Server) probeDialUDP(ctx context.Context, ts *tunnel.ServerSession, add
 	if observed := ts.Observed().Addr(); ap.Addr().Unmap() != observed {
 		return nil, fmt.Errorf("probe address %s is not the agent's address as the relay sees it (%s)", ap.Addr(), observed)
 	}
-	if ports := s.cfg.Relay.Agents[ts.Name()].UDPPorts; ports.Hi == 0 || !ports.Contains(ap.Port()) {
-		return nil, fmt.Errorf("probe UDP port %d is outside this agent's udp_ports %s", ap.Port(), ports)
+	agent := s.cfg.Relay.Agents[ts.Name()]
+	if network == "udp" {
+		if ports := agent.UDPPorts; ports.Hi == 0 || !ports.Contains(ap.Port()) {
+			return nil, fmt.Errorf("probe UDP port %d is outside this agent's udp_ports %s", ap.Port(), ports)
+		}
+	} else if ports := agent.Ports; !ports.Contains(ap.Port()) {
+		return nil, fmt.Errorf("probe port %d is outside this agent's range %s", ap.Port(), ports)
 	}
-	c, err := s.cfg.ProbeDial(ctx, "udp", ap.String())
+	c, err := s.cfg.ProbeDial(ctx, network, ap.String())
 	if err != nil {
-		return nil, fmt.Errorf("open UDP to %s from the relay: %w", ap, err)
+		return nil, fmt.Errorf("dial %s %s from the relay: %w", network, ap, err)
 	}
 	return c, nil
 }

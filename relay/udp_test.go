@@ -19,7 +19,7 @@ import (
 )
 
 // freeUDPPort returns a UDP port free on addr at the time of the call.
-func freeUDPPort(t *testing.T, addr string) uint16 {
+func freeUDPPort(t testing.TB, addr string) uint16 {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", addr+":0")
 	if err != nil {
@@ -31,10 +31,13 @@ func freeUDPPort(t *testing.T, addr string) uint16 {
 
 // udpRelay runs a relay whose agents are given by agents (name -> config); mod
 // adjusts the relay's Config.
-func udpRelay(t *testing.T, agents map[string]config.RelayAgent, mod func(*relay.Config)) *relay.Server {
+func udpRelay(t testing.TB, agents map[string]config.RelayAgent, mod func(*relay.Config)) *relay.Server {
 	t.Helper()
 	rc := &config.Relay{Listen: "127.0.0.1:0", ViewerBind: "127.0.0.1", StateDir: t.TempDir(), Agents: agents}
-	cfg := relay.Config{Relay: rc, Logger: logger(t)}
+	cfg := relay.Config{Relay: rc}
+	if tt, ok := t.(*testing.T); ok {
+		cfg.Logger = logger(tt)
+	}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -62,13 +65,13 @@ type wgAgent struct {
 
 // startWGAgent connects agent name with services; echo makes it answer every
 // datagram with the same payload on the same flow.
-func startWGAgent(t *testing.T, s *relay.Server, name, token string, echo bool, services ...tunnel.Service) *wgAgent {
+func startWGAgent(t testing.TB, s *relay.Server, name, token string, echo bool, services ...tunnel.Service) *wgAgent {
 	t.Helper()
 	a := &wgAgent{flows: map[uint32]bool{}}
 	connected := make(chan tunnel.Session, 1)
 	var c *tunnel.Client
 	c, err := tunnel.New(tunnel.Config{
-		Address: s.Addr().String(), Name: name, Token: token, Logger: logger(t),
+		Address: s.Addr().String(), Name: name, Token: token,
 		Services:  services,
 		Handler:   tunnel.ForwardTo(nil),
 		OnConnect: func(s tunnel.Session) { connected <- s },
@@ -106,7 +109,7 @@ func (a *wgAgent) flowCount() int {
 }
 
 // phone is a UDP socket on a loopback address sending to the relay's port.
-func phone(t *testing.T, from string, port uint16) *net.UDPConn {
+func phone(t testing.TB, from string, port uint16) *net.UDPConn {
 	t.Helper()
 	c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(from)}, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(port)})
 	if err != nil {
@@ -371,41 +374,11 @@ func TestUDPProbeOfMappedPort(t *testing.T) {
 // an echoing agent (QUIC on loopback) and back, one at a time.
 func BenchmarkUDPRoundTrip(b *testing.B) {
 	tok := config.NewToken()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	wg := uint16(pc.LocalAddr().(*net.UDPAddr).Port)
-	pc.Close()
-	rc := &config.Relay{Listen: "127.0.0.1:0", ViewerBind: "127.0.0.1", StateDir: b.TempDir(),
-		Agents: map[string]config.RelayAgent{"home": {Token: tok, Ports: config.PortRange{Lo: 10000, Hi: 10000}, UDPPorts: config.PortRange{Lo: wg, Hi: wg}}}}
-	s, err := relay.New(relay.Config{Relay: rc})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
-	up := make(chan struct{}, 1)
-	var c *tunnel.Client
-	c, err = tunnel.New(tunnel.Config{Address: s.Addr().String(), Name: "home", Token: tok,
-		Services: []tunnel.Service{wgService(wg)}, Handler: tunnel.ForwardTo(nil),
-		OnConnect:  func(tunnel.Session) { up <- struct{}{} },
-		OnDatagram: func(h proto.DatagramHeader, p []byte) { c.SendDatagram(h, p) }})
-	if err != nil {
-		b.Fatal(err)
-	}
-	actx, acancel := context.WithCancel(context.Background())
-	adone := make(chan struct{})
-	go func() { c.Run(actx); close(adone) }()
-	defer func() { acancel(); <-adone }()
-	<-up
-	ph, err := net.DialUDP("udp", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(wg)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ph.Close()
+	wg := freeUDPPort(b, "127.0.0.1")
+	s := udpRelay(b, map[string]config.RelayAgent{"home": {Token: tok, Ports: config.PortRange{Lo: 10000, Hi: 10000},
+		UDPPorts: config.PortRange{Lo: wg, Hi: wg}}}, nil)
+	startWGAgent(b, s, "home", tok, true, wgService(wg))
+	ph := phone(b, "127.0.0.1", wg)
 	pkt, buf := bytes.Repeat([]byte{7}, 1280), make([]byte, 2048)
 	lost := 0
 	b.SetBytes(2 * 1280)
