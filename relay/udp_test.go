@@ -203,6 +203,10 @@ func TestUDPForwarding(t *testing.T) {
 	if st := agentStatus(s, "home"); st.UDPPorts != fmt.Sprint(wg) {
 		t.Errorf("udp_ports shown as %q", st.UDPPorts)
 	}
+	page := fmt.Sprintf("%+v", relay.StatusPage(s.Status()))
+	if !strings.Contains(page, fmt.Sprintf("WireGuard :%d", wg)) || !strings.Contains(page, "2 flows now") {
+		t.Errorf("status page lacks the WireGuard row: %s", page)
+	}
 }
 
 // TestUDPGarbageAndFloods: a source the agent never answers is held to the
