@@ -67,11 +67,17 @@ type wgAgent struct {
 // datagram with the same payload on the same flow.
 func startWGAgent(t testing.TB, s *relay.Server, name, token string, echo bool, services ...tunnel.Service) *wgAgent {
 	t.Helper()
+	return startWGAgentOver(t, s, "", name, token, echo, services...)
+}
+
+// startWGAgentOver is startWGAgent over transport ("" = auto, "quic", "tcp").
+func startWGAgentOver(t testing.TB, s *relay.Server, transport, name, token string, echo bool, services ...tunnel.Service) *wgAgent {
+	t.Helper()
 	a := &wgAgent{flows: map[uint32]bool{}}
 	connected := make(chan tunnel.Session, 1)
 	var c *tunnel.Client
 	c, err := tunnel.New(tunnel.Config{
-		Address: s.Addr().String(), Name: name, Token: token,
+		Address: s.Addr().String(), Name: name, Token: token, Transport: transport,
 		Services:  services,
 		Handler:   tunnel.ForwardTo(nil),
 		OnConnect: func(s tunnel.Session) { connected <- s },
@@ -395,4 +401,37 @@ func BenchmarkUDPRoundTrip(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(lost), "lost")
+}
+
+// TestUDPOverTCPFallback: WireGuard packets cross an agent's TLS-over-TCP
+// tunnel (datagrams as frames) with the same size limit.
+func TestUDPOverTCPFallback(t *testing.T) {
+	tok := config.NewToken()
+	wg := freeUDPPort(t, "127.0.0.1")
+	s := udpRelay(t, map[string]config.RelayAgent{"home": {Token: tok, Ports: config.PortRange{Lo: 10000, Hi: 10000},
+		UDPPorts: config.PortRange{Lo: wg, Hi: wg}}}, nil)
+	a := startWGAgentOver(t, s, tunnel.TransportTCP, "home", tok, true, wgService(wg))
+	if a.sess.Transport != tunnel.TransportTCP {
+		t.Fatalf("transport %s", a.sess.Transport)
+	}
+	p := phone(t, "127.0.0.1", wg)
+	exchange(t, p, bytes.Repeat([]byte{9}, tunnel.MaxDatagramPayload))
+	p.Write(bytes.Repeat([]byte{9}, tunnel.MaxDatagramPayload+1))
+	waitFor(t, "the oversize packet counted", func() bool { return agentStatus(s, "home").UDP.Dropped["too_big"] == 1 })
+}
+
+// TestUDPAllowRule: a UDP service's allow rule holds at the relay: packets
+// from other addresses never reach the agent.
+func TestUDPAllowRule(t *testing.T) {
+	tok := config.NewToken()
+	wg := freeUDPPort(t, "127.0.0.1")
+	s := udpRelay(t, map[string]config.RelayAgent{"home": {Token: tok, Ports: config.PortRange{Lo: 10000, Hi: 10000},
+		UDPPorts: config.PortRange{Lo: wg, Hi: wg}}}, nil)
+	a := startWGAgent(t, s, "home", tok, true, tunnel.Service{Name: "wireguard", Port: wg, Proto: "udp", Allow: []string{"127.0.0.6/32"}})
+	exchange(t, phone(t, "127.0.0.6", wg), []byte("allowed"))
+	phone(t, "127.0.0.7", wg).Write([]byte("not allowed"))
+	waitFor(t, "the stranger's packet dropped", func() bool { return agentStatus(s, "home").UDP.Dropped["not_allowed"] == 1 })
+	if n := a.flowCount(); n != 1 {
+		t.Errorf("the agent saw %d flows, want only the allowed phone's", n)
+	}
 }
