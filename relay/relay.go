@@ -69,9 +69,9 @@ type Config struct {
 	// UDPNewFlowsPerSec bounds the new flows one source address may open each
 	// second (burst 20). Zero means DefaultUDPNewFlowsPerSec.
 	UDPNewFlowsPerSec float64
-	// UDPUnansweredPPS bounds a flow's packets per second until the agent first
-	// answers it (WireGuard never answers garbage). Zero means
-	// DefaultUDPUnansweredPPS.
+	// UDPUnansweredPPS bounds the packets per second of one source address's
+	// flows that the agent has not answered yet, all together (WireGuard never
+	// answers garbage). Zero means DefaultUDPUnansweredPPS.
 	UDPUnansweredPPS float64
 	// UDPAnsweredPPS bounds a flow's packets per second once the agent answered.
 	// Zero means DefaultUDPAnsweredPPS.

@@ -31,9 +31,10 @@ import (
 // opened: it cannot make the relay send UDP anywhere else.
 //
 // A stranger can make the relay allocate flows, so they are bounded: a cap per
-// agent, new flows per source address per second, and a packet rate per flow,
-// low until the agent has answered the flow (garbage never gets an answer, since
-// WireGuard drops what it can't authenticate), high after. Idle flows expire.
+// agent and new flows per source address per second. Packets of flows the agent
+// has not answered yet are held to a low rate per source address, all its flows
+// together (garbage never gets an answer, since WireGuard drops what it can't
+// authenticate); an answered flow gets a high rate of its own. Idle flows expire.
 
 // UDP defaults (see the Config fields of the same names).
 const (
@@ -104,7 +105,7 @@ type udpForwarder struct {
 	socks   map[uint16]*udpSock
 	flows   map[uint32]*udpFlow
 	byAddr  map[udpKey]*udpFlow
-	sources map[netip.Addr]*rate.Limiter // new flows per source address
+	sources map[netip.Addr]*udpSource
 	nextID  uint32
 	closed  bool
 	sweeper bool // the sweeper runs
@@ -121,13 +122,19 @@ type udpSock struct {
 	pc     *net.UDPConn
 }
 
+// udpSource is the budget of one source address.
+type udpSource struct {
+	newFlows   *rate.Limiter // flows it may open
+	unanswered *rate.Limiter // packets of its flows the agent has not answered
+}
+
 type udpFlow struct {
 	id       uint32
 	sock     *udpSock
 	addr     netip.AddrPort
-	last     atomic.Int64 // unix nanos of the last packet either way
-	answered atomic.Bool  // the agent has sent to this flow
-	lim      *rate.Limiter
+	last     atomic.Int64  // unix nanos of the last packet either way
+	answered atomic.Bool   // the agent has sent to this flow
+	lim      *rate.Limiter // made when the agent first answers
 }
 
 type udpCounters struct {
@@ -151,7 +158,7 @@ type UDPStatus struct {
 func newUDPForwarder(s *Server, ts *tunnel.ServerSession, log *slog.Logger) *udpForwarder {
 	return &udpForwarder{ts: ts, log: log, lim: s.cfg.udpLimits(), bind: s.cfg.Relay.ViewerBind,
 		stop: make(chan struct{}), socks: map[uint16]*udpSock{}, flows: map[uint32]*udpFlow{},
-		byAddr: map[udpKey]*udpFlow{}, sources: map[netip.Addr]*rate.Limiter{}, nextID: rand.Uint32()}
+		byAddr: map[udpKey]*udpFlow{}, sources: map[netip.Addr]*udpSource{}, nextID: rand.Uint32()}
 }
 
 // set replaces the forwarder's ports with want (accepted services by port),
@@ -260,10 +267,6 @@ func (f *udpForwarder) readLoop(sk *udpSock) {
 			f.drop(why, from, n, "")
 			continue
 		}
-		if !fl.lim.Allow() {
-			f.drop(udpDropRate, from, n, "")
-			continue
-		}
 		fl.last.Store(time.Now().UnixNano())
 		err = f.ts.SendDatagram(proto.DatagramHeader{Kind: proto.DatagramWireGuard, Flow: fl.id}, buf[:n])
 		if err != nil {
@@ -280,13 +283,18 @@ func (f *udpForwarder) readLoop(sk *udpSock) {
 	}
 }
 
-// flow returns from's flow on port, making one when the limits allow; or nil
-// and the drop reason.
+// flow returns from's flow on port for one packet, making the flow when the
+// limits allow, and charges the packet to the flow's or the source's rate; or
+// nil and the drop reason.
 func (f *udpForwarder) flow(sk *udpSock, port uint16, from netip.AddrPort) (*udpFlow, string) {
 	key := udpKey{port, from}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if fl := f.byAddr[key]; fl != nil {
+	fl := f.byAddr[key]
+	if fl != nil && fl.answered.Load() {
+		if !fl.lim.Allow() {
+			return nil, udpDropRate
+		}
 		return fl, ""
 	}
 	if f.closed {
@@ -297,26 +305,31 @@ func (f *udpForwarder) flow(sk *udpSock, port uint16, from netip.AddrPort) (*udp
 		if len(f.sources) >= udpMaxSources {
 			return nil, udpDropNewFlowRate
 		}
-		src = rate.NewLimiter(rate.Limit(f.lim.newPerSec), udpNewFlowBurst)
+		src = &udpSource{newFlows: rate.NewLimiter(rate.Limit(f.lim.newPerSec), udpNewFlowBurst),
+			unanswered: rate.NewLimiter(rate.Limit(f.lim.unansweredPPS), max(1, int(f.lim.unansweredPPS)))}
 		f.sources[from.Addr()] = src
 	}
-	if !src.Allow() {
-		return nil, udpDropNewFlowRate
+	if fl == nil {
+		if !src.newFlows.Allow() {
+			return nil, udpDropNewFlowRate
+		}
+		if len(f.flows) >= f.lim.maxFlows {
+			return nil, udpDropFlowLimit
+		}
+		id := f.nextID
+		for id == 0 || f.flows[id] != nil {
+			id++
+		}
+		f.nextID = id + 1
+		fl = &udpFlow{id: id, sock: sk, addr: from}
+		fl.last.Store(time.Now().UnixNano())
+		f.flows[id] = fl
+		f.byAddr[key] = fl
+		f.ctr.flowsTotal.Add(1)
 	}
-	if len(f.flows) >= f.lim.maxFlows {
-		return nil, udpDropFlowLimit
+	if !src.unanswered.Allow() {
+		return nil, udpDropRate
 	}
-	id := f.nextID
-	for id == 0 || f.flows[id] != nil {
-		id++
-	}
-	f.nextID = id + 1
-	fl := &udpFlow{id: id, sock: sk, addr: from,
-		lim: rate.NewLimiter(rate.Limit(f.lim.unansweredPPS), max(1, int(f.lim.unansweredPPS)))}
-	fl.last.Store(time.Now().UnixNano())
-	f.flows[id] = fl
-	f.byAddr[key] = fl
-	f.ctr.flowsTotal.Add(1)
 	return fl, ""
 }
 
@@ -330,9 +343,13 @@ func (f *udpForwarder) fromAgent(h proto.DatagramHeader, payload []byte) {
 		f.drop(udpDropUnknownFlow, netip.AddrPort{}, len(payload), "")
 		return
 	}
-	if !fl.answered.Load() && fl.answered.CompareAndSwap(false, true) {
-		fl.lim.SetLimit(rate.Limit(f.lim.answeredPPS))
-		fl.lim.SetBurst(max(1, int(f.lim.answeredPPS/10)))
+	if !fl.answered.Load() {
+		f.mu.Lock() // flow reads lim under mu once answered is set
+		if fl.lim == nil {
+			fl.lim = rate.NewLimiter(rate.Limit(f.lim.answeredPPS), max(1, int(f.lim.answeredPPS/10)))
+			fl.answered.Store(true)
+		}
+		f.mu.Unlock()
 	}
 	fl.last.Store(time.Now().UnixNano())
 	if _, err := fl.sock.pc.WriteToUDPAddrPort(payload, fl.addr); err != nil {
@@ -360,8 +377,8 @@ func (f *udpForwarder) sweep() {
 					f.deleteFlowLocked(id, fl)
 				}
 			}
-			for a, l := range f.sources {
-				if l.Tokens() >= udpNewFlowBurst {
+			for a, src := range f.sources {
+				if src.newFlows.Tokens() >= udpNewFlowBurst && src.unanswered.Tokens() >= float64(src.unanswered.Burst()) {
 					delete(f.sources, a)
 				}
 			}

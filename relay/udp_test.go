@@ -252,10 +252,16 @@ func TestUDPGarbageAndFloods(t *testing.T) {
 	}
 	waitFor(t, "the new flows counted", func() bool {
 		u := agentStatus(s, "home").UDP
-		return u.Dropped["new_flow_rate"] > 0 && u.FlowsTotal >= 21
+		return u.Dropped["new_flow_rate"] > 0 && u.FlowsTotal >= 21 &&
+			u.PacketsIn+u.Dropped["rate"]+u.Dropped["new_flow_rate"] >= sent+54
 	})
-	if u := agentStatus(s, "home").UDP; u.FlowsTotal > 21+uint64(time.Since(start).Seconds())+1 {
+	u := agentStatus(s, "home").UDP
+	if u.FlowsTotal > 21+uint64(time.Since(start).Seconds())+1 {
 		t.Errorf("one address opened %d flows", u.FlowsTotal)
+	}
+	// Its many flows share the address's budget for unanswered packets.
+	if limit := 2 * (10 + 10*time.Since(start).Seconds() + 1); float64(u.PacketsIn) > limit {
+		t.Errorf("%d packets of unanswered flows from two addresses reached the agent, want at most %.0f", u.PacketsIn, limit)
 	}
 	// Other addresses fill the agent's table up to MaxUDPFlows.
 	for i := range 20 {
