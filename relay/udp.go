@@ -344,12 +344,7 @@ func (f *udpForwarder) fromAgent(h proto.DatagramHeader, payload []byte) {
 		return
 	}
 	if !fl.answered.Load() {
-		f.mu.Lock() // flow reads lim under mu once answered is set
-		if fl.lim == nil {
-			fl.lim = rate.NewLimiter(rate.Limit(f.lim.answeredPPS), max(1, int(f.lim.answeredPPS/10)))
-			fl.answered.Store(true)
-		}
-		f.mu.Unlock()
+		f.fromAgentAnswered(fl)
 	}
 	fl.last.Store(time.Now().UnixNano())
 	if _, err := fl.sock.pc.WriteToUDPAddrPort(payload, fl.addr); err != nil {
@@ -358,6 +353,16 @@ func (f *udpForwarder) fromAgent(h proto.DatagramHeader, payload []byte) {
 	}
 	f.ctr.packetsOut.Add(1)
 	f.ctr.bytesOut.Add(uint64(len(payload)))
+}
+
+// fromAgentAnswered gives fl, which the agent answered, its own rate.
+func (f *udpForwarder) fromAgentAnswered(fl *udpFlow) {
+	f.mu.Lock() // flow reads lim under mu once answered is set
+	defer f.mu.Unlock()
+	if fl.lim == nil {
+		fl.lim = rate.NewLimiter(rate.Limit(f.lim.answeredPPS), max(1, int(f.lim.answeredPPS/10)))
+		fl.answered.Store(true)
+	}
 }
 
 // sweep expires idle flows and idle source limiters until the forwarder closes.
