@@ -180,7 +180,7 @@ func (f *udpForwarder) set(want map[uint16]proto.Service, policies map[uint16]ga
 		if _, ok := f.socks[port]; ok {
 			continue
 		}
-		pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(f.bind), port)))
+		pc, err := listenUDP(net.JoinHostPort(f.bind, strconv.Itoa(int(port))))
 		if err != nil {
 			if errs == nil {
 				errs = map[uint16]error{}
@@ -209,6 +209,14 @@ func (f *udpForwarder) set(want map[uint16]proto.Service, policies map[uint16]ga
 		}
 	}
 	return errs
+}
+
+func listenUDP(addr string) (*net.UDPConn, error) {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return pc.(*net.UDPConn), nil
 }
 
 // closeSockLocked closes a port and forgets its flows.

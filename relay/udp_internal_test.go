@@ -14,6 +14,7 @@ import (
 	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/internal/gateway"
 	"github.com/porthole-dev/porthole/proto"
+	"github.com/porthole-dev/porthole/test/framework"
 )
 
 // forwarderGoroutines counts goroutines running the UDP forwarder's code.
@@ -40,12 +41,7 @@ func testForwarder(lim udpLimits) *udpForwarder {
 // closed, leave no goroutine and no socket behind.
 func TestUDPForwarderNoLeak(t *testing.T) {
 	anyPol, _ := gateway.ParsePolicy([]string{"any"})
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := uint16(pc.LocalAddr().(*net.UDPAddr).Port)
-	pc.Close()
+	port := uint16(framework.Port(t, "udp"))
 	for i := range 50 {
 		f := testForwarder((&Config{}).udpLimits())
 		svc := proto.Service{Name: "wireguard", Port: port, Proto: "udp", Allow: []string{"any"}}

@@ -15,18 +15,15 @@ import (
 	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/proto"
 	"github.com/porthole-dev/porthole/relay"
+	"github.com/porthole-dev/porthole/test/framework"
 	"github.com/porthole-dev/porthole/tunnel"
 )
 
-// freeUDPPort returns a UDP port free on addr at the time of the call.
-func freeUDPPort(t testing.TB, addr string) uint16 {
+// freeUDPPort returns a UDP port free on 127.0.0.1 now, from below the
+// ephemeral range (so no outgoing socket takes it while the test runs).
+func freeUDPPort(t testing.TB) uint16 {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", addr+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	return uint16(pc.LocalAddr().(*net.UDPAddr).Port)
+	return uint16(framework.Port(t, "udp"))
 }
 
 // udpRelay runs a relay whose agents are given by agents (name -> config); mod
@@ -171,7 +168,7 @@ func wgService(port uint16) tunnel.Service {
 // registration refuses UDP ports outside udp_ports.
 func TestUDPForwarding(t *testing.T) {
 	tok := config.NewToken()
-	wg := freeUDPPort(t, "127.0.0.1")
+	wg := freeUDPPort(t)
 	s := udpRelay(t, map[string]config.RelayAgent{"home": {Token: tok, Ports: config.PortRange{Lo: 10000, Hi: 10000},
 		UDPPorts: config.PortRange{Lo: wg, Hi: wg}}}, nil)
 	a := startWGAgent(t, s, "home", tok, true, wgService(wg),
@@ -220,7 +217,7 @@ func TestUDPForwarding(t *testing.T) {
 // the agent's answers to an unknown flow are dropped.
 func TestUDPGarbageAndFloods(t *testing.T) {
 	tok := config.NewToken()
-	wg := freeUDPPort(t, "127.0.0.1")
+	wg := freeUDPPort(t)
 	s := udpRelay(t, map[string]config.RelayAgent{"home": {Token: tok, Ports: config.PortRange{Lo: 10000, Hi: 10000},
 		UDPPorts: config.PortRange{Lo: wg, Hi: wg}}}, func(c *relay.Config) {
 		c.UDPUnansweredPPS = 10
@@ -281,7 +278,7 @@ func TestUDPGarbageAndFloods(t *testing.T) {
 // opens again with the next session; flows expire when idle.
 func TestUDPAgentGoneAndBack(t *testing.T) {
 	tok := config.NewToken()
-	wg := freeUDPPort(t, "127.0.0.1")
+	wg := freeUDPPort(t)
 	s := udpRelay(t, map[string]config.RelayAgent{"home": {Token: tok, Ports: config.PortRange{Lo: 10000, Hi: 10000},
 		UDPPorts: config.PortRange{Lo: wg, Hi: wg}}}, func(c *relay.Config) { c.UDPFlowIdle = 300 * time.Millisecond })
 	a := startWGAgent(t, s, "home", tok, true, wgService(wg))
@@ -308,7 +305,7 @@ func TestUDPAgentGoneAndBack(t *testing.T) {
 // send to another's phones.
 func TestUDPTwoAgents(t *testing.T) {
 	tokA, tokB := config.NewToken(), config.NewToken()
-	wgA, wgB := freeUDPPort(t, "127.0.0.1"), freeUDPPort(t, "127.0.0.1")
+	wgA, wgB := freeUDPPort(t), freeUDPPort(t)
 	s := udpRelay(t, map[string]config.RelayAgent{
 		"home":  {Token: tokA, Ports: config.PortRange{Lo: 10000, Hi: 10000}, UDPPorts: config.PortRange{Lo: wgA, Hi: wgA}},
 		"cabin": {Token: tokB, Ports: config.PortRange{Lo: 10001, Hi: 10001}, UDPPorts: config.PortRange{Lo: wgB, Hi: wgB}},
@@ -390,7 +387,7 @@ func TestUDPProbeOfMappedPort(t *testing.T) {
 // an echoing agent (QUIC on loopback) and back, one at a time.
 func BenchmarkUDPRoundTrip(b *testing.B) {
 	tok := config.NewToken()
-	wg := freeUDPPort(b, "127.0.0.1")
+	wg := freeUDPPort(b)
 	s := udpRelay(b, map[string]config.RelayAgent{"home": {Token: tok, Ports: config.PortRange{Lo: 10000, Hi: 10000},
 		UDPPorts: config.PortRange{Lo: wg, Hi: wg}}}, nil)
 	startWGAgent(b, s, "home", tok, true, wgService(wg))
@@ -413,7 +410,7 @@ func BenchmarkUDPRoundTrip(b *testing.B) {
 // tunnel (datagrams as frames) with the same size limit.
 func TestUDPOverTCPFallback(t *testing.T) {
 	tok := config.NewToken()
-	wg := freeUDPPort(t, "127.0.0.1")
+	wg := freeUDPPort(t)
 	s := udpRelay(t, map[string]config.RelayAgent{"home": {Token: tok, Ports: config.PortRange{Lo: 10000, Hi: 10000},
 		UDPPorts: config.PortRange{Lo: wg, Hi: wg}}}, nil)
 	a := startWGAgentOver(t, s, tunnel.TransportTCP, "home", tok, true, wgService(wg))
@@ -430,7 +427,7 @@ func TestUDPOverTCPFallback(t *testing.T) {
 // from other addresses never reach the agent.
 func TestUDPAllowRule(t *testing.T) {
 	tok := config.NewToken()
-	wg := freeUDPPort(t, "127.0.0.1")
+	wg := freeUDPPort(t)
 	s := udpRelay(t, map[string]config.RelayAgent{"home": {Token: tok, Ports: config.PortRange{Lo: 10000, Hi: 10000},
 		UDPPorts: config.PortRange{Lo: wg, Hi: wg}}}, nil)
 	a := startWGAgent(t, s, "home", tok, true, tunnel.Service{Name: "wireguard", Port: wg, Proto: "udp", Allow: []string{"127.0.0.6/32"}})
