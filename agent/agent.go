@@ -48,7 +48,18 @@ type Config struct {
 	// DialRelayQUIC replaces the tunnel's QUIC dial (tests: a smaller stream
 	// budget); nil = the real one.
 	DialRelayQUIC tunnel.DialFunc
+	// WireGuardPort is the WireGuard UDP port (wireguard.port in agent.yaml);
+	// zero: no WireGuard. When set it is registered with the relay as the UDP
+	// service WireGuardService (forwarded as datagrams, within the agent's
+	// udp_ports at the relay), mapped at the router with the TCP services, and
+	// verified by the relay's UDP probe, which whatever owns the port answers
+	// with proto.UDPProbeReply.
+	WireGuardPort uint16
 }
+
+// WireGuardService is the name the WireGuard port is registered and probed
+// under; no TCP service may have it.
+const WireGuardService = "wireguard"
 
 // Agent is a running home agent.
 type Agent struct {
@@ -241,7 +252,7 @@ func New(cfg Config) (_ *Agent, err error) {
 		}
 		a.tun = tun
 	}
-	if ac.Direct.Enabled && len(ac.Services) > 0 {
+	if ac.Direct.Enabled && (len(ac.Services) > 0 || cfg.WireGuardPort != 0) {
 		pc := cfg.Portmap
 		if len(ac.Direct.Protocols) > 0 {
 			pc.Protocols = ac.Direct.Protocols
@@ -470,6 +481,9 @@ func (a *Agent) startDirect(ctx context.Context, run func(string, func(context.C
 		a.mu.Unlock()
 		run("direct "+s.Name, l.Serve)
 		maps = append(maps, portmap.Mapping{Proto: "tcp", ExternalPort: s.Port, InternalPort: s.Port, Description: "porthole " + s.Name})
+	}
+	if p := a.cfg.WireGuardPort; p != 0 {
+		maps = append(maps, portmap.Mapping{Proto: "udp", ExternalPort: p, InternalPort: p, Description: "porthole " + WireGuardService})
 	}
 	if err := a.pm.SetMappings(maps); err != nil {
 		return err

@@ -44,6 +44,9 @@ type RelayAgent struct {
 	Token string `yaml:"-"`
 	// Ports is the range of public ports the agent may register.
 	Ports PortRange `yaml:"-"`
+	// UDPPorts is the range of public UDP ports (WireGuard) the agent may
+	// register; zero (udp_ports absent) allows none.
+	UDPPorts PortRange `yaml:"-"`
 }
 
 // PortRange is an inclusive range of TCP/UDP ports.
