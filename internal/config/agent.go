@@ -27,7 +27,7 @@ var (
 )
 
 var (
-	agentKeys      = []string{"name", "state_dir", "relay", "services", "viewers", "tls", "direct", "publicip", "ddns", "limits", "admin"}
+	agentKeys      = []string{"name", "state_dir", "relay", "services", "viewers", "tls", "direct", "publicip", "ddns", "limits", "admin", "wireguard"}
 	agentRelayKeys = []string{"address", "token", "token_file", "transport"}
 	serviceKeys    = []string{"name", "kind", "target", "port", "allow", "first_byte_timeout", "viewers", "camera_login", "tls",
 		"mjpeg", "snapshot"} // in the contract, refused until supported (see serviceKind)
@@ -101,6 +101,9 @@ func (p *parser) agent(data []byte) (*Agent, error) {
 	}
 	if len(a.Services) > 0 && a.Relay == nil && !a.Direct.Enabled {
 		p.errorf(f.m["services"].key.Line, "services", "no way to reach them: configure relay or enable direct")
+	}
+	if wf := p.section(f, "wireguard", wireguardKeys); wf != nil {
+		a.WireGuard = p.wireguard(wf, a)
 	}
 	if tf := p.section(f, "tls", tlsKeys); tf != nil {
 		a.TLS = p.tlsSection(tf, a, f.has("ddns"))
