@@ -1,9 +1,13 @@
 package config
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
 )
 
 // WireGuard is the agent's wireguard: section: phones as WireGuard peers,
@@ -135,4 +139,92 @@ func lastAddr(pfx netip.Prefix) netip.Addr {
 	}
 	a, _ := netip.AddrFromSlice(b)
 	return a
+}
+
+// AgentWireGuard is what porthole-agent invite reads of agent.yaml. It reads
+// no secret (no *_file, no ${VAR} needed), so it works from a shell where
+// the agent's token is not at hand.
+type AgentWireGuard struct {
+	// StateDir is state_dir (DefaultAgentStateDir when absent).
+	StateDir string
+	// WireGuard is the wireguard: section, validated as LoadAgent does; nil
+	// when absent.
+	WireGuard *WireGuard
+	// Endpoint is the Endpoint line of phone configs (Agent.PhoneEndpoint).
+	Endpoint string
+	// Viewers are the names under viewers:, in file order.
+	Viewers []string
+	// Services hold only Name, Kind, Target and Port.
+	Services []Service
+}
+
+// PeekAgentWireGuard reads the keys of an agent config that invites need:
+// state_dir, wireguard:, ddns.hostname, the viewers' names and the services'
+// names, kinds, targets and ports. The rest is not checked (porthole-agent
+// -check does that).
+func PeekAgentWireGuard(path string) (AgentWireGuard, error) {
+	data, err := readConfig(path)
+	if err != nil {
+		return AgentWireGuard{}, err
+	}
+	return ParseAgentWireGuard(path, data, nil)
+}
+
+// ParseAgentWireGuard is PeekAgentWireGuard on data already read.
+func ParseAgentWireGuard(file string, data []byte, lookupEnv func(string) (string, bool)) (AgentWireGuard, error) {
+	p := newParser(file, lookupEnv)
+	var out AgentWireGuard
+	root := p.document(data)
+	if root == nil {
+		return out, p.result()
+	}
+	f := p.mapping(root, "", nil)
+	if f == nil {
+		return out, p.result()
+	}
+	out.StateDir, _, _ = p.str(f, "state_dir", DefaultAgentStateDir)
+	a := &Agent{Direct: Direct{Enabled: true}}
+	if f.has("relay") {
+		a.Relay = &AgentRelay{}
+	}
+	if df := p.section(f, "direct", nil); df != nil {
+		a.Direct.Enabled = p.boolean(df, "enabled", true)
+		a.Direct.Gateway = p.ip(df, "gateway")
+	}
+	if df := p.section(f, "ddns", nil); df != nil {
+		h, _, _ := p.str(df, "hostname", "")
+		a.DDNS = &DDNS{Hostname: strings.ToLower(strings.TrimSuffix(h, "."))}
+	}
+	if vf := p.section(f, "viewers", nil); vf != nil {
+		out.Viewers = vf.keys
+		a.Viewers = map[string]Viewer{}
+		for _, v := range vf.keys {
+			a.Viewers[v] = Viewer{}
+		}
+	}
+	if e, ok := f.m["services"]; ok {
+		if n := resolve(e.val); n.Kind == yaml.SequenceNode {
+			for i, item := range n.Content {
+				sf := p.mapping(item, fmt.Sprintf("services[%d]", i), nil)
+				if sf == nil {
+					continue
+				}
+				var s Service
+				s.Name, _, _ = p.str(sf, "name", "")
+				s.Kind, _, _ = p.str(sf, "kind", KindTCP)
+				s.Target, _, _ = p.str(sf, "target", "")
+				if v, _, _, ok := p.integer(sf, "port"); ok && v > 0 && v < 65536 {
+					s.Port = uint16(v)
+				}
+				a.Services = append(a.Services, s)
+			}
+		}
+	}
+	out.Services = a.Services
+	if wf := p.section(f, "wireguard", wireguardKeys); wf != nil {
+		a.WireGuard = p.wireguard(wf, a)
+		out.WireGuard = a.WireGuard
+		out.Endpoint = a.PhoneEndpoint()
+	}
+	return out, p.result()
 }

@@ -135,3 +135,35 @@ wireguard: {port: 51820, address: 10.77.0.1/24}
 		t.Errorf("warnings = %q", a.Warnings)
 	}
 }
+
+func TestPeekAgentWireGuard(t *testing.T) {
+	// The token file is missing and ${TOKEN} unset: invite must not need them.
+	w, err := ParseAgentWireGuard("a.yaml", []byte(`name: home
+state_dir: /srv/ph
+relay: {address: "relay.example.com:7443", token_file: /missing/token, token: "${TOKEN}"}
+ddns: {hostname: Home.Example.com., provider: {type: duckdns, token_file: /missing}}
+viewers: {alice: {password_hash_file: /missing}, bob: {}}
+services:
+  - {name: cam, kind: rtsp, target: "192.168.1.20:554", port: 10554, allow: [any]}
+  - {name: web, kind: http, target: "192.168.1.20:80", port: 10443, allow: [any]}
+wireguard: {port: 51820, address: 10.77.0.1/24, lan_addresses: true}
+`), envOf())
+	checkErrs(t, err)
+	wantW := AgentWireGuard{
+		StateDir:  "/srv/ph",
+		WireGuard: &WireGuard{Port: 51820, Address: netip.MustParsePrefix("10.77.0.1/24"), LANAddresses: true},
+		Endpoint:  "home.example.com:51820",
+		Viewers:   []string{"alice", "bob"},
+		Services: []Service{{Name: "cam", Kind: "rtsp", Target: "192.168.1.20:554", Port: 10554},
+			{Name: "web", Kind: "http", Target: "192.168.1.20:80", Port: 10443}},
+	}
+	if !reflect.DeepEqual(w, wantW) {
+		t.Errorf("got %+v\nwant %+v", w, wantW)
+	}
+	// The wireguard section is checked as strictly as by LoadAgent.
+	_, err = ParseAgentWireGuard("a.yaml", []byte(`services:
+  - {name: cam, target: "10.77.0.20:554"}
+wireguard: {port: 51820, address: 10.77.0.1/24, endpoint: "h.example.com:1"}
+`), envOf())
+	checkErrs(t, err, want{3, "wireguard.address", "holds service cam's target"})
+}

@@ -8,6 +8,8 @@
 //	porthole-agent passwd [NAME] < password    hash a viewer's password for viewers:
 //	porthole-agent -config agent.yaml link NAME [-note TEXT]   a URL token for NAME
 //	porthole-agent -config agent.yaml link -list | -revoke ID
+//	porthole-agent -config agent.yaml invite NAME -viewer VIEWER [-png FILE]   a phone's WireGuard config
+//	porthole-agent -config agent.yaml invite -list | -revoke NAME
 package main
 
 import (
@@ -65,7 +67,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "usage: porthole-agent [-config agent.yaml] [-check|-once|-v] | -version\n"+
 			"       porthole-agent [-config agent.yaml] status [-json] [-addr host:port]\n"+
 			"       porthole-agent passwd [NAME] < password\n"+
-			"       porthole-agent [-config agent.yaml] link NAME [-note TEXT] | link -list | link -revoke ID\n")
+			"       porthole-agent [-config agent.yaml] link NAME [-note TEXT] | link -list | link -revoke ID\n"+
+			"       porthole-agent [-config agent.yaml] invite NAME -viewer VIEWER [-png FILE] | invite -list | invite -revoke NAME\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -85,8 +88,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return passwdCmd(ctx, fs.Args()[1:], stdout, stderr)
 		case "link":
 			return linkCmd(fs.Args()[1:], *cfgPath, stdout, stderr)
+		case "invite":
+			return inviteCmd(fs.Args()[1:], *cfgPath, stdout, stderr)
 		default:
-			fmt.Fprintf(stderr, "porthole-agent: unknown command %q (commands: status, passwd, link); without a command it runs the agent\n", cmd)
+			fmt.Fprintf(stderr, "porthole-agent: unknown command %q (commands: status, passwd, link, invite); without a command it runs the agent\n", cmd)
 			return 2
 		}
 	}

@@ -435,6 +435,9 @@ func (s *Store) locked(fn func() error) error {
 		return fmt.Errorf("wireguard state: %w", err)
 	}
 	defer f.Close() // releases the lock
+	if err := sameOwner(f, s.cfg.StateDir); err != nil {
+		return fmt.Errorf("wireguard state: %w", err)
+	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
 		return fmt.Errorf("wireguard state: lock %s: %w", f.Name(), err)
 	}
@@ -480,6 +483,9 @@ func writeFile(dir, name string, data []byte) (err error) {
 	if err = tmp.Chmod(0o600); err != nil {
 		return err
 	}
+	if err = sameOwner(tmp, dir); err != nil {
+		return err
+	}
 	if _, err = tmp.Write(data); err != nil {
 		return err
 	}
@@ -490,4 +496,22 @@ func writeFile(dir, name string, data []byte) (err error) {
 		return err
 	}
 	return os.Rename(tmp.Name(), filepath.Join(dir, name))
+}
+
+// sameOwner gives f the owner of dir when root writes into a directory that
+// belongs to someone else: invite run as root for an agent running as its
+// own user (systemd DynamicUser) must leave files that agent can read.
+func sameOwner(f *os.File, dir string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Uid == 0 {
+		return nil
+	}
+	return f.Chown(int(st.Uid), int(st.Gid))
 }

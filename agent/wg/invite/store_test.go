@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -258,4 +259,30 @@ func TestWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	next(1, "tablet")
+}
+
+func TestRootWritesForTheDirOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: checks that files written by root belong to the state dir's owner")
+	}
+	dir := t.TempDir()
+	if err := os.Chown(dir, 4242, 4243); err != nil {
+		t.Fatal(err)
+	}
+	s := newStore(t, dir, "10.77.0.1/24")
+	if _, _, err := s.Add("pixel", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PrivateKey(); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{PeersFile, KeyFile, lockFile} {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != 4242 || st.Gid != 4243 {
+			t.Errorf("%s owned by %d:%d, want 4242:4243", name, st.Uid, st.Gid)
+		}
+	}
 }
