@@ -54,16 +54,7 @@ var cgnat = netip.MustParsePrefix("100.64.0.0/10")
 // (services and ddns already read).
 func (p *parser) wireguard(f *fields, a *Agent) *WireGuard {
 	w := &WireGuard{}
-	if v, line, present, ok := p.integer(f, "port"); ok {
-		switch {
-		case !present:
-			p.errorf(line, f.sub("port"), "required: the public UDP port phones dial (relay and router), e.g. 51820")
-		case v < 1 || v > 65535:
-			p.errorf(line, f.sub("port"), "%d is not a port (1-65535)", v)
-		default:
-			w.Port = uint16(v)
-		}
-	}
+	w.Port, _, _ = p.port(f, "port", "the public UDP port phones dial (relay and router), e.g. 51820")
 	if s, line, ok := p.required(f, "address", "the agent's tunnel address with the subnet's length, e.g. 10.77.0.1/24"); ok {
 		w.Address = p.tunnelAddress(s, line, f.sub("address"), a)
 	}
@@ -174,11 +165,7 @@ func PeekAgentWireGuard(path string) (AgentWireGuard, error) {
 func ParseAgentWireGuard(file string, data []byte, lookupEnv func(string) (string, bool)) (AgentWireGuard, error) {
 	p := newParser(file, lookupEnv)
 	var out AgentWireGuard
-	root := p.document(data)
-	if root == nil {
-		return out, p.result()
-	}
-	f := p.mapping(root, "", nil)
+	f := p.lenientRoot(data)
 	if f == nil {
 		return out, p.result()
 	}

@@ -34,24 +34,12 @@ func inviteCmd(args []string, cfgPath string, stdout, stderr io.Writer) int {
 			"       porthole-agent invite [-config agent.yaml] -revoke NAME\n")
 		fs.PrintDefaults()
 	}
-	var names []string
-	for { // NAME may come before or after the flags
-		if err := fs.Parse(args); err != nil {
-			return 2
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		names = append(names, fs.Arg(0))
-		args = fs.Args()[1:]
+	names, err := parseNames(fs, args)
+	if err != nil {
+		return 2
 	}
-	modes := 0
-	for _, on := range []bool{*list, *revoke != "", len(names) > 0} {
-		if on {
-			modes++
-		}
-	}
-	if modes != 1 || len(names) > 1 || (len(names) == 1) != (*viewer != "") || (*pngFile != "" || *light) && len(names) == 0 {
+	if countTrue(*list, *revoke != "", len(names) > 0) != 1 || len(names) > 1 || (len(names) == 1) != (*viewer != "") ||
+		(*pngFile != "" || *light) && len(names) == 0 {
 		fmt.Fprintln(stderr, "porthole-agent invite: give NAME with -viewer VIEWER, or -list, or -revoke NAME")
 		fs.Usage()
 		return 2

@@ -384,25 +384,11 @@ func linkCmd(args []string, cfgPath string, stdout, stderr io.Writer) int {
 			"       porthole-agent link [-config agent.yaml] -revoke ID\n")
 		fs.PrintDefaults()
 	}
-	// NAME may come before or after the flags.
-	var names []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return 2
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		names = append(names, fs.Arg(0))
-		args = fs.Args()[1:]
+	names, err := parseNames(fs, args)
+	if err != nil {
+		return 2
 	}
-	modes := 0
-	for _, on := range []bool{*list, *revoke != "", len(names) > 0} {
-		if on {
-			modes++
-		}
-	}
-	if modes != 1 || len(names) > 1 {
+	if countTrue(*list, *revoke != "", len(names) > 0) != 1 || len(names) > 1 {
 		fmt.Fprintln(stderr, "porthole-agent link: give one of NAME, -list or -revoke ID")
 		fs.Usage()
 		return 2
@@ -478,6 +464,33 @@ func linkCmd(args []string, cfgPath string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "Revoke it with: porthole-agent link -revoke %s\n", l.ID)
 	return 0
+}
+
+// parseNames parses a subcommand's flags with its NAME arguments before,
+// between or after them, and returns the names.
+func parseNames(fs *flag.FlagSet, args []string) ([]string, error) {
+	var names []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return names, nil
+		}
+		names = append(names, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// countTrue is how many of the modes a command line asks for.
+func countTrue(modes ...bool) int {
+	n := 0
+	for _, on := range modes {
+		if on {
+			n++
+		}
+	}
+	return n
 }
 
 // linkConfig is the part of agent.yaml the link command reads.

@@ -104,8 +104,11 @@ func TestQRPNG(t *testing.T) {
 	// A real scanner reads it back, when there is one (zbar-tools).
 	zbar, err := exec.LookPath("zbarimg")
 	if err != nil {
-		t.Logf("zbarimg not installed: the PNG is not scanned back (apt-get install zbar-tools)")
-		return
+		msg := "QR SCAN SKIPPED: zbarimg not installed, the PNG is not scanned back (apt-get install zbar-tools)"
+		if os.Getenv("PORTHOLE_LAB") == "require" { // CI (.ci/run) installs it
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
 	}
 	path := filepath.Join(t.TempDir(), "phone.png")
 	if err := os.WriteFile(path, b, 0o600); err != nil {
