@@ -80,32 +80,48 @@ func startHomePeer(t *testing.T, l *lab.Lab, store *invite.Store) *homePeer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev := device.NewDevice(tun, conn.NewStdNetBind(), device.NewLogger(device.LogLevelError, "home: "))
+	dev := device.NewDevice(tun, &nsBind{Bind: conn.NewStdNetBind(), l: l, r: lab.LAN}, device.NewLogger(device.LogLevelError, "home: "))
 	t.Cleanup(dev.Close)
 	if err := dev.IpcSet(fmt.Sprintf("private_key=%s\nlisten_port=%d\n", hex.EncodeToString(key[:]), wgPort)); err != nil {
 		t.Fatal(err)
 	}
-	// Up opens the UDP socket: on a thread in the LAN namespace, where it stays.
-	if err := l.Do(lab.LAN, dev.Up); err != nil {
-		t.Fatalf("home peer up in the LAN namespace: %v", err)
+	if err := dev.Up(); err != nil {
+		t.Fatalf("home peer up: %v", err)
 	}
 	ln, err := tnet.ListenTCP(&net.TCPAddr{Port: 80})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, homeReply) })}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		srv.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-served
+	})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() {
+		// The difference only, as Watch asks: replace_peers would drop
+		// every phone's session at each invite.
+		had := map[wgtypes.Key]bool{}
 		done <- store.Watch(ctx, func(peers []invite.Peer) {
 			var b strings.Builder
-			b.WriteString("replace_peers=true\n")
+			now := map[wgtypes.Key]bool{}
 			for _, p := range peers {
-				fmt.Fprintf(&b, "public_key=%s\nallowed_ip=%s\n", hex.EncodeToString(p.PublicKey[:]), netip.PrefixFrom(p.Address, 32))
+				now[p.PublicKey] = true
+				fmt.Fprintf(&b, "public_key=%s\nreplace_allowed_ips=true\nallowed_ip=%s\n", hex.EncodeToString(p.PublicKey[:]), netip.PrefixFrom(p.Address, 32))
 			}
+			for k := range had {
+				if !now[k] {
+					fmt.Fprintf(&b, "public_key=%s\nremove=true\n", hex.EncodeToString(k[:]))
+				}
+			}
+			had = now
 			if err := dev.IpcSet(b.String()); err != nil {
 				t.Errorf("home peer: set peers: %v", err)
 			}
@@ -116,6 +132,24 @@ func startHomePeer(t *testing.T, l *lab.Lab, store *invite.Store) *homePeer {
 		<-done
 	})
 	return &homePeer{dev: dev}
+}
+
+// nsBind opens its sockets in a lab namespace, whichever goroutine asks:
+// the device opens them at Up, which the netstack TUN's up event triggers
+// too, on a goroutine of its own.
+type nsBind struct {
+	conn.Bind
+	l *lab.Lab
+	r lab.Role
+}
+
+func (b *nsBind) Open(port uint16) (fns []conn.ReceiveFunc, actual uint16, err error) {
+	err = b.l.Do(b.r, func() error {
+		var oerr error
+		fns, actual, oerr = b.Bind.Open(port)
+		return oerr
+	})
+	return fns, actual, err
 }
 
 // hasPeer reports whether the home peer has the phone's key configured.

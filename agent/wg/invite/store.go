@@ -62,6 +62,10 @@ type Peer struct {
 	Created time.Time
 }
 
+func (p Peer) equal(q Peer) bool {
+	return p.Name == q.Name && p.Viewer == q.Viewer && p.PublicKey == q.PublicKey && p.Address == q.Address && p.Created.Equal(q.Created)
+}
+
 // peerRecord is a Peer as stored.
 type peerRecord struct {
 	Name      string    `json:"name"`
@@ -294,19 +298,31 @@ func (s *Store) checkSubnet() error {
 	return nil
 }
 
-// Watch calls fn with the phones now, then each time the peers file changes,
-// until ctx ends. It polls the file's identity, size and mtime every
-// PollInterval: no dependency, any file system, and atomic replacement by
-// rename shows as a new file. A damaged or unreadable file calls fn(nil)
-// (a revoke must never be undone by damage) and is logged once until it
-// changes again.
+// Watch calls fn with the phones now, then each time they change, until ctx
+// ends; fn runs on Watch's goroutine. It polls the file's identity, size and
+// mtime every PollInterval: no dependency, any file system, and atomic
+// replacement by rename shows as a new file. fn is called only when the
+// phones differ from what it got last. A damaged or unreadable file calls
+// fn(nil) (a revoke must never be undone by damage) and is logged once.
+//
+// Apply the difference to the device (remove the keys that went, add the
+// new ones): replacing every peer would drop every phone's session.
 func (s *Store) Watch(ctx context.Context, fn func([]Peer)) error {
 	var (
 		last     os.FileInfo // of the file last loaded; nil: none or missing
 		racy     = true
 		lastErr  string
 		reported = false
+		given    []Peer // what fn got last
+		called   = false
 	)
+	deliver := func(peers []Peer) {
+		if called && slices.EqualFunc(peers, given, Peer.equal) {
+			return
+		}
+		called, given = true, peers
+		fn(peers)
+	}
 	look := func() {
 		fi, err := os.Stat(s.path(PeersFile))
 		switch {
@@ -326,17 +342,19 @@ func (s *Store) Watch(ctx context.Context, fn func([]Peer)) error {
 			if msg := lerr.Error(); msg != lastErr {
 				s.log.Error("wireguard peers unreadable: no phone is accepted until it is fixed", "err", lerr)
 				lastErr = msg
-				fn(nil)
 			}
 			reported = true
+			deliver(nil)
 			return
 		}
 		if lastErr != "" {
 			s.log.Info("wireguard peers readable again")
 		}
 		lastErr, reported = "", true
-		s.log.Info("wireguard peers loaded", "phones", len(peers))
-		fn(peers)
+		if !called || !slices.EqualFunc(peers, given, Peer.equal) {
+			s.log.Info("wireguard peers loaded", "phones", len(peers))
+		}
+		deliver(peers)
 	}
 	look()
 	t := time.NewTicker(s.cfg.PollInterval)
