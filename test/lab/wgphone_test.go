@@ -358,8 +358,12 @@ func TestLabWireGuardPhone(t *testing.T) {
 	}
 	home.waitPeer(t, peer.PublicKey, true)
 
+	start := time.Now()
 	ph := startPhone(t, l, "invited", config(priv))
+	configured := time.Now()
 	ph.wantReach(t)
+	t.Logf("phone: wireguard-go started and configured in %v, handshake and first page %v later",
+		configured.Sub(start).Round(time.Millisecond), time.Since(configured).Round(time.Millisecond))
 	if hs := ph.handshake(t); hs == "0" {
 		t.Errorf("page fetched, yet wg shows no handshake")
 	}
