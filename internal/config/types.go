@@ -82,6 +82,9 @@ type Agent struct {
 	// tls: section is absent: services with TLS on then use a self-signed
 	// certificate (and loading warns).
 	TLS *TLS
+	// WireGuard is nil when the wireguard: section is absent (no phones as
+	// WireGuard peers).
+	WireGuard *WireGuard
 	// Limits bound the viewer connections of the agent's direct listeners;
 	// zero = defaults (see Limits).
 	Limits Limits
