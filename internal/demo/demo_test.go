@@ -36,10 +36,10 @@ type printed struct {
 	lines []string
 	// URL is the first https:// line (through the relay), Direct the second
 	// (the agent's own listener, with Options.Direct).
-	URL, Direct, RTSP     string
+	URL, Direct, RTSP string
 	// RTSP is the first rtsps:// line (through the relay), RTSPDirect the
 	// second (the agent's own listener).
-	RTSPDirect string
+	RTSPDirect            string
 	Viewer, Password, Fpr string
 }
 
