@@ -167,10 +167,8 @@ func newCerts(ac *config.Agent, log *slog.Logger, opts ddns.ProviderOptions) (*c
 }
 
 // gatewayConfig adds what service s's kind needs to cfg: for http and rtsp,
-// the handler with the viewer login, TLS (https, rtsps) and the handshake
-// deadline; for http also the redirect of plain requests (RTSP players
-// given plain rtsp:// on a TLS port are closed: they have no redirect to
-// rtsps:// to follow).
+// the handler with the viewer login, TLS (https, rtsps), the redirect of
+// plain requests (to https:// or rtsps://) and the handshake deadline.
 func (w *web) gatewayConfig(s config.Service, cfg *gateway.Config) {
 	h := w.handlers[s.Name]
 	if h == nil {
@@ -182,8 +180,9 @@ func (w *web) gatewayConfig(s config.Service, cfg *gateway.Config) {
 	}
 	if s.TLS && w.certs != nil {
 		cfg.TLS = w.certs.TLSConfig()
-		if s.Kind == config.KindHTTP {
-			cfg.Plain = gateway.RedirectHTTPS
+		cfg.Plain = gateway.RedirectHTTPS
+		if s.Kind == config.KindRTSP {
+			cfg.Plain = gateway.RedirectRTSPS
 		}
 	}
 }

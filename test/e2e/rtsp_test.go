@@ -231,7 +231,8 @@ func TestRTSPViewers(t *testing.T) {
 }
 
 // TestRTSPBadInput: each bad viewer or camera gets a clear, fast answer
-// through the relay, and a good viewer still plays afterwards.
+// through the relay (plain rtsp:// also at the direct listener), and a good
+// viewer still plays afterwards.
 func TestRTSPBadInput(t *testing.T) {
 	t.Parallel()
 	r := startRTSP(t)
@@ -284,6 +285,21 @@ func TestRTSPBadInput(t *testing.T) {
 			}
 			if len(b) > 0 && !strings.HasPrefix(string(b), "RTSP/1.0 400") {
 				t.Errorf("%q: answer %q, want 400 or nothing", junk, b)
+			}
+		}
+	})
+	t.Run("plain rtsp on the rtsps port", func(t *testing.T) {
+		for _, to := range []string{"127.0.0.1", directIP} {
+			addr := net.JoinHostPort(to, strconv.Itoa(r.ports["cam"]))
+			c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			st, h, err := rtspRoundTrip(c, bufio.NewReader(c), "OPTIONS", "rtsp://"+addr+"/cam", 1, "", nil)
+			c.Close()
+			if err != nil || st != 301 || h.Get("Location") != "rtsps://"+addr+"/cam" {
+				t.Errorf("plain OPTIONS via %s: %d %v %v, want 301 to rtsps://%s/cam", to, st, h, err, addr)
 			}
 		}
 	})
