@@ -34,6 +34,7 @@ import (
 //	cam     the camera, camera_login right, low_path, viewers [alice]
 //	badcam  the camera, camera_login with a wrong password
 //	offcam  an address where nothing listens
+//	plaincam  the camera, tls: off (plain RTSP: inside WireGuard, or a LAN)
 type rtspEnv struct {
 	t        *testing.T
 	agent    *Process
@@ -52,10 +53,10 @@ func startRTSP(t *testing.T) *rtspEnv {
 	}
 	cam := gstcam.Start(t, gstcam.Config{Path: "/live", SubPath: "/sub", Width: 320, Height: 240, FPS: 15,
 		User: cameraUser, Password: cameraPass})
-	ps, lo, hi := servicePorts(t, 3)
+	ps, lo, hi := servicePorts(t, 4)
 	tok := strongToken()
 	e := newEnv(t, agentEntry{Name: "home", Token: tok, Lo: lo, Hi: hi})
-	r := &rtspEnv{t: t, camera: cam, ffprobe: ffprobe, ports: map[string]int{"cam": ps[0], "badcam": ps[1], "offcam": ps[2]}}
+	r := &rtspEnv{t: t, camera: cam, ffprobe: ffprobe, ports: map[string]int{"cam": ps[0], "badcam": ps[1], "offcam": ps[2], "plaincam": ps[3]}}
 	e.startRelay()
 	good := writeFile(t, e.dir, "cam.pass", cameraPass+"\n")
 	bad := writeFile(t, e.dir, "badcam.pass", "not-the-camera-password\n")
@@ -70,6 +71,8 @@ func startRTSP(t *testing.T) *rtspEnv {
 			{Name: "badcam", Kind: "rtsp", Target: cam.Addr, Port: ps[1],
 				Extra: fmt.Sprintf("path: /live\ncamera_login: {username: %s, password_file: %s}\n", cameraUser, bad)},
 			{Name: "offcam", Kind: "rtsp", Target: refusingAddr(t), Port: ps[2], Extra: "path: /live\n"},
+			{Name: "plaincam", Kind: "rtsp", Target: cam.Addr, Port: ps[3],
+				Extra: fmt.Sprintf("path: /live\ntls: off\ncamera_login: {username: %s, password_file: %s}\n", cameraUser, good)},
 		}}
 	r.agent = e.startAgent("agent", writeFile(t, e.dir, "agent.yaml", ac.YAML()))
 	r.agent.WaitLog("tunnel up", 10*time.Second)
@@ -301,6 +304,30 @@ func TestRTSPBadInput(t *testing.T) {
 			if err != nil || st != 301 || h.Get("Location") != "rtsps://"+addr+"/cam" {
 				t.Errorf("plain OPTIONS via %s: %d %v %v, want 301 to rtsps://%s/cam", to, st, h, err, addr)
 			}
+		}
+	})
+	t.Run("tls off", func(t *testing.T) {
+		// Answers before a close must arrive whole through the tunnel too
+		// (no TLS close_notify to carry them).
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(r.ports["plaincam"]))
+		for _, tc := range []struct {
+			auth string
+			want int
+		}{{"", 401}, {basicAuth("alice", "wrong"), 401}, {alice, 200}} {
+			c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			st, _, err := rtspRoundTrip(c, bufio.NewReader(c), "DESCRIBE", "rtsp://"+addr+"/plaincam", 1, tc.auth, nil)
+			c.Close()
+			if err != nil || st != tc.want {
+				t.Errorf("plain DESCRIBE with %q: %d %v, want %d", tc.auth, st, err, tc.want)
+			}
+		}
+		got, out, err := r.probe("rtsp://alice:"+alicePass+"@"+addr+"/plaincam", 10)
+		if err != nil || got["codec_name"] != "h264" {
+			t.Errorf("ffprobe rtsp:// on tls: off: %v\n%s", err, out)
 		}
 	})
 	t.Run("UDP SETUP answered at once", func(t *testing.T) {
