@@ -162,8 +162,8 @@ type ServiceStatus struct {
 	Port   uint16 `json:"port"`
 	Target string `json:"target"`
 	// URL is what a viewer opens (rtsps://host:port/<name>, https://host:port/),
-	// host being the ddns hostname or the public IPv4 address; empty for tcp
-	// and while the address is unknown.
+	// host being the ddns hostname, the public IPv4 address or the relay's
+	// host; empty for tcp and while no host is known.
 	URL string `json:"url,omitempty"`
 	// Relay is "accepted", "refused" (RelayReason says why), "waiting" (no
 	// session yet), or "" without a relay.

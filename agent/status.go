@@ -372,12 +372,20 @@ func PrintStatus(w io.Writer, st Status, now time.Time) {
 }
 
 // publicHostLocked is the host viewers use: the ddns hostname, else the
-// public IPv4 address last detected, else "". a.mu is held.
+// public IPv4 address last detected, else the relay's host (its service
+// listeners take viewers at the same ports), else "". a.mu is held.
 func (a *Agent) publicHostLocked() string {
-	if a.ac.DDNS != nil {
+	switch {
+	case a.ac.DDNS != nil:
 		return a.ac.DDNS.Hostname
+	case a.status.PublicV4 != "":
+		return a.status.PublicV4
+	case a.ac.Relay != nil:
+		if h, _, err := net.SplitHostPort(a.ac.Relay.Address); err == nil {
+			return h
+		}
 	}
-	return a.status.PublicV4
+	return ""
 }
 
 // viewerURL is what a viewer opens for service s at host: rtsps://host:port/<name>

@@ -16,6 +16,7 @@ import (
 	"io"
 	"net"
 	"net/textproto"
+	"net/url"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -38,6 +39,7 @@ import (
 type rtspEnv struct {
 	t        *testing.T
 	agent    *Process
+	agentCfg string
 	stateDir string
 	ports    map[string]int
 	camera   *gstcam.Camera
@@ -64,7 +66,8 @@ func startRTSP(t *testing.T) *rtspEnv {
 	ac := framework.AgentConfig{Name: "home", StateDir: r.stateDir, Relay: framework.Addr(e.udp), Token: tok, Direct: true,
 		Extra: fmt.Sprintf("viewers:\n  alice: {password_hash: %q}\n  bob: {password_hash: %q}\n"+
 			"publicip:\n  sources: [relay]\n  min_agree: 1\n"+
-			"direct:\n  listen: %s\n  protocols: [natpmp]\n  gateway: 127.0.0.1\n", hashes[0], hashes[1], directIP),
+			"direct:\n  listen: %s\n  protocols: [natpmp]\n  gateway: 127.0.0.1\n"+
+			"admin: 127.0.0.1:%d\n", hashes[0], hashes[1], directIP, freePort(t, "tcp")),
 		Services: []framework.Service{
 			{Name: "cam", Kind: "rtsp", Target: cam.Addr, Port: ps[0],
 				Extra: fmt.Sprintf("path: /live\nlow_path: /sub\nviewers: [alice]\ncamera_login: {username: %s, password_file: %s}\n", cameraUser, good)},
@@ -74,7 +77,8 @@ func startRTSP(t *testing.T) *rtspEnv {
 			{Name: "plaincam", Kind: "rtsp", Target: cam.Addr, Port: ps[3],
 				Extra: fmt.Sprintf("path: /live\ntls: off\ncamera_login: {username: %s, password_file: %s}\n", cameraUser, good)},
 		}}
-	r.agent = e.startAgent("agent", writeFile(t, e.dir, "agent.yaml", ac.YAML()))
+	r.agentCfg = writeFile(t, e.dir, "agent.yaml", ac.YAML())
+	r.agent = e.startAgent("agent", r.agentCfg)
 	r.agent.WaitLog("tunnel up", 10*time.Second)
 	for _, to := range []string{"127.0.0.1", directIP} {
 		eventually(t, 15*time.Second, func() bool {
@@ -173,6 +177,17 @@ func rtspRoundTrip(w io.Writer, br *bufio.Reader, method, u string, cseq int, au
 	return st, h, nil
 }
 
+// withLogin is u with name:pass@ before the host.
+func withLogin(t *testing.T, u, name, pass string) string {
+	t.Helper()
+	pu, err := url.Parse(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pu.User = url.UserPassword(name, pass)
+	return pu.String()
+}
+
 func basicAuth(name, pass string) string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(name+":"+pass))
 }
@@ -209,6 +224,21 @@ func TestRTSPViewers(t *testing.T) {
 	}
 	if n := r.camera.Connections(); n != 1 {
 		t.Errorf("the camera saw %d RTSP connections for %d viewers, want 1", n, len(viewers))
+	}
+
+	// porthole-agent status shows the kind and the URL to open (without
+	// ddns: at the relay's host), which plays.
+	var status string
+	eventually(t, 20*time.Second, func() bool {
+		_, status = runCmd(t, bins.agent, "status", "-config", r.agentCfg)
+		return strings.Contains(status, "open:    rtsps://127.0.0.1:")
+	}, "status shows no rtsps:// URL")
+	want := fmt.Sprintf("cam: public port %d -> %s (rtsp, tls)\n    open:    rtsps://127.0.0.1:%d/cam\n", r.ports["cam"], r.camera.Addr, r.ports["cam"])
+	if !strings.Contains(status, want) {
+		t.Errorf("status lacks %q:\n%s", want, status)
+	}
+	if got, out, err := r.probe(withLogin(t, fmt.Sprintf("rtsps://127.0.0.1:%d/cam", r.ports["cam"]), "alice", alicePass), 10); err != nil || got["codec_name"] != "h264" {
+		t.Errorf("ffprobe on the URL status printed: %v\n%s", err, out)
 	}
 
 	// ffmpeg, a player decoding: 10 frames of the sub-stream (half size).
