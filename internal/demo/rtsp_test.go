@@ -2,7 +2,6 @@ package demo
 
 import (
 	"context"
-	"net/url"
 	"os/exec"
 	"strings"
 	"testing"
@@ -24,17 +23,6 @@ func ffprobeRTSPS(t *testing.T, ffprobe, u string) (string, error) {
 	return string(out), err
 }
 
-// withLogin is u with name:password@ before the host.
-func withLogin(t *testing.T, u, name, password string) string {
-	t.Helper()
-	pu, err := url.Parse(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pu.User = url.UserPassword(name, password)
-	return pu.String()
-}
-
 // The rtsps:// URLs the demo prints play in ffprobe with the demo viewer's
 // login, through the relay and at the agent's own listener, and not without
 // it (make demo's promise).
@@ -45,7 +33,7 @@ func TestDemoRTSPS(t *testing.T) {
 		t.Fatalf("the demo printed no rtsps:// URLs for both paths:\n%s", strings.Join(p.lines, "\n"))
 	}
 	for _, u := range []string{p.RTSP, p.RTSPDirect} {
-		out, err := ffprobeRTSPS(t, ffprobe, withLogin(t, u, p.Viewer, p.Password))
+		out, err := ffprobeRTSPS(t, ffprobe, framework.WithLogin(u, p.Viewer, p.Password))
 		if err != nil {
 			t.Errorf("ffprobe %s: %v\n%s", u, err, out)
 			continue
@@ -56,7 +44,7 @@ func TestDemoRTSPS(t *testing.T) {
 			}
 		}
 	}
-	out, err := ffprobeRTSPS(t, ffprobe, withLogin(t, p.RTSP, p.Viewer, p.Password+"x"))
+	out, err := ffprobeRTSPS(t, ffprobe, framework.WithLogin(p.RTSP, p.Viewer, p.Password+"x"))
 	if err == nil || !strings.Contains(out, "401") {
 		t.Errorf("ffprobe with a wrong password: %v, want a 401:\n%s", err, out)
 	}

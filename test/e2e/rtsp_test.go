@@ -16,7 +16,6 @@ import (
 	"io"
 	"net"
 	"net/textproto"
-	"net/url"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -177,17 +176,6 @@ func rtspRoundTrip(w io.Writer, br *bufio.Reader, method, u string, cseq int, au
 	return st, h, nil
 }
 
-// withLogin is u with name:pass@ before the host.
-func withLogin(t *testing.T, u, name, pass string) string {
-	t.Helper()
-	pu, err := url.Parse(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pu.User = url.UserPassword(name, pass)
-	return pu.String()
-}
-
 func basicAuth(name, pass string) string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(name+":"+pass))
 }
@@ -237,7 +225,7 @@ func TestRTSPViewers(t *testing.T) {
 	if !strings.Contains(status, want) {
 		t.Errorf("status lacks %q:\n%s", want, status)
 	}
-	if got, out, err := r.probe(withLogin(t, fmt.Sprintf("rtsps://127.0.0.1:%d/cam", r.ports["cam"]), "alice", alicePass), 10); err != nil || got["codec_name"] != "h264" {
+	if got, out, err := r.probe(framework.WithLogin(fmt.Sprintf("rtsps://127.0.0.1:%d/cam", r.ports["cam"]), "alice", alicePass), 10); err != nil || got["codec_name"] != "h264" {
 		t.Errorf("ffprobe on the URL status printed: %v\n%s", err, out)
 	}
 

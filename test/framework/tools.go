@@ -1,6 +1,7 @@
 package framework
 
 import (
+	"net/url"
 	"os"
 	"os/exec"
 	"testing"
@@ -25,4 +26,16 @@ func NeedTool(t testing.TB, env, name, install string) string {
 	}
 	t.Skipf("SKIPPED: %s is not installed (%s); set %s=require to make this a failure", name, install, env)
 	return ""
+}
+
+// WithLogin is the URL u with name:pass@ before the host, as players such
+// as ffprobe take a login (rtsps://alice:pw@host:port/cam). It panics on a
+// URL that does not parse: tests build their URLs.
+func WithLogin(u, name, pass string) string {
+	pu, err := url.Parse(u)
+	if err != nil {
+		panic("framework: WithLogin: " + err.Error())
+	}
+	pu.User = url.UserPassword(name, pass)
+	return pu.String()
 }
