@@ -323,6 +323,11 @@ func TestRTSPBadInput(t *testing.T) {
 				t.Errorf("plain OPTIONS via %s: %d %v %v, want 301 to rtsps://%s/cam", to, st, h, err, addr)
 			}
 		}
+		// FFmpeg follows the redirect: rtsp:// typed by mistake plays.
+		got, out, err := r.probe("rtsp://alice:"+alicePass+"@"+net.JoinHostPort("127.0.0.1", strconv.Itoa(r.ports["cam"]))+"/cam", 10)
+		if err != nil || got["codec_name"] != "h264" {
+			t.Errorf("ffprobe rtsp:// on the rtsps port: %v\n%s", err, out)
+		}
 	})
 	t.Run("tls off", func(t *testing.T) {
 		// Answers before a close must arrive whole through the tunnel too
