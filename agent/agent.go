@@ -76,8 +76,8 @@ type Agent struct {
 	// viewers is the agent's viewer Limiter (limits:), shared by the direct
 	// and relayed listeners of every service.
 	viewers *gateway.Limiter
-	// web is what the http services share (viewers, certificate, audit
-	// log, handlers); nil without an http service.
+	// web is what the http and rtsp services share (viewers, certificate,
+	// audit log, handlers); nil without such a service.
 	web     *web
 	det     *publicip.Detector // nil without ddns
 	updater *ddns.Updater      // nil without ddns
@@ -166,11 +166,16 @@ type TunnelStatus struct {
 // ServiceStatus is one exposed service.
 type ServiceStatus struct {
 	Name string `json:"name"`
-	// Kind is tcp or http; TLS says whether viewers get TLS at the agent.
+	// Kind is tcp, http or rtsp; TLS says whether viewers get TLS at the
+	// agent.
 	Kind   string `json:"kind,omitempty"`
 	TLS    bool   `json:"tls,omitempty"`
 	Port   uint16 `json:"port"`
 	Target string `json:"target"`
+	// URL is what a viewer opens (rtsps://host:port/<name>, https://host:port/),
+	// host being the ddns hostname, the public IPv4 address or the relay's
+	// host; empty for tcp and while no host is known.
+	URL string `json:"url,omitempty"`
 	// Relay is "accepted", "refused" (RelayReason says why), "waiting" (no
 	// session yet), or "" without a relay.
 	Relay       string `json:"relay,omitempty"`
@@ -227,7 +232,7 @@ func New(cfg Config) (_ *Agent, err error) {
 	a.status.Name, a.status.Version, a.status.Started, a.cams = ac.Name, cfg.Version, time.Now(), cams
 
 	a.web, err = newWeb(ac, cfg.Logger, ddns.ProviderOptions{
-		HTTPClient: cfg.HTTPClient, UserAgent: ddns.UserAgent(cfg.Version), Logger: cfg.Logger.With("part", "ddns")})
+		HTTPClient: cfg.HTTPClient, UserAgent: ddns.UserAgent(cfg.Version), Logger: cfg.Logger.With("part", "ddns")}, cfg.DialLAN)
 	if err != nil {
 		return nil, err
 	}

@@ -30,7 +30,7 @@ var (
 	agentKeys      = []string{"name", "state_dir", "relay", "services", "viewers", "tls", "direct", "publicip", "ddns", "limits", "admin", "wireguard"}
 	agentRelayKeys = []string{"address", "token", "token_file", "transport"}
 	serviceKeys    = []string{"name", "kind", "target", "port", "allow", "first_byte_timeout", "viewers", "camera_login", "tls",
-		"mjpeg", "snapshot"} // in the contract, refused until supported (see serviceKind)
+		"mjpeg", "snapshot", "path", "low_path"}
 	directKeys   = []string{"enabled", "listen", "protocols", "gateway"}
 	publicIPKeys = []string{"sources", "https", "dns", "min_agree", "accept", "interval", "ipv6", "ipv6_interface_id"}
 	ddnsKeys     = []string{"hostname", "ttl", "min_interval", "delete_on_exit", "provider"}
