@@ -40,3 +40,16 @@ func ParseSize(s string) (int64, error) {
 	}
 	return int64(b), nil
 }
+
+// FormatBytes writes n bytes for people, in the decimal units phone plans use.
+func FormatBytes(n int64) string {
+	switch {
+	case n >= 1e9:
+		return strconv.FormatFloat(float64(n)/1e9, 'f', 2, 64) + " GB"
+	case n >= 1e6:
+		return strconv.FormatFloat(float64(n)/1e6, 'f', 1, 64) + " MB"
+	case n >= 1e3:
+		return strconv.FormatFloat(float64(n)/1e3, 'f', 0, 64) + " kB"
+	}
+	return strconv.FormatInt(n, 10) + " B"
+}
