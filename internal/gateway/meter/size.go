@@ -28,7 +28,7 @@ func ParseSize(s string) (int64, error) {
 	num, unit := t[:i], strings.ToLower(strings.TrimSpace(t[i:]))
 	mult, ok := sizeUnits[unit]
 	if !ok {
-		return 0, fmt.Errorf("unknown unit %q in %q: use B, KB, MB, GB, TB (or KiB, MiB, GiB, TiB)", t[i:], s)
+		return 0, fmt.Errorf("unknown unit %q in %q: use B, KB, MB, GB, TB (or KiB, MiB, GiB, TiB)", strings.TrimSpace(t[i:]), s)
 	}
 	v, err := strconv.ParseFloat(num, 64)
 	if err != nil || num == "" {
