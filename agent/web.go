@@ -1,11 +1,14 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 
 	"github.com/porthole-dev/porthole/agent/certs"
 	"github.com/porthole-dev/porthole/agent/ddns"
@@ -13,6 +16,8 @@ import (
 	"github.com/porthole-dev/porthole/internal/gateway"
 	"github.com/porthole-dev/porthole/internal/gateway/access"
 	"github.com/porthole-dev/porthole/internal/gateway/httpgw"
+	"github.com/porthole-dev/porthole/internal/gateway/meter"
+	"github.com/porthole-dev/porthole/internal/gateway/portal"
 )
 
 // web holds what the agent's logged-in services share: the viewers and their
@@ -24,19 +29,22 @@ type web struct {
 	certs    *certs.Manager // nil when no service has tls on
 	audit    *slog.Logger
 	auditOut io.Closer
-	handlers map[string]*httpgw.Handler // by service name
+	handlers map[string]*httpgw.Handler // by service name: http and portal
+	meter    *meter.Meter               // bytes per viewer, daily caps
+	log      *slog.Logger
+	saveErr  atomic.Bool // the last meter.Save failed (logged once)
 }
 
 // AuditFile is the audit log in state_dir: one JSON object per line (logins,
 // failures, lockouts, who opened which service when, and bytes sent to them).
 const AuditFile = "audit.log"
 
-// newWeb builds the shared parts of the http services of ac; nil when there
-// are none.
-func newWeb(ac *config.Agent, log *slog.Logger, opts ddns.ProviderOptions) (*web, error) {
+// newWeb builds the shared parts of the http and portal services of ac; nil
+// when there are none. dialLAN reaches the cameras.
+func newWeb(ac *config.Agent, log *slog.Logger, opts ddns.ProviderOptions, dialLAN dialFunc) (*web, error) {
 	var https, tls bool
 	for _, s := range ac.Services {
-		if s.Kind == config.KindHTTP {
+		if s.Kind == config.KindHTTP || s.Kind == config.KindPortal {
 			https = true
 			tls = tls || s.TLS
 		}
@@ -51,14 +59,21 @@ func newWeb(ac *config.Agent, log *slog.Logger, opts ddns.ProviderOptions) (*web
 	if err != nil {
 		return nil, fmt.Errorf("agent: audit log: %w", err)
 	}
-	w := &web{audit: slog.New(slog.NewJSONHandler(f, nil)), auditOut: f, handlers: map[string]*httpgw.Handler{}}
+	w := &web{audit: slog.New(slog.NewJSONHandler(f, nil)), auditOut: f, handlers: map[string]*httpgw.Handler{}, log: log}
 	fail := func(err error) (*web, error) {
 		w.close()
 		return nil, err
 	}
 	viewers := make(map[string]string, len(ac.Viewers))
+	caps := map[string]int64{}
 	for name, v := range ac.Viewers {
 		viewers[name] = v.PasswordHash
+		if v.DailyCap > 0 {
+			caps[name] = v.DailyCap
+		}
+	}
+	if w.meter, err = meter.New(meter.Config{StateDir: ac.StateDir, Caps: caps, Audit: w.audit}); err != nil {
+		return fail(fmt.Errorf("agent: %w", err))
 	}
 	w.store, err = access.New(access.Config{Viewers: viewers, StateDir: ac.StateDir,
 		Logger: log.With("part", "viewers"), Audit: w.audit})
@@ -78,16 +93,66 @@ func newWeb(ac *config.Agent, log *slog.Logger, opts ddns.ProviderOptions) (*web
 		if s.CameraLogin != nil {
 			login = &httpgw.Credentials{Username: s.CameraLogin.Username, Password: s.CameraLogin.Password}
 		}
+		target := s.Target
 		h, err := httpgw.New(httpgw.Config{
 			Service: s.Name, Target: s.Target, Auth: w.store, Viewers: s.Viewers, CameraLogin: login,
 			PlainHTTP: !s.TLS, MJPEGPath: s.MJPEG, SnapshotPath: s.Snapshot, Logger: log.With("part", "http", "service", s.Name), Audit: w.audit,
+			Meter: w.meter, LiveTimeout: s.LiveTimeout,
+			// The LAN dialer, not the viewer's: the phone page's viewers
+			// reach this camera too.
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) { return dialLAN(ctx, network, target) },
 		})
 		if err != nil {
 			return fail(fmt.Errorf("agent: service %s: %w", s.Name, err))
 		}
 		w.handlers[s.Name] = h
 	}
+	for _, s := range ac.Services {
+		if s.Kind != config.KindPortal {
+			continue
+		}
+		p, err := portal.New(portal.Config{Cameras: w.portalCameras(ac), Meter: w.meter})
+		if err != nil {
+			return fail(fmt.Errorf("agent: service %s: %w", s.Name, err))
+		}
+		h, err := httpgw.New(httpgw.Config{Service: s.Name, Site: p, Auth: w.store, Viewers: s.Viewers, PlainHTTP: !s.TLS,
+			Meter: w.meter, Logger: log.With("part", "portal", "service", s.Name), Audit: w.audit})
+		if err != nil {
+			return fail(fmt.Errorf("agent: service %s: %w", s.Name, err))
+		}
+		w.handlers[s.Name] = h
+	}
 	return w, nil
+}
+
+// portalCameras are the tiles of the phone page: the http services with a
+// snapshot or MJPEG stream, and the rtsp services (a link for camera apps),
+// in config order.
+func (w *web) portalCameras(ac *config.Agent) []portal.Camera {
+	var out []portal.Camera
+	for _, s := range ac.Services {
+		switch s.Kind {
+		case config.KindHTTP:
+			if s.MJPEG != "" || s.Snapshot != "" {
+				out = append(out, portal.Camera{Name: s.Name, Live: w.handlers[s.Name]})
+			}
+		case config.KindRTSP:
+			out = append(out, portal.Camera{Name: s.Name, RTSPPort: s.Port, RTSPPlain: !s.TLS, Viewers: ac.ServiceViewers(s)})
+		}
+	}
+	return out
+}
+
+// saveUsage writes the viewers' daily figures to state_dir; a failure is
+// logged once until a save works again.
+func (w *web) saveUsage() {
+	err := w.meter.Save()
+	switch {
+	case err != nil && !w.saveErr.Swap(true):
+		w.log.Warn("cannot save the viewers' daily data figures: a restart will start today's caps afresh; check state_dir", "err", err)
+	case err == nil:
+		w.saveErr.Store(false)
+	}
 }
 
 // newCerts is the certificate manager the tls: section asks for: ACME
@@ -161,9 +226,12 @@ func (w *web) closeHandlers() {
 	}
 }
 
-// close ends the handlers and closes the audit log.
+// close ends the handlers, saves the daily figures and closes the audit log.
 func (w *web) close() {
 	w.closeHandlers()
+	if w.meter != nil {
+		w.saveUsage()
+	}
 	if w.auditOut != nil {
 		w.auditOut.Close()
 	}
