@@ -37,7 +37,12 @@ func startSite(t *testing.T) *site {
 	cam := camsim.New(camsim.Config{Width: 160, Height: 90, FPS: 10})
 	srv := httptest.NewServer(cam.Handler())
 	t.Cleanup(func() { srv.Close(); cam.Close() })
-	target := strings.TrimPrefix(srv.URL, "http://")
+	return startSiteFor(t, strings.TrimPrefix(srv.URL, "http://"))
+}
+
+// startSiteFor is startSite with the cameras at target (host:port).
+func startSiteFor(t *testing.T, target string) *site {
+	t.Helper()
 
 	hashes := map[string]string{}
 	for _, v := range []string{"alice", "bob"} {
