@@ -159,4 +159,3 @@ func mustListen(t *testing.T) net.Listener {
 	t.Cleanup(func() { l.Close() })
 	return l
 }
-
