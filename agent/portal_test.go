@@ -49,15 +49,7 @@ func TestPortalAndDataAccounting(t *testing.T) {
 	}
 	a := startTestAgent(t, Config{Agent: ac})
 
-	pem, err := os.ReadFile(filepath.Join(ac.StateDir, "certs", "self-signed.crt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(pem)
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "localhost"}}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 15 * time.Second}
+	client := selfSignedClient(t, ac.StateDir)
 	get := func(path string) (*http.Response, []byte) {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodGet, "https://127.0.0.1:"+strconv.Itoa(int(portalPort))+path, nil)
@@ -158,4 +150,19 @@ func mustListen(t *testing.T) net.Listener {
 	}
 	t.Cleanup(func() { l.Close() })
 	return l
+}
+
+// selfSignedClient is an HTTPS client that trusts the agent's self-signed
+// certificate in stateDir; its idle connections close with the test.
+func selfSignedClient(t *testing.T, stateDir string) *http.Client {
+	t.Helper()
+	pem, err := os.ReadFile(filepath.Join(stateDir, "certs", "self-signed.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "localhost"}}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 15 * time.Second}
 }

@@ -23,18 +23,6 @@ func newMeter(t *testing.T, caps map[string]int64) *meter.Meter {
 	return m
 }
 
-// waitUntil polls cond until it holds, failing after a generous bound.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestMeterCountsViewerBytes: what a viewer receives is counted to them on
 // this service as it moves, the bytes of the request that logged them in
 // included, and matches what the connection moved at its close.
@@ -51,7 +39,7 @@ func TestMeterCountsViewerBytes(t *testing.T) {
 		t.Fatalf("snapshot: %d, %d bytes", resp.StatusCode, len(body))
 	}
 	// The counter moves just after the write; the client may read first.
-	waitUntil(t, "the snapshot counted", func() bool { return m.Viewer("alice").BytesOut >= int64(len(body)) })
+	waitFor(t, "the snapshot counted", func() bool { return m.Viewer("alice").BytesOut >= int64(len(body)) })
 	u := m.Viewer("alice")
 	if u.BytesOut < int64(len(body)) || u.BytesIn < 50 || len(u.Services) != 1 || u.Services[0].Service != "cam" {
 		t.Fatalf("after a %d-byte snapshot alice's figures are %+v", len(body), u)
@@ -141,7 +129,7 @@ func TestDailyCap(t *testing.T) {
 	if resp, body := g.do(t, r); resp.StatusCode != 200 {
 		t.Errorf("bob's snapshot: %d %s", resp.StatusCode, body)
 	}
-	waitUntil(t, "the audit lines", func() bool {
+	waitFor(t, "the audit lines", func() bool {
 		a := g.audit.String()
 		return strings.Contains(a, "msg=cap_reached") || strings.Contains(a, "reason=daily_cap")
 	})
@@ -170,7 +158,7 @@ func TestLiveTimeout(t *testing.T) {
 			t.Errorf("the stream ended after %v, before live_timeout %v: %v", d, timeout, err)
 		}
 	}
-	waitUntil(t, "live_end", func() bool { return strings.Count(g.audit.String(), "reason=live_timeout") == 2 })
+	waitFor(t, "live_end", func() bool { return strings.Count(g.audit.String(), "reason=live_timeout") == 2 })
 }
 
 // TestSiteServeLive: a Site (the phone page) gets the viewer by ViewerOf and
@@ -211,7 +199,7 @@ func TestSiteServeLive(t *testing.T) {
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "image/jpeg" {
 		t.Fatalf("/snap: %d %q", resp.StatusCode, body)
 	}
-	waitUntil(t, "the snapshot counted", func() bool { return m.Viewer("alice").BytesOut >= int64(len(body)) })
+	waitFor(t, "the snapshot counted", func() bool { return m.Viewer("alice").BytesOut >= int64(len(body)) })
 	if u := m.Viewer("alice"); len(u.Services) != 1 || u.Services[0].Service != "portal" {
 		t.Errorf("alice's figures %+v: want the snapshot counted on portal", u)
 	}
