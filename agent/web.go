@@ -72,7 +72,7 @@ func newWeb(ac *config.Agent, log *slog.Logger, opts ddns.ProviderOptions, dialL
 			caps[name] = v.DailyCap
 		}
 	}
-	if w.meter, err = meter.New(meter.Config{StateDir: ac.StateDir, Caps: caps, Audit: w.audit}); err != nil {
+	if w.meter, err = meter.New(meter.Config{StateDir: ac.StateDir, Caps: caps, Audit: w.audit, Logger: log.With("part", "viewers")}); err != nil {
 		return fail(fmt.Errorf("agent: %w", err))
 	}
 	w.store, err = access.New(access.Config{Viewers: viewers, StateDir: ac.StateDir,

@@ -46,6 +46,8 @@ type Config struct {
 	// Audit receives "cap_reached" (viewer, cap, used, resets) once per
 	// viewer and day. Nil discards.
 	Audit *slog.Logger
+	// Logger receives a warning when UsageFile cannot be read. Nil discards.
+	Logger *slog.Logger
 }
 
 // Meter counts bytes per viewer. Safe for concurrent use.
@@ -99,7 +101,8 @@ type state struct {
 }
 
 // New returns a Meter with today's figures read from StateDir. A missing
-// file is a fresh start; an unreadable one is an error naming it.
+// file is a fresh start; so is an unreadable or damaged one, with a warning
+// naming it: the agent must start even so.
 func New(cfg Config) (*Meter, error) {
 	if cfg.Location == nil {
 		cfg.Location = time.Local
@@ -118,20 +121,23 @@ func New(cfg Config) (*Meter, error) {
 	if cfg.StateDir == "" {
 		return m, nil
 	}
-	b, err := os.ReadFile(filepath.Join(cfg.StateDir, UsageFile))
+	path := filepath.Join(cfg.StateDir, UsageFile)
+	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return m, nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("meter: %w", err)
-	}
 	var st state
-	if err := json.Unmarshal(b, &st); err != nil || st.Version != 1 {
-		// A broken file must not stop the agent; a cap then starts afresh.
-		if err == nil {
-			err = fmt.Errorf("version %d", st.Version)
+	if err == nil {
+		if err = json.Unmarshal(b, &st); err == nil && st.Version != 1 {
+			err = fmt.Errorf("version %d, want 1", st.Version)
 		}
-		return nil, fmt.Errorf("meter: %s is not a usage file (%w): remove it to start the daily figures afresh", filepath.Join(cfg.StateDir, UsageFile), err)
+	}
+	if err != nil {
+		if cfg.Logger != nil {
+			cfg.Logger.Warn("the viewers' daily data figures cannot be read: today's figures (and caps) start afresh; the file is rewritten at the next save",
+				"file", path, "err", err)
+		}
+		return m, nil
 	}
 	if st.Day == m.day {
 		for v, n := range st.Today {

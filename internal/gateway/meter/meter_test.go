@@ -131,9 +131,20 @@ func TestCapResetsAtMidnightAndSurvivesRestart(t *testing.T) {
 func TestBrokenUsageFile(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, UsageFile), []byte("{nope"), 0o600)
-	_, err := New(Config{StateDir: dir})
-	if err == nil || !strings.Contains(err.Error(), UsageFile) || !strings.Contains(err.Error(), "remove it") {
-		t.Errorf("err %v, want one naming the file and what to do", err)
+	var log bytes.Buffer
+	m, err := New(Config{StateDir: dir, Caps: map[string]int64{"alice": 10}, Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	if err != nil {
+		t.Fatalf("a damaged usage file stopped the start: %v", err)
+	}
+	if !strings.Contains(log.String(), UsageFile) || !strings.Contains(log.String(), "start afresh") {
+		t.Errorf("warning %q, want one naming the file and what happens", log.String())
+	}
+	m.Add("alice", "cam", "", 0, 5)
+	if err := m.Save(); err != nil {
+		t.Fatal(err)
+	}
+	if m2, _ := New(Config{StateDir: dir}); m2.Viewer("alice").Today != 5 {
+		t.Error("the damaged file was not replaced at the next save")
 	}
 	if _, err := New(Config{Caps: map[string]int64{"x": -1}}); err == nil {
 		t.Error("a negative cap was taken")
