@@ -77,6 +77,8 @@ func TestPortalInBrowser(t *testing.T) {
 		}
 	}
 	moved("live")
+	// The figure shows in the live view too.
+	waitFor(t, tab, `document.getElementById('live-usage').textContent.includes('Data used this session')`)
 	waitFor(t, tab, `+document.getElementById('usage').dataset.session > `+strconv.FormatFloat(used, 'f', 0, 64))
 
 	// Bad input: clear answers; the stream is unaffected.

@@ -13,6 +13,7 @@
   const note = document.getElementById('live-note');
   const usage = document.getElementById('usage');
   const capNote = document.getElementById('cap');
+  const liveUsage = document.getElementById('live-usage');
   let preset = localStorage.getItem('porthole-preset') || 'saver';
   let current = null; // the tile playing live
   let stopTimer = 0;
@@ -116,11 +117,12 @@
       let s = 'Data used this session: ' + fmt(u.session) + ' · today ' + fmt(u.today);
       if (u.daily_cap > 0) s += ' of ' + fmt(u.daily_cap);
       usage.textContent = s;
+      liveUsage.textContent = s;
       if (u.over_cap) {
         capNote.textContent = 'Daily data cap reached: video starts again at ' +
           new Date(u.resets_at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) + '.';
         capNote.hidden = false;
-        if (current) pause('');
+        if (current) pause(capNote.textContent);
       } else {
         capNote.hidden = true;
       }
