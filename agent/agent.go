@@ -25,6 +25,7 @@ import (
 	"github.com/porthole-dev/porthole/agent/publicip"
 	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/internal/gateway"
+	"github.com/porthole-dev/porthole/internal/gateway/meter"
 	"github.com/porthole-dev/porthole/tunnel"
 )
 
@@ -131,6 +132,9 @@ type Status struct {
 	DNSError   string `json:"dns_error,omitempty"`
 	// Certificate is what viewers of the TLS services get; nil without one.
 	Certificate *CertStatus `json:"certificate,omitempty"`
+	// Viewers are the data figures of each viewer who logged in since the
+	// start or today, or has a daily cap (http, rtsp and portal services).
+	Viewers []meter.ViewerUsage `json:"viewers,omitempty"`
 }
 
 // CertStatus is the certificate of the agent's TLS services.
@@ -369,6 +373,9 @@ func (a *Agent) Status() Status {
 			NotAfter: cs.NotAfter, Fingerprint: cs.Fingerprint, LastError: cs.LastError, NextRenewal: cs.NextRenewal}
 	}
 	st.Services = a.serviceStatusLocked(ts)
+	if a.web != nil {
+		st.Viewers = a.web.meter.Usage()
+	}
 	if a.pm != nil {
 		ps := a.pm.Status()
 		st.Router.Protocol = ps.Protocol
