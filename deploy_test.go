@@ -128,16 +128,7 @@ func TestDeployUnitsFitExamples(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	t.Setenv("CREDENTIALS_DIRECTORY", creds)
-	t.Setenv("PORTHOLE_RELAY_STATE", t.TempDir())
-	r, err := config.LoadRelay("deploy/examples/relay.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := config.LoadAgent("deploy/examples/agent.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, a := loadExamples(t, creds)
 	if len(r.Warnings)+len(a.Warnings) != 0 {
 		t.Errorf("warnings: %q %q", r.Warnings, a.Warnings)
 	}
@@ -153,6 +144,23 @@ func TestDeployUnitsFitExamples(t *testing.T) {
 			t.Errorf("agent example service %s port %d outside the relay's range %s for %s", s.Name, s.Port, ra.Ports, a.Name)
 		}
 	}
+}
+
+// loadExamples loads the example configs with their secrets in creds, as
+// systemd hands them over.
+func loadExamples(t *testing.T, creds string) (*config.Relay, *config.Agent) {
+	t.Helper()
+	t.Setenv("CREDENTIALS_DIRECTORY", creds)
+	t.Setenv("PORTHOLE_RELAY_STATE", t.TempDir())
+	r, err := config.LoadRelay("deploy/examples/relay.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := config.LoadAgent("deploy/examples/agent.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, a
 }
 
 // TestDeployUnitsVerify runs systemd-analyze verify on the units, in a root
@@ -253,20 +261,13 @@ func TestDeployCompose(t *testing.T) {
 			t.Errorf("relay: ports %q lack %s", relay.Ports, want)
 		}
 	}
-	t.Setenv("CREDENTIALS_DIRECTORY", t.TempDir())
+	creds := t.TempDir()
 	for _, f := range []string{"home.token", "cloudflare.token"} {
-		if err := os.WriteFile(filepath.Join(os.Getenv("CREDENTIALS_DIRECTORY"), f), []byte(config.NewToken()+"\n"), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(creds, f), []byte(config.NewToken()+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	r, err := config.LoadRelay("deploy/examples/relay.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := config.LoadAgent("deploy/examples/agent.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, a := loadExamples(t, creds)
 	published := func(p uint16) bool {
 		for _, spec := range relay.Ports {
 			m := regexp.MustCompile(`^(\d+)(?:-(\d+))?:(\d+)(?:-(\d+))?/tcp$`).FindStringSubmatch(spec)
