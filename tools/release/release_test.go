@@ -388,3 +388,22 @@ func TestDebContents(t *testing.T) {
 	}
 	checkSums(t, c.Out, 1)
 }
+
+// TestMaintainerScripts: the package's scripts parse as POSIX sh (dpkg runs
+// them with /bin/sh, dash on Debian), stop at a failing command (set -e) and
+// end in exit 0 for the arguments they ignore (upgrade, failed-upgrade, ...).
+func TestMaintainerScripts(t *testing.T) {
+	for _, s := range []string{"postinst", "prerm", "postrm"} {
+		p := filepath.Join(srcRoot, "deploy/debian", s)
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(string(b), "#!/bin/sh\n") || !strings.Contains(string(b), "\nset -e\n") || !strings.HasSuffix(string(b), "\nexit 0\n") {
+			t.Errorf("%s: want #!/bin/sh, set -e and a final exit 0", s)
+		}
+		if out, err := exec.Command("sh", "-n", p).CombinedOutput(); err != nil {
+			t.Errorf("sh -n %s: %v\n%s", s, err, out)
+		}
+	}
+}
