@@ -27,7 +27,7 @@ var (
 )
 
 var (
-	agentKeys      = []string{"name", "state_dir", "relay", "services", "viewers", "tls", "direct", "publicip", "ddns", "limits", "admin"}
+	agentKeys      = []string{"name", "state_dir", "relay", "services", "viewers", "tls", "direct", "publicip", "ddns", "limits", "admin", "notify"}
 	agentRelayKeys = []string{"address", "token", "token_file", "transport"}
 	serviceKeys    = []string{"name", "kind", "target", "port", "allow", "first_byte_timeout", "viewers", "camera_login", "tls",
 		"mjpeg", "snapshot"} // in the contract, refused until supported (see serviceKind)
@@ -106,6 +106,7 @@ func (p *parser) agent(data []byte) (*Agent, error) {
 		a.TLS = p.tlsSection(tf, a, f.has("ddns"))
 	}
 	p.tlsWarning(a, p.tlsLine, p.tlsKey)
+	a.Notify = p.notify(f)
 	a.Warnings = p.warningList()
 	if err := p.result(); err != nil {
 		return nil, err
