@@ -9,6 +9,7 @@ import (
 
 	"github.com/porthole-dev/porthole/agent/certs"
 	"github.com/porthole-dev/porthole/agent/ddns"
+	"github.com/porthole-dev/porthole/agent/notify"
 	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/internal/gateway"
 	"github.com/porthole-dev/porthole/internal/gateway/access"
@@ -33,7 +34,7 @@ const AuditFile = "audit.log"
 
 // newWeb builds the shared parts of the http services of ac; nil when there
 // are none.
-func newWeb(ac *config.Agent, log *slog.Logger, opts ddns.ProviderOptions) (*web, error) {
+func newWeb(ac *config.Agent, log *slog.Logger, opts ddns.ProviderOptions, n *notify.Notifier) (*web, error) {
 	var https, tls bool
 	for _, s := range ac.Services {
 		if s.Kind == config.KindHTTP {
@@ -61,12 +62,13 @@ func newWeb(ac *config.Agent, log *slog.Logger, opts ddns.ProviderOptions) (*web
 		viewers[name] = v.PasswordHash
 	}
 	w.store, err = access.New(access.Config{Viewers: viewers, StateDir: ac.StateDir,
-		Logger: log.With("part", "viewers"), Audit: w.audit})
+		Logger: log.With("part", "viewers"), Audit: w.audit,
+		OnLockout: func(l access.Lockout) { n.Notify(lockoutEvent(l)) }})
 	if err != nil {
 		return fail(fmt.Errorf("agent: viewers: %w", err))
 	}
 	if tls {
-		if w.certs, err = newCerts(ac, log.With("part", "certs"), opts); err != nil {
+		if w.certs, err = newCerts(ac, log.With("part", "certs"), opts, n); err != nil {
 			return fail(err)
 		}
 	}
@@ -93,11 +95,12 @@ func newWeb(ac *config.Agent, log *slog.Logger, opts ddns.ProviderOptions) (*web
 // newCerts is the certificate manager the tls: section asks for: ACME
 // (DNS-01 through the ddns provider where it can write TXT records, else
 // TLS-ALPN-01), the user's cert_file/key_file, or a self-signed certificate.
-func newCerts(ac *config.Agent, log *slog.Logger, opts ddns.ProviderOptions) (*certs.Manager, error) {
+func newCerts(ac *config.Agent, log *slog.Logger, opts ddns.ProviderOptions, n *notify.Notifier) (*certs.Manager, error) {
 	cc := certs.Config{StateDir: ac.StateDir, Logger: log}
 	if ac.DDNS != nil {
 		cc.Hostnames = []string{ac.DDNS.Hostname}
 	}
+	cc.OnFailure = func(err error) { n.Notify(certEvent(cc.Hostnames, err)) }
 	if t := ac.TLS; t != nil {
 		cc.Email, cc.CA, cc.CARootFile = t.ACMEEmail, t.ACMECA, t.ACMECARoot
 		cc.CertFile, cc.KeyFile = t.CertFile, t.KeyFile

@@ -458,3 +458,39 @@ func fixFor(err error) string {
 	}
 	return "check that the agent can reach the target (DNS, firewall, proxy) and that url in notify: is right"
 }
+
+// Result is one target's answer to SendNow.
+type Result struct {
+	// Target names the target without secrets ("notify[0] ntfy at ntfy.sh").
+	Target string
+	// Err is nil when the target took the event.
+	Err error
+	// Fix says what to check when Err is set.
+	Fix string
+}
+
+// SendNow sends e to every target at once, one attempt each bounded by
+// Timeout, past the queue and the rate limits, and says how each went: for
+// `porthole-agent notify-test`. Run need not be running.
+func (n *Notifier) SendNow(ctx context.Context, e Event) []Result {
+	if n == nil {
+		return nil
+	}
+	if e.Time.IsZero() {
+		e.Time = n.cfg.Now()
+	}
+	out := make([]Result, len(n.targets))
+	var wg sync.WaitGroup
+	for i, t := range n.targets {
+		wg.Go(func() {
+			actx, cancel := context.WithTimeout(ctx, n.cfg.Timeout)
+			defer cancel()
+			out[i] = Result{Target: t.name, Err: t.s.send(actx, n.cfg.Agent, e)}
+			if out[i].Err != nil {
+				out[i].Fix = fixFor(out[i].Err)
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}

@@ -330,3 +330,20 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+func TestSendNow(t *testing.T) {
+	good := newReceiver(t, nil)
+	bad := newReceiver(t, func(int64) int { return 401 })
+	n, err := New(Config{Agent: "home", Targets: []Target{{Type: "ntfy", URL: good.URL + "/t"}, {Type: "ntfy", URL: bad.URL + "/t"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := n.SendNow(context.Background(), Event{Kind: Test, Message: "test"})
+	if len(res) != 2 || res[0].Err != nil || res[1].Err == nil || !strings.Contains(res[1].Fix, "token") ||
+		!strings.HasPrefix(res[1].Target, "notify[1] ntfy at 127.0.0.1:") {
+		t.Errorf("results %+v", res)
+	}
+	if q := good.next(t); string(q.body) != "test" {
+		t.Errorf("body %q", q.body)
+	}
+}

@@ -8,6 +8,7 @@
 //	porthole-agent passwd [NAME] < password    hash a viewer's password for viewers:
 //	porthole-agent -config agent.yaml link NAME [-note TEXT]   a URL token for NAME
 //	porthole-agent -config agent.yaml link -list | -revoke ID
+//	porthole-agent -config agent.yaml notify-test   send a test event to each notify: target
 package main
 
 import (
@@ -65,7 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "usage: porthole-agent [-config agent.yaml] [-check|-once|-v] | -version\n"+
 			"       porthole-agent [-config agent.yaml] status [-json] [-addr host:port]\n"+
 			"       porthole-agent passwd [NAME] < password\n"+
-			"       porthole-agent [-config agent.yaml] link NAME [-note TEXT] | link -list | link -revoke ID\n")
+			"       porthole-agent [-config agent.yaml] link NAME [-note TEXT] | link -list | link -revoke ID\n"+
+			"       porthole-agent [-config agent.yaml] notify-test\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -85,8 +87,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return passwdCmd(ctx, fs.Args()[1:], stdout, stderr)
 		case "link":
 			return linkCmd(fs.Args()[1:], *cfgPath, stdout, stderr)
+		case "notify-test":
+			return notifyTestCmd(ctx, fs.Args()[1:], *cfgPath, stdout, stderr)
 		default:
-			fmt.Fprintf(stderr, "porthole-agent: unknown command %q (commands: status, passwd, link); without a command it runs the agent\n", cmd)
+			fmt.Fprintf(stderr, "porthole-agent: unknown command %q (commands: status, passwd, link, notify-test); without a command it runs the agent\n", cmd)
 			return 2
 		}
 	}
@@ -97,6 +101,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	for _, w := range append(ac.Warnings, agent.ConfigWarnings(ac)...) {
 		fmt.Fprintln(stderr, "warning:", w)
+	}
+	if probs := agent.NotifyProblems(ac, *cfgPath); len(probs) > 0 {
+		for _, p := range probs {
+			fmt.Fprintln(stderr, p)
+		}
+		return 1
 	}
 	if *check {
 		fmt.Fprintf(stdout, "%s: ok (%d services)\n", *cfgPath, len(ac.Services))
