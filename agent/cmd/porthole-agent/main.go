@@ -9,6 +9,7 @@
 //	porthole-agent -config agent.yaml link NAME [-note TEXT]   a URL token for NAME
 //	porthole-agent -config agent.yaml link -list | -revoke ID
 //	porthole-agent -config agent.yaml notify-test   send a test event to each notify: target
+//	porthole-agent -config agent.yaml doctor        check relay, clock, state_dir, cameras, router, DNS
 package main
 
 import (
@@ -67,7 +68,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			"       porthole-agent [-config agent.yaml] status [-json] [-addr host:port]\n"+
 			"       porthole-agent passwd [NAME] < password\n"+
 			"       porthole-agent [-config agent.yaml] link NAME [-note TEXT] | link -list | link -revoke ID\n"+
-			"       porthole-agent [-config agent.yaml] notify-test\n")
+			"       porthole-agent [-config agent.yaml] notify-test | doctor [-time-url URL]\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -89,8 +90,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return linkCmd(fs.Args()[1:], *cfgPath, stdout, stderr)
 		case "notify-test":
 			return notifyTestCmd(ctx, fs.Args()[1:], *cfgPath, stdout, stderr)
+		case "doctor":
+			return doctorCmd(ctx, fs.Args()[1:], *cfgPath, stdout, stderr)
 		default:
-			fmt.Fprintf(stderr, "porthole-agent: unknown command %q (commands: status, passwd, link, notify-test); without a command it runs the agent\n", cmd)
+			fmt.Fprintf(stderr, "porthole-agent: unknown command %q (commands: status, passwd, link, notify-test, doctor); without a command it runs the agent\n", cmd)
 			return 2
 		}
 	}
