@@ -19,6 +19,7 @@ import (
 	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/relay"
 	"github.com/porthole-dev/porthole/test/fakerouter"
+	"github.com/porthole-dev/porthole/test/framework"
 )
 
 var loopback = netip.MustParseAddr("127.0.0.1")
@@ -41,40 +42,13 @@ func startRelay(t *testing.T, token string) string {
 	return rs.Addr().String()
 }
 
-// startCamera serves a simulated camera's web page behind a digest login.
-func startCamera(t *testing.T) string {
-	t.Helper()
-	cam := camsim.New(camsim.Config{Auth: "digest", Username: "admin", Password: "cam-pass"})
-	t.Cleanup(func() { cam.Close() })
-	srv := httptest.NewServer(cam.Handler())
-	t.Cleanup(srv.Close)
-	return srv.Listener.Addr().String()
+// startCamera runs a simulated camera (HTTP behind a digest login, and RTSP).
+func startCamera(t *testing.T) *framework.Camera {
+	return framework.StartCamera(t, camsim.Config{Auth: "digest", Username: "admin", Password: "cam-pass"})
 }
 
-// startRTSPCamera serves a simulated camera's RTSP stream.
-func startRTSPCamera(t *testing.T) string {
-	t.Helper()
-	cam := camsim.New(camsim.Config{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { cam.ServeRTSP(ctx, ln); close(done) }()
-	t.Cleanup(func() { cancel(); ln.Close(); <-done; cam.Close() })
-	return ln.Addr().String()
-}
-
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+// deadAddr is a loopback address nothing listens on.
+func deadAddr(t *testing.T) string { return framework.Addr(framework.Port(t, "tcp")) }
 
 // clockServer answers with a Date header off by skew.
 func clockServer(t *testing.T, skew time.Duration) string {
@@ -157,13 +131,14 @@ func lookup(addrs ...string) func(context.Context, string) ([]netip.Addr, error)
 // Everything right: no problem, and each line says what it saw.
 func TestDoctorAllGood(t *testing.T) {
 	token := config.NewToken()
+	cam := startCamera(t)
 	ac := &config.Agent{
 		Name: "home", StateDir: stateDir(t),
 		Relay: &config.AgentRelay{Address: startRelay(t, token), Token: token},
 		Services: []config.Service{
-			{Name: "web", Kind: config.KindHTTP, Target: startCamera(t), Port: 40000, AllowAny: true,
+			{Name: "web", Kind: config.KindHTTP, Target: cam.HTTPAddr, Port: 40000, AllowAny: true,
 				CameraLogin: &config.CameraLogin{Username: "admin", Password: "cam-pass"}, Snapshot: "/snapshot.jpg"},
-			{Name: "stream", Kind: config.KindRTSP, Target: startRTSPCamera(t), Port: 40001, AllowAny: true,
+			{Name: "stream", Kind: config.KindRTSP, Target: cam.RTSPAddr, Port: 40001, AllowAny: true,
 				CameraLogin: &config.CameraLogin{Username: "admin", Password: "any"}},
 		},
 		Direct: config.Direct{Enabled: true},
@@ -194,7 +169,7 @@ func TestDoctorProblems(t *testing.T) {
 		Name: "home", StateDir: dir,
 		Relay: &config.AgentRelay{Address: startRelay(t, config.NewToken()), Token: config.NewToken()},
 		Services: []config.Service{
-			{Name: "web", Kind: config.KindHTTP, Target: startCamera(t), Port: 40000, AllowAny: true,
+			{Name: "web", Kind: config.KindHTTP, Target: startCamera(t).HTTPAddr, Port: 40000, AllowAny: true,
 				CameraLogin: &config.CameraLogin{Username: "admin", Password: "Wr0ngCamPass"}},
 			{Name: "garage", Target: deadAddr(t), Port: 40001, AllowAny: true},
 		},
