@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/netip"
+	"time"
 
 	"github.com/porthole-dev/porthole/agent"
 	"github.com/porthole-dev/porthole/agent/doctor"
@@ -35,12 +37,7 @@ func doctorCmd(ctx context.Context, args []string, cfgPath string, stdout, stder
 	}
 	fmt.Fprintf(stdout, "ok       config %s: %d services\n", cfgPath, len(ac.Services))
 	cfg := doctor.Config{Agent: ac, TimeURL: *timeURL}
-	if ac.Admin != "" {
-		cfg.Running = func(ctx context.Context) (doctor.AgentView, error) {
-			st, err := agent.QueryStatus(ctx, nil, ac.Admin, ac.Name)
-			return doctor.AgentView{TunnelConnected: st.Tunnel.Connected, DNS: st.DNS}, err
-		}
-	}
+	cfg.Running = func(ctx context.Context) (doctor.AgentView, error) { return runningAgent(ctx, ac) }
 	if ac.Relay == nil { // a relayed agent publishes the relay's address, not the home's
 		cfg.PublicIP = func(ctx context.Context) (netip.Addr, error) { return agent.DetectPublicIPv4(ctx, ac) }
 	}
@@ -52,4 +49,26 @@ func doctorCmd(ctx context.Context, args []string, cfgPath string, stdout, stder
 		return 1
 	}
 	return 0
+}
+
+// runningAgent is the running agent's view, or an error when none runs. Doctor
+// must not mistake a running agent for none: its token check would replace
+// the agent's session, and a replaced agent waits before reconnecting. So an
+// admin endpoint that answers oddly counts as an agent, and with admin: off a
+// fresh status.json in state_dir does.
+func runningAgent(ctx context.Context, ac *config.Agent) (doctor.AgentView, error) {
+	if ac.Admin != "" {
+		st, err := agent.QueryStatus(ctx, nil, ac.Admin, ac.Name)
+		if err == nil || !errors.Is(err, agent.ErrNotRunning) {
+			return doctor.AgentView{TunnelConnected: err == nil && st.Tunnel.Connected, DNS: st.DNS}, nil
+		}
+	}
+	st, err := agent.ReadStatus(ac.StateDir)
+	if err != nil {
+		return doctor.AgentView{}, err
+	}
+	if err := st.Stale(time.Now()); err != nil || st.Once {
+		return doctor.AgentView{}, errors.New("no fresh status: no agent runs")
+	}
+	return doctor.AgentView{TunnelConnected: st.Tunnel.Connected, DNS: st.DNS}, nil
 }

@@ -1,11 +1,17 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/porthole-dev/porthole/agent"
 	"github.com/porthole-dev/porthole/internal/config"
 )
 
@@ -34,5 +40,42 @@ func TestDoctorCommand(t *testing.T) {
 	}
 	if r := runArgs("-config", cfg, "doctor", "extra"); r.code != 2 {
 		t.Errorf("doctor extra: exit %d", r.code)
+	}
+}
+
+// Doctor must see a running agent (and so not try the token, which would
+// replace its session) by its admin endpoint, or by a fresh status.json.
+func TestDoctorSeesRunningAgent(t *testing.T) {
+	ctx := context.Background()
+	st := freshStatus()
+	st.DNS = "A=203.0.113.7 AAAA=none"
+	dir := t.TempDir()
+	ac := &config.Agent{Name: "home", StateDir: dir, Admin: fakeAgent(t, st)}
+	v, err := runningAgent(ctx, ac)
+	if err != nil || !v.TunnelConnected || v.DNS != st.DNS {
+		t.Errorf("admin answers: %+v, %v", v, err)
+	}
+	ac.Admin = deadAddr(t)
+	if _, err := runningAgent(ctx, ac); err == nil {
+		t.Error("no agent and no status.json: running")
+	}
+	b, _ := json.Marshal(st)
+	os.WriteFile(filepath.Join(dir, agent.StatusFile), b, 0o600)
+	ac.Admin = ""
+	if v, err := runningAgent(ctx, ac); err != nil || !v.TunnelConnected {
+		t.Errorf("admin off, fresh status.json: %+v, %v", v, err)
+	}
+	st.Updated = time.Now().Add(-time.Hour)
+	b, _ = json.Marshal(st)
+	os.WriteFile(filepath.Join(dir, agent.StatusFile), b, 0o600)
+	if _, err := runningAgent(ctx, ac); err == nil {
+		t.Error("an old status.json: running")
+	}
+	// Something odd answers at the admin address: count it as an agent.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("{")) }))
+	defer srv.Close()
+	ac.Admin = srv.Listener.Addr().String()
+	if _, err := runningAgent(ctx, ac); err != nil {
+		t.Errorf("an odd answer: %v, want it taken for an agent", err)
 	}
 }
