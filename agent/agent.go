@@ -49,7 +49,18 @@ type Config struct {
 	// DialRelayQUIC replaces the tunnel's QUIC dial (tests: a smaller stream
 	// budget); nil = the real one.
 	DialRelayQUIC tunnel.DialFunc
+	// WireGuardPort is the WireGuard UDP port (wireguard.port in agent.yaml);
+	// zero: no WireGuard. When set it is registered with the relay as the UDP
+	// service WireGuardService (forwarded as datagrams, within the agent's
+	// udp_ports at the relay), mapped at the router with the TCP services, and
+	// verified by the relay's UDP probe, which whatever owns the port answers
+	// with proto.UDPProbeReply.
+	WireGuardPort uint16
 }
+
+// WireGuardService is the name the WireGuard port is registered and probed
+// under; no TCP service may have it.
+const WireGuardService = "wireguard"
 
 // Agent is a running home agent.
 type Agent struct {
@@ -66,8 +77,8 @@ type Agent struct {
 	// viewers is the agent's viewer Limiter (limits:), shared by the direct
 	// and relayed listeners of every service.
 	viewers *gateway.Limiter
-	// web is what the http services share (viewers, certificate, audit
-	// log, handlers); nil without an http service.
+	// web is what the http and rtsp services share (viewers, certificate,
+	// audit log, handlers); nil without such a service.
 	web     *web
 	det     *publicip.Detector // nil without ddns
 	updater *ddns.Updater      // nil without ddns
@@ -160,11 +171,16 @@ type TunnelStatus struct {
 // ServiceStatus is one exposed service.
 type ServiceStatus struct {
 	Name string `json:"name"`
-	// Kind is tcp or http; TLS says whether viewers get TLS at the agent.
+	// Kind is tcp, http or rtsp; TLS says whether viewers get TLS at the
+	// agent.
 	Kind   string `json:"kind,omitempty"`
 	TLS    bool   `json:"tls,omitempty"`
 	Port   uint16 `json:"port"`
 	Target string `json:"target"`
+	// URL is what a viewer opens (rtsps://host:port/<name>, https://host:port/),
+	// host being the ddns hostname, the public IPv4 address or the relay's
+	// host; empty for tcp and while no host is known.
+	URL string `json:"url,omitempty"`
 	// Relay is "accepted", "refused" (RelayReason says why), "waiting" (no
 	// session yet), or "" without a relay.
 	Relay       string `json:"relay,omitempty"`
@@ -226,7 +242,7 @@ func New(cfg Config) (_ *Agent, err error) {
 	}
 
 	a.web, err = newWeb(ac, cfg.Logger, ddns.ProviderOptions{
-		HTTPClient: cfg.HTTPClient, UserAgent: ddns.UserAgent(cfg.Version), Logger: cfg.Logger.With("part", "ddns")}, a.notifier)
+		HTTPClient: cfg.HTTPClient, UserAgent: ddns.UserAgent(cfg.Version), Logger: cfg.Logger.With("part", "ddns")}, cfg.DialLAN, a.notifier)
 	if err != nil {
 		return nil, err
 	}
@@ -251,7 +267,7 @@ func New(cfg Config) (_ *Agent, err error) {
 		}
 		a.tun = tun
 	}
-	if ac.Direct.Enabled && len(ac.Services) > 0 {
+	if ac.Direct.Enabled && (len(ac.Services) > 0 || cfg.WireGuardPort != 0) {
 		pc := cfg.Portmap
 		if len(ac.Direct.Protocols) > 0 {
 			pc.Protocols = ac.Direct.Protocols
@@ -485,6 +501,9 @@ func (a *Agent) startDirect(ctx context.Context, run func(string, func(context.C
 		a.mu.Unlock()
 		run("direct "+s.Name, l.Serve)
 		maps = append(maps, portmap.Mapping{Proto: "tcp", ExternalPort: s.Port, InternalPort: s.Port, Description: "porthole " + s.Name})
+	}
+	if p := a.cfg.WireGuardPort; p != 0 {
+		maps = append(maps, portmap.Mapping{Proto: "udp", ExternalPort: p, InternalPort: p, Description: "porthole " + WireGuardService})
 	}
 	if err := a.pm.SetMappings(maps); err != nil {
 		return err

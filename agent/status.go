@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -103,6 +104,7 @@ func (a *Agent) serviceStatusLocked(ts tunnel.Status) []ServiceStatus {
 	for i, s := range a.ac.Services {
 		ss := ServiceStatus{Name: s.Name, Kind: cmp.Or(s.Kind, config.KindTCP), TLS: s.TLS, Port: s.Port, Target: s.Target,
 			Camera: a.cams.get(s.Target)}
+		ss.URL = viewerURL(s, a.publicHostLocked())
 		if a.tun != nil {
 			ss.Relay, ss.RelayReason = "waiting", "the tunnel is not up"
 			if ts.LastError != "" {
@@ -351,6 +353,9 @@ func PrintStatus(w io.Writer, st Status, now time.Time) {
 			kind += ", tls"
 		}
 		fmt.Fprintf(w, "  %s: public port %d -> %s (%s)\n", s.Name, s.Port, s.Target, orNone(kind))
+		if s.URL != "" {
+			fmt.Fprintf(w, "    open:    %s\n", s.URL)
+		}
 		if s.Relay != "" {
 			line := s.Relay
 			if s.RelayReason != "" {
@@ -364,6 +369,45 @@ func PrintStatus(w io.Writer, st Status, now time.Time) {
 			fmt.Fprintf(w, "             %s\n", line)
 		}
 	}
+}
+
+// publicHostLocked is the host viewers use: the ddns hostname, else the
+// public IPv4 address last detected, else the relay's host (its service
+// listeners take viewers at the same ports), else "". a.mu is held.
+func (a *Agent) publicHostLocked() string {
+	switch {
+	case a.ac.DDNS != nil:
+		return a.ac.DDNS.Hostname
+	case a.status.PublicV4 != "":
+		return a.status.PublicV4
+	case a.ac.Relay != nil:
+		if h, _, err := net.SplitHostPort(a.ac.Relay.Address); err == nil {
+			return h
+		}
+	}
+	return ""
+}
+
+// viewerURL is what a viewer opens for service s at host: rtsps://host:port/<name>
+// for rtsp (rtsp:// with tls off), https://host:port/ for http; "" for tcp
+// (the camera's own protocol) and when host is unknown.
+func viewerURL(s config.Service, host string) string {
+	var scheme, path string
+	switch s.Kind {
+	case config.KindRTSP:
+		scheme, path = "rtsp", "/"+s.Name
+	case config.KindHTTP:
+		scheme, path = "http", "/"
+	default:
+		return ""
+	}
+	if host == "" {
+		return ""
+	}
+	if s.TLS {
+		scheme += "s"
+	}
+	return scheme + "://" + net.JoinHostPort(host, strconv.Itoa(int(s.Port))) + path
 }
 
 // viewersLine is a service's viewer figures, both paths together.

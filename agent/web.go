@@ -1,9 +1,11 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 
@@ -14,35 +16,54 @@ import (
 	"github.com/porthole-dev/porthole/internal/gateway"
 	"github.com/porthole-dev/porthole/internal/gateway/access"
 	"github.com/porthole-dev/porthole/internal/gateway/httpgw"
+	"github.com/porthole-dev/porthole/internal/gateway/rtspgw"
 )
 
-// web holds what the agent's logged-in services share: the viewers and their
-// sessions, the certificate, the audit log, and one http handler per service
-// (the direct listener and the relayed viewers of a service use the same one,
-// so a session is good on both paths). Nil when no service has logins.
+// web holds what the agent's logged-in services (http, rtsp) share: the
+// viewers and their sessions, the certificate, the audit log, and one handler
+// per service (the direct listener and the relayed viewers of a service use
+// the same one, so a session is good on both paths, and an rtsp camera
+// session is shared by the viewers of both). Nil when no service has logins.
 type web struct {
 	store    *access.Store
 	certs    *certs.Manager // nil when no service has tls on
 	audit    *slog.Logger
 	auditOut io.Closer
-	handlers map[string]*httpgw.Handler // by service name
+	handlers map[string]serviceHandler // by service name
 }
+
+// serviceHandler is the handler of a logged-in service: httpgw's or rtspgw's.
+type serviceHandler interface {
+	gateway.Handler
+	Close() error
+}
+
+var (
+	_ serviceHandler = (*httpgw.Handler)(nil)
+	_ serviceHandler = (*rtspgw.Handler)(nil)
+)
+
+// loginKind reports whether services of kind have viewer logins and a
+// handler of their own in web.
+func loginKind(kind string) bool { return kind == config.KindHTTP || kind == config.KindRTSP }
 
 // AuditFile is the audit log in state_dir: one JSON object per line (logins,
 // failures, lockouts, who opened which service when, and bytes sent to them).
 const AuditFile = "audit.log"
 
-// newWeb builds the shared parts of the http services of ac; nil when there
-// are none.
-func newWeb(ac *config.Agent, log *slog.Logger, opts ddns.ProviderOptions, n *notify.Notifier) (*web, error) {
-	var https, tls bool
+// newWeb builds the shared parts of the http and rtsp services of ac; nil
+// when there are none. dial reaches the cameras of rtsp services (the http
+// handler dials through the gateway's Dialer). n gets the lockout and
+// certificate failure events.
+func newWeb(ac *config.Agent, log *slog.Logger, opts ddns.ProviderOptions, dial func(ctx context.Context, network, addr string) (net.Conn, error), n *notify.Notifier) (*web, error) {
+	var logins, tls bool
 	for _, s := range ac.Services {
-		if s.Kind == config.KindHTTP {
-			https = true
+		if loginKind(s.Kind) {
+			logins = true
 			tls = tls || s.TLS
 		}
 	}
-	if !https {
+	if !logins {
 		return nil, nil
 	}
 	if err := os.MkdirAll(ac.StateDir, 0o700); err != nil {
@@ -52,7 +73,7 @@ func newWeb(ac *config.Agent, log *slog.Logger, opts ddns.ProviderOptions, n *no
 	if err != nil {
 		return nil, fmt.Errorf("agent: audit log: %w", err)
 	}
-	w := &web{audit: slog.New(slog.NewJSONHandler(f, nil)), auditOut: f, handlers: map[string]*httpgw.Handler{}}
+	w := &web{audit: slog.New(slog.NewJSONHandler(f, nil)), auditOut: f, handlers: map[string]serviceHandler{}}
 	fail := func(err error) (*web, error) {
 		w.close()
 		return nil, err
@@ -73,17 +94,27 @@ func newWeb(ac *config.Agent, log *slog.Logger, opts ddns.ProviderOptions, n *no
 		}
 	}
 	for _, s := range ac.Services {
-		if s.Kind != config.KindHTTP {
+		var login *gateway.Credentials
+		if s.CameraLogin != nil {
+			login = &gateway.Credentials{Username: s.CameraLogin.Username, Password: s.CameraLogin.Password}
+		}
+		var h serviceHandler
+		var err error
+		switch s.Kind {
+		case config.KindHTTP:
+			h, err = httpgw.New(httpgw.Config{
+				Service: s.Name, Target: s.Target, Auth: w.store, Viewers: s.Viewers, CameraLogin: login,
+				PlainHTTP: !s.TLS, MJPEGPath: s.MJPEG, SnapshotPath: s.Snapshot, Logger: log.With("part", "http", "service", s.Name), Audit: w.audit,
+			})
+		case config.KindRTSP:
+			h, err = rtspgw.New(rtspgw.Config{
+				Service: s.Name, Target: s.Target, Path: s.Path, LowPath: s.LowPath, CameraLogin: login,
+				Auth: w.store, Viewers: s.Viewers, DialContext: dial,
+				Logger: log.With("part", "rtsp"), Audit: w.audit,
+			})
+		default:
 			continue
 		}
-		var login *httpgw.Credentials
-		if s.CameraLogin != nil {
-			login = &httpgw.Credentials{Username: s.CameraLogin.Username, Password: s.CameraLogin.Password}
-		}
-		h, err := httpgw.New(httpgw.Config{
-			Service: s.Name, Target: s.Target, Auth: w.store, Viewers: s.Viewers, CameraLogin: login,
-			PlainHTTP: !s.TLS, MJPEGPath: s.MJPEG, SnapshotPath: s.Snapshot, Logger: log.With("part", "http", "service", s.Name), Audit: w.audit,
-		})
 		if err != nil {
 			return fail(fmt.Errorf("agent: service %s: %w", s.Name, err))
 		}
@@ -120,11 +151,12 @@ func newCerts(ac *config.Agent, log *slog.Logger, opts ddns.ProviderOptions, n *
 		case config.ChallengeTLSALPN01:
 			// The CA connects to port 443 of the hostname. A service on
 			// public port 443 answers it; otherwise certmagic would try to
-			// bind 443 itself, so point it at the first TLS service's port,
-			// whose listener answers the challenge (the relay forwards that
+			// bind 443 itself, so point it at the first TLS service's port
+			// (http or rtsp: the gateway answers the challenge before the
+			// handler), whose listener answers it (the relay forwards that
 			// port too).
 			for _, s := range ac.Services {
-				if s.Kind == config.KindHTTP && s.TLS {
+				if loginKind(s.Kind) && s.TLS {
 					cc.AltTLSALPNPort = int(s.Port)
 					break
 				}
@@ -138,9 +170,9 @@ func newCerts(ac *config.Agent, log *slog.Logger, opts ddns.ProviderOptions, n *
 	return m, nil
 }
 
-// gatewayConfig adds what service s's kind needs to cfg: for http, the
-// handler with the viewer login, TLS with the redirect of plain requests, and
-// the handshake deadline.
+// gatewayConfig adds what service s's kind needs to cfg: for http and rtsp,
+// the handler with the viewer login, TLS (https, rtsps), the redirect of
+// plain requests (to https:// or rtsps://) and the handshake deadline.
 func (w *web) gatewayConfig(s config.Service, cfg *gateway.Config) {
 	h := w.handlers[s.Name]
 	if h == nil {
@@ -153,11 +185,14 @@ func (w *web) gatewayConfig(s config.Service, cfg *gateway.Config) {
 	if s.TLS && w.certs != nil {
 		cfg.TLS = w.certs.TLSConfig()
 		cfg.Plain = gateway.RedirectHTTPS
+		if s.Kind == config.KindRTSP {
+			cfg.Plain = gateway.RedirectRTSPS
+		}
 	}
 }
 
-// closeHandlers ends the http handlers' viewer connections (streams and
-// WebSockets included) at shutdown.
+// closeHandlers ends the handlers' viewer connections (streams, WebSockets,
+// RTSP sessions) and camera sessions at shutdown.
 func (w *web) closeHandlers() {
 	for _, h := range w.handlers {
 		h.Close()

@@ -404,6 +404,9 @@ func loginPath(s config.Service) string {
 		}
 		return "GET /"
 	}
+	if s.Path != "" {
+		return "DESCRIBE " + s.Path
+	}
 	return "DESCRIBE /"
 }
 
@@ -433,7 +436,7 @@ func (d *doctor) httpLogin(ctx context.Context, s config.Service) (int, error) {
 
 // rtspLogin sends DESCRIBE with the camera's login.
 func (d *doctor) rtspLogin(ctx context.Context, s config.Service) (int, error) {
-	u, err := base.ParseURL("rtsp://" + s.Target + "/")
+	u, err := base.ParseURL("rtsp://" + s.Target + strings.TrimPrefix(loginPath(s), "DESCRIBE "))
 	if err != nil {
 		return 0, err
 	}

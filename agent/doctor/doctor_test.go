@@ -138,7 +138,7 @@ func TestDoctorAllGood(t *testing.T) {
 		Services: []config.Service{
 			{Name: "web", Kind: config.KindHTTP, Target: cam.HTTPAddr, Port: 40000, AllowAny: true,
 				CameraLogin: &config.CameraLogin{Username: "admin", Password: "cam-pass"}, Snapshot: "/snapshot.jpg"},
-			{Name: "stream", Kind: config.KindRTSP, Target: cam.RTSPAddr, Port: 40001, AllowAny: true,
+			{Name: "stream", Kind: config.KindRTSP, Target: cam.RTSPAddr, Port: 40001, AllowAny: true, Path: "/stream1",
 				CameraLogin: &config.CameraLogin{Username: "admin", Password: "any"}},
 		},
 		Direct: config.Direct{Enabled: true},
@@ -155,7 +155,7 @@ func TestDoctorAllGood(t *testing.T) {
 	want(t, rs, "clock", OK, "within")
 	want(t, rs, "state_dir", OK, "0700")
 	want(t, rs, "camera web", OK, "accepts camera_login (status 200)")
-	want(t, rs, "camera stream", OK, "answers status 404 to DESCRIBE /; camera_login was not refused")
+	want(t, rs, "camera stream", OK, "accepts camera_login (status 200)")
 	want(t, rs, "router", OK, "answers")
 	want(t, rs, "DNS home.example.com", OK, "answers 203.0.113.2, as the public address detected now")
 	t.Logf("\n%s", lines(rs))

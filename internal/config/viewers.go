@@ -16,9 +16,9 @@ import (
 var ServiceKinds = []string{KindTCP, KindHTTP, KindRTSP, KindPortal}
 
 // supportedKinds are the kinds this version handles; the others in
-// ServiceKinds are refused as "not supported yet". Accepting rtsp or portal
-// is one more entry here (and their keys in the switch of serviceKind).
-var supportedKinds = map[string]bool{KindTCP: true, KindHTTP: true}
+// ServiceKinds are refused as "not supported yet". Accepting portal is one
+// more entry here (and its keys in serviceKind).
+var supportedKinds = map[string]bool{KindTCP: true, KindHTTP: true, KindRTSP: true}
 
 // loginKinds are the kinds whose viewers log in (viewers, camera_login, tls).
 var loginKinds = map[string]bool{KindHTTP: true, KindRTSP: true}
@@ -29,6 +29,10 @@ var notYetKeys []string
 // cameraPathKeys are the http service keys naming a camera's MJPEG stream and
 // snapshot, served to viewers as /.porthole/mjpeg and /.porthole/snapshot.jpg.
 var cameraPathKeys = []string{"mjpeg", "snapshot"}
+
+// streamPathKeys are the rtsp service keys naming the camera's stream and
+// sub-stream, served to viewers as /<service> and /<service>/low.
+var streamPathKeys = []string{"path", "low_path"}
 
 var (
 	viewerKeys      = []string{"password_hash", "password_hash_file"}
@@ -211,6 +215,7 @@ func (p *parser) serviceKind(sf *fields, s *Service, viewers []string) {
 			s.Snapshot = v
 		}
 	}
+	p.streamPaths(sf, s)
 	if !loginKinds[kind] {
 		for _, k := range []struct{ key, msg string }{
 			{"viewers", "only http/rtsp services have logins; kind %s passes the camera's bytes as they are"},
@@ -237,6 +242,33 @@ func (p *parser) serviceKind(sf *fields, s *Service, viewers []string) {
 	s.TLS = p.boolean(sf, "tls", true)
 	if !s.TLS {
 		p.warnf(sf.m["tls"].val.Line, sf.sub("tls"), "off: viewers' passwords and video cross the internet unencrypted; leave tls on")
+	}
+}
+
+// streamPaths reads an rtsp service's path: (required) and low_path:.
+func (p *parser) streamPaths(sf *fields, s *Service) {
+	if s.Kind != KindRTSP {
+		for _, k := range streamPathKeys {
+			if e, ok := sf.m[k]; ok {
+				p.errorf(e.key.Line, sf.sub(k), "only rtsp services name the camera's stream path; kind %s serves the camera's own paths", s.Kind)
+			}
+		}
+		return
+	}
+	for _, k := range streamPathKeys {
+		v, line, ok := p.str(sf, k, "")
+		switch {
+		case !ok:
+		case v == "" && k == "path":
+			p.errorf(line, sf.sub(k), "required for kind rtsp: the camera's stream path, e.g. /Streaming/Channels/101 (see the camera's manual or its ONVIF stream URI)")
+		case v == "":
+		case !strings.HasPrefix(v, "/") || strings.ContainsAny(v, " \t\r\n#"):
+			p.errorf(line, sf.sub(k), "want the camera's RTSP URL path starting with /, e.g. %s, got %q", map[string]string{"path": "/Streaming/Channels/101", "low_path": "/Streaming/Channels/102"}[k], v)
+		case k == "path":
+			s.Path = v
+		default:
+			s.LowPath = v
+		}
 	}
 }
 

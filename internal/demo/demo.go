@@ -3,8 +3,9 @@
 // over QUIC; viewers reach the camera through the relay). The camera's web page is
 // an http service: HTTPS that ends at the agent (a self-signed certificate, since
 // no CA can reach loopback), a demo viewer with a fresh random password, and a
-// camera login (Digest) that only the agent knows. The RTSP stream is still a raw
-// tcp service.
+// camera login (Digest) that only the agent knows. The camera's RTSP stream is an
+// rtsp service: RTSPS that ends at the agent, the same demo viewer, one camera
+// session however many players watch.
 package demo
 
 import (
@@ -38,6 +39,10 @@ const (
 
 // Viewer is the name of the demo's viewer; its password is made at start.
 const Viewer = "demo"
+
+// RTSPService is the demo's rtsp service: players open
+// rtsps://127.0.0.1:<RTSPPort>/camera.
+const RTSPService = "camera"
 
 // The camera's own login, which the agent uses and viewers never see. Its
 // password is random too: nobody needs to type it.
@@ -130,7 +135,8 @@ func Run(ctx context.Context, w io.Writer, opt Options) error {
 			{Name: "camera-web", Kind: config.KindHTTP, TLS: true, Target: httpLn.Addr().String(),
 				Port: opt.HTTPPort, Allow: loopback,
 				CameraLogin: &config.CameraLogin{Username: cameraUser, Password: camPassword}},
-			{Name: "camera-rtsp", Kind: config.KindTCP, Target: rtspLn.Addr().String(), Port: opt.RTSPPort, Allow: loopback},
+			{Name: RTSPService, Kind: config.KindRTSP, TLS: true, Target: rtspLn.Addr().String(), Path: camsim.RTSPPath,
+				Port: opt.RTSPPort, Allow: loopback},
 		},
 		Viewers: map[string]config.Viewer{Viewer: {PasswordHash: hash}},
 	}
@@ -181,11 +187,13 @@ func Run(ctx context.Context, w io.Writer, opt Options) error {
 			fmt.Fprintf(w, "fingerprint: %s\n", c.Fingerprint)
 		}
 		fmt.Fprintf(w, "The camera asks for its own login (digest, user %s): only the agent knows it.\n", cameraUser)
-		fmt.Fprintln(w, "In VLC (a raw tcp service: the camera's bytes as they are):")
-		fmt.Fprintf(w, "rtsp://127.0.0.1:%d%s\n", opt.RTSPPort, camsim.RTSPPath)
+		fmt.Fprintln(w, "In VLC or an RTSP camera app (RTSP inside TLS, TCP transport; the same viewer and password):")
+		fmt.Fprintf(w, "rtsps://127.0.0.1:%d/%s\n", opt.RTSPPort, RTSPService)
+		fmt.Fprintln(w, "VLC asks for the login; ffplay and ffprobe take it in the URL, as viewer:password@ before the host.")
 		if d := opt.Direct; d != nil {
-			fmt.Fprintln(w, "The agent's own listener (the direct path):")
+			fmt.Fprintln(w, "The agent's own listeners (the direct path):")
 			fmt.Fprintf(w, "https://%s/\n", netip.AddrPortFrom(d.Listen, opt.HTTPPort))
+			fmt.Fprintf(w, "rtsps://%s/%s\n", netip.AddrPortFrom(d.Listen, opt.RTSPPort), RTSPService)
 		}
 		fmt.Fprintln(w, "Press Ctrl-C to stop.")
 	}

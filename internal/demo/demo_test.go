@@ -36,7 +36,10 @@ type printed struct {
 	lines []string
 	// URL is the first https:// line (through the relay), Direct the second
 	// (the agent's own listener, with Options.Direct).
-	URL, Direct, RTSP     string
+	URL, Direct, RTSP string
+	// RTSP is the first rtsps:// line (through the relay), RTSPDirect the
+	// second (the agent's own listener).
+	RTSPDirect            string
 	Viewer, Password, Fpr string
 }
 
@@ -77,8 +80,10 @@ func startDemo(t *testing.T, httpPort uint16, direct bool) printed {
 			p.URL = l
 		case strings.HasPrefix(l, "https://"):
 			p.Direct = l
-		case strings.HasPrefix(l, "rtsp://"):
+		case strings.HasPrefix(l, "rtsps://") && p.RTSP == "":
 			p.RTSP = l
+		case strings.HasPrefix(l, "rtsps://"):
+			p.RTSPDirect = l
 		case strings.HasPrefix(l, "viewer: "):
 			p.Viewer = strings.TrimPrefix(l, "viewer: ")
 		case strings.HasPrefix(l, "password: "):
@@ -130,11 +135,11 @@ func TestDemoPrintsURLsAndViewer(t *testing.T) {
 	if p.Viewer != Viewer || len(p.Password) < 12 {
 		t.Errorf("viewer %q password %q: want %q and a password of 12 characters or more", p.Viewer, p.Password, Viewer)
 	}
-	if !strings.HasPrefix(p.RTSP, "rtsp://127.0.0.1:") {
-		t.Errorf("no rtsp:// line in\n%s", strings.Join(p.lines, "\n"))
+	if !strings.HasPrefix(p.RTSP, "rtsps://127.0.0.1:") || !strings.HasSuffix(p.RTSP, "/"+RTSPService) {
+		t.Errorf("no rtsps://127.0.0.1:port/%s line in\n%s", RTSPService, strings.Join(p.lines, "\n"))
 	}
 	for _, l := range p.lines {
-		if strings.Contains(l, "://") && !strings.HasPrefix(l, "https://") && !strings.HasPrefix(l, "rtsp://") {
+		if strings.Contains(l, "://") && !strings.HasPrefix(l, "https://") && !strings.HasPrefix(l, "rtsps://") {
 			t.Errorf("a URL not alone at the start of its line: %q", l)
 		}
 	}

@@ -394,29 +394,13 @@ func (c *viewerConn) Close() error {
 	var err error
 	c.once.Do(func() {
 		if c.wmu.TryLock() {
-			closeWrite(c.Conn)
+			gateway.CloseWrite(c.Conn)
 			c.wmu.Unlock()
 		}
 		err = c.Conn.Close()
 		close(c.done)
 	})
 	return err
-}
-
-// closeWrite ends c's write side and that of every connection under it: the
-// TLS close_notify, then the stream's or socket's FIN (*tls.Conn's CloseWrite
-// does not pass it down).
-func closeWrite(c net.Conn) {
-	for c != nil {
-		if cw, ok := c.(interface{ CloseWrite() error }); ok {
-			_ = cw.CloseWrite()
-		}
-		u, ok := c.(interface{ NetConn() net.Conn })
-		if !ok {
-			return
-		}
-		c = u.NetConn()
-	}
 }
 
 // identify records the conn's viewer at its first authenticated request and

@@ -307,6 +307,7 @@ type viewerConn struct {
 
 	once sync.Once
 	done chan struct{}
+	wmu  sync.Mutex // held during a write: Close ends the write side only between writes
 
 	mu       sync.Mutex // guards the fields below
 	viewer   string     // the viewer who logged in on this conn
@@ -345,7 +346,9 @@ func (c *viewerConn) Read(b []byte) (int, error) {
 }
 
 func (c *viewerConn) Write(b []byte) (int, error) {
+	c.wmu.Lock()
 	n, err := c.Conn.Write(b)
+	c.wmu.Unlock()
 	if n > 0 {
 		c.out.Add(int64(n))
 		c.v.Count(0, int64(n))
@@ -353,9 +356,19 @@ func (c *viewerConn) Write(b []byte) (int, error) {
 	return n, err
 }
 
+// Close ends the connection. With no write in flight (gortsplib closing
+// after an answer, e.g. the 401 to wrong credentials) it first ends the write
+// side, so that the answer arrives: a relayed viewer's tunnel stream is
+// aborted by a bare Close (RESET_STREAM), and with tls: off nothing else
+// would end it cleanly. During a write (a viewer cut while playing) it
+// aborts.
 func (c *viewerConn) Close() error {
 	var err error
 	c.once.Do(func() {
+		if c.wmu.TryLock() {
+			gateway.CloseWrite(c.Conn)
+			c.wmu.Unlock()
+		}
 		err = c.Conn.Close()
 		close(c.done)
 	})
