@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/porthole-dev/porthole/agent/ddns"
+	"github.com/porthole-dev/porthole/agent/notify"
 	"github.com/porthole-dev/porthole/agent/portmap"
 	"github.com/porthole-dev/porthole/agent/publicip"
 	"github.com/porthole-dev/porthole/internal/config"
@@ -87,6 +88,10 @@ type Agent struct {
 	paths   pathSources        // where the path loop's facts come from (pathloop.go)
 
 	cams *cameraLog // last connection result per LAN target
+
+	notifier   *notify.Notifier // nil without notify: (events.go)
+	dialCamera dialFunc         // the camera checks' dialer, not counted in cams
+	camEvery   time.Duration    // CameraCheckEvery; tests shorten it
 	// direct (above) is appended under mu, since Status reads it.
 
 	mu         sync.Mutex // guards the fields below
@@ -231,12 +236,17 @@ func New(cfg Config) (_ *Agent, err error) {
 		cfg.DialLAN = d.DialContext
 	}
 	cams := newCameraLog()
+	dialCamera := cfg.DialLAN
 	cfg.DialLAN = cams.wrap(cfg.DialLAN)
-	a := &Agent{cfg: cfg, ac: ac, log: cfg.Logger, kick: make(chan struct{}, 1), viewers: newLimiter(ac.Limits)}
+	a := &Agent{cfg: cfg, ac: ac, log: cfg.Logger, kick: make(chan struct{}, 1), viewers: newLimiter(ac.Limits),
+		dialCamera: dialCamera, camEvery: CameraCheckEvery}
 	a.status.Name, a.status.Version, a.status.Started, a.cams = ac.Name, cfg.Version, time.Now(), cams
+	if a.notifier, err = newNotifier(ac, cfg); err != nil {
+		return nil, err
+	}
 
 	a.web, err = newWeb(ac, cfg.Logger, ddns.ProviderOptions{
-		HTTPClient: cfg.HTTPClient, UserAgent: ddns.UserAgent(cfg.Version), Logger: cfg.Logger.With("part", "ddns")}, cfg.DialLAN)
+		HTTPClient: cfg.HTTPClient, UserAgent: ddns.UserAgent(cfg.Version), Logger: cfg.Logger.With("part", "ddns")}, cfg.DialLAN, a.notifier)
 	if err != nil {
 		return nil, err
 	}
@@ -429,6 +439,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if a.tun != nil {
 		run("tunnel", a.tun.Run)
+	}
+	if a.notifier.Enabled() {
+		run("notify", a.notifier.Run)
+		run("events", a.watchEvents)
+		run("camera checks", a.checkCameras)
 	}
 	if a.web != nil && a.web.certs != nil {
 		run("certs", a.web.certs.Run)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/porthole-dev/porthole/agent/certs"
 	"github.com/porthole-dev/porthole/agent/ddns"
+	"github.com/porthole-dev/porthole/agent/notify"
 	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/internal/gateway"
 	"github.com/porthole-dev/porthole/internal/gateway/access"
@@ -61,8 +62,8 @@ const AuditFile = "audit.log"
 // newWeb builds the shared parts of the http, rtsp and portal services of
 // ac; nil when there are none. dial reaches the cameras (the phone page's
 // viewers reach an http service's camera too, so its handler dials the LAN,
-// not the viewer's path).
-func newWeb(ac *config.Agent, log *slog.Logger, opts ddns.ProviderOptions, dial dialFunc) (*web, error) {
+// not the viewer's path). n gets the lockout and certificate failure events.
+func newWeb(ac *config.Agent, log *slog.Logger, opts ddns.ProviderOptions, dial dialFunc, n *notify.Notifier) (*web, error) {
 	var logins, tls bool
 	for _, s := range ac.Services {
 		if loginKind(s.Kind) {
@@ -97,12 +98,13 @@ func newWeb(ac *config.Agent, log *slog.Logger, opts ddns.ProviderOptions, dial 
 		return fail(fmt.Errorf("agent: %w", err))
 	}
 	w.store, err = access.New(access.Config{Viewers: viewers, StateDir: ac.StateDir,
-		Logger: log.With("part", "viewers"), Audit: w.audit})
+		Logger: log.With("part", "viewers"), Audit: w.audit,
+		OnLockout: func(l access.Lockout) { n.Notify(lockoutEvent(l)) }})
 	if err != nil {
 		return fail(fmt.Errorf("agent: viewers: %w", err))
 	}
 	if tls {
-		if w.certs, err = newCerts(ac, log.With("part", "certs"), opts); err != nil {
+		if w.certs, err = newCerts(ac, log.With("part", "certs"), opts, n); err != nil {
 			return fail(err)
 		}
 	}
@@ -187,11 +189,12 @@ func (w *web) saveUsage() {
 // newCerts is the certificate manager the tls: section asks for: ACME
 // (DNS-01 through the ddns provider where it can write TXT records, else
 // TLS-ALPN-01), the user's cert_file/key_file, or a self-signed certificate.
-func newCerts(ac *config.Agent, log *slog.Logger, opts ddns.ProviderOptions) (*certs.Manager, error) {
+func newCerts(ac *config.Agent, log *slog.Logger, opts ddns.ProviderOptions, n *notify.Notifier) (*certs.Manager, error) {
 	cc := certs.Config{StateDir: ac.StateDir, Logger: log}
 	if ac.DDNS != nil {
 		cc.Hostnames = []string{ac.DDNS.Hostname}
 	}
+	cc.OnFailure = func(err error) { n.Notify(certEvent(cc.Hostnames, err)) }
 	if t := ac.TLS; t != nil {
 		cc.Email, cc.CA, cc.CARootFile = t.ACMEEmail, t.ACMECA, t.ACMECARoot
 		cc.CertFile, cc.KeyFile = t.CertFile, t.KeyFile

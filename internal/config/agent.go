@@ -27,7 +27,7 @@ var (
 )
 
 var (
-	agentKeys      = []string{"name", "state_dir", "relay", "services", "viewers", "tls", "direct", "publicip", "ddns", "limits", "admin", "wireguard"}
+	agentKeys      = []string{"name", "state_dir", "relay", "services", "viewers", "tls", "direct", "publicip", "ddns", "limits", "admin", "wireguard", "notify"}
 	agentRelayKeys = []string{"address", "token", "token_file", "transport"}
 	serviceKeys    = []string{"name", "kind", "target", "port", "allow", "first_byte_timeout", "viewers", "camera_login", "tls",
 		"mjpeg", "snapshot", "path", "low_path", "live_timeout"}
@@ -109,6 +109,7 @@ func (p *parser) agent(data []byte) (*Agent, error) {
 		a.TLS = p.tlsSection(tf, a, f.has("ddns"))
 	}
 	p.tlsWarning(a, p.tlsLine, p.tlsKey)
+	a.Notify = p.notify(f)
 	a.Warnings = p.warningList()
 	if err := p.result(); err != nil {
 		return nil, err

@@ -95,6 +95,8 @@ type Agent struct {
 	// AdminDefault says Admin is the default, not written in the config: the
 	// agent then runs on without the endpoint if that address is taken.
 	AdminDefault bool
+	// Notify are where the agent sends its events (notify:); nil = nowhere.
+	Notify []NotifyTarget
 	// Warnings are non-fatal problems found while loading ("file:line: key:
 	// msg"), e.g. a plain http:// URL; the program should log them.
 	Warnings []string
