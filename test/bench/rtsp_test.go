@@ -18,3 +18,10 @@ func BenchmarkRTSPSlow(b *testing.B) {
 		check(b, RTSPSlow(context.Background(), bs, Smoke.RTSP)...)
 	}
 }
+
+func BenchmarkDataCost(b *testing.B) {
+	bs := mustBins(b)
+	for range b.N {
+		check(b, DataCost(context.Background(), bs, Smoke.RTSP)...)
+	}
+}

@@ -200,8 +200,9 @@ func login(ctx context.Context, c *http.Client, base, name, password string) (st
 }
 
 // startCamsim runs camsim as a process of its own on a free port, HTTP only,
-// at fps, asking for a Digest login (admin / password) as real cameras do.
-func startCamsim(ctx context.Context, fps int, password string) (*framework.Process, string, error) {
+// at fps, asking for a Digest login (admin / password) as real cameras do;
+// extra are more camsim flags (-width, -height).
+func startCamsim(ctx context.Context, fps int, password string, extra ...string) (*framework.Process, string, error) {
 	bin, err := framework.Build(framework.CamsimPkg)
 	if err != nil {
 		return nil, "", fmt.Errorf("bench: %w", err)
@@ -212,7 +213,7 @@ func startCamsim(ctx context.Context, fps int, password string) (*framework.Proc
 	}
 	addr := framework.Addr(port)
 	p, err := framework.Start(framework.Spec{Name: "camsim", Path: bin, MaxOutput: 1 << 20,
-		Args: []string{"-http", addr, "-rtsp", "", "-fps", strconv.Itoa(fps), "-auth", "digest", "-user", "admin"},
+		Args: append([]string{"-http", addr, "-rtsp", "", "-fps", strconv.Itoa(fps), "-auth", "digest", "-user", "admin"}, extra...),
 		Env:  []string{"CAMSIM_PASSWORD=" + password}})
 	if err != nil {
 		return nil, "", fmt.Errorf("bench: %w", err)
