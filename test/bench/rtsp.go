@@ -25,6 +25,9 @@ type RTSPScale struct {
 	// Fast viewers watch beside one reading at SlowBitrate bit/s.
 	Fast        int
 	SlowBitrate int
+	// SlowMax is how long the slow viewer may stay, after its window, until
+	// the agent's queue for it overflows and it loses packets.
+	SlowMax time.Duration
 	// Window is each measured interval.
 	Window time.Duration
 	// DataWindow is how long each preset of the phone page is measured.
@@ -243,22 +246,22 @@ func RTSPViewers(ctx context.Context, bins Bins, s RTSPScale) []Figure {
 	}
 	dw := b.measure(ctx, []*rtspViewer{direct}, s.Window, nil)
 	direct.close()
-	// One viewer through the agent and gone before the reading without
-	// viewers: a login's argon2 memory (tens of MiB, reused by later logins)
-	// is in both readings, not in the figure per viewer.
-	warm, err := b.playThrough(1)
+	// One viewer through the agent for a window, for the memory figure: the
+	// agent's lowest RSS with 1 viewer and with n, both while frames flow
+	// (the garbage collector runs; a login's argon2 memory, tens of MiB, is
+	// garbage by then).
+	one, err := b.playThrough(1)
 	if err != nil {
 		return fail(err)
 	}
-	closeViewers(warm)
+	r1 := sampleRSS(ctx, b.st)
+	b.measure(ctx, one, s.Window, nil)
+	r1.done()
+	closeViewers(one)
 	// the agent idle, the direct viewer's and the agent's sessions gone
 	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	framework.PollContext(wctx, 10*time.Millisecond, func() bool { open, _, _ := b.cam.sessions(); return open == 0 })
-	rss0, err := b.st.Agent.RSS()
-	if err != nil {
-		return fail(err)
-	}
 	if open, _, _ := b.cam.sessions(); open != 0 {
 		return fail(fmt.Errorf("bench: %d camera sessions still open 20 s after their viewers left", open))
 	}
@@ -269,15 +272,12 @@ func RTSPViewers(ctx context.Context, bins Bins, s RTSPScale) []Figure {
 	}
 	defer closeViewers(vs)
 	var relayCPU, agentCPU, selfCPU [2]time.Duration
-	var rss1 int64
 	var cpuErr error
+	rn := sampleRSS(ctx, b.st)
 	tw := b.measure(ctx, vs, s.Window, func(end bool) {
 		k := 0
 		if end {
 			k = 1
-			var err error
-			rss1, err = b.st.Agent.RSS()
-			cpuErr = errors.Join(cpuErr, err)
 		}
 		var err error
 		relayCPU[k], agentCPU[k], err = b.st.CPU()
@@ -285,6 +285,7 @@ func RTSPViewers(ctx context.Context, bins Bins, s RTSPScale) []Figure {
 		selfCPU[k], err = framework.ProcCPUTime(os.Getpid())
 		cpuErr = errors.Join(cpuErr, err)
 	})
+	rn.done()
 	open, total1, _ := b.cam.sessions()
 	if cpuErr != nil {
 		return fail(cpuErr)
@@ -313,9 +314,9 @@ func RTSPViewers(ctx context.Context, bins Bins, s RTSPScale) []Figure {
 	figs = append(figs, Figure{Name: names[4], Value: agentPct / float64(n), Unit: "% core", Direct: NoBaseline, Ratio: NoBaseline,
 		Note: fmt.Sprintf("agent %.1f%% core for %d viewers (TLS, RTSP fan-out), relay %.1f%% core, the bench process (camera and viewers) %.0f%% core; from /proc/<pid>/stat over the window",
 			agentPct, n, 100*(relayCPU[1]-relayCPU[0]).Seconds()/secs, 100*(selfCPU[1]-selfCPU[0]).Seconds()/secs)})
-	figs = append(figs, Figure{Name: names[5], Value: float64(rss1-rss0) / float64(n), Unit: "KiB", Direct: NoBaseline, Ratio: NoBaseline,
-		Note: fmt.Sprintf("agent RSS %.1f MiB with %d viewers minus %.1f MiB with none (includes the one camera session)",
-			float64(rss1)/1024, n, float64(rss0)/1024)})
+	figs = append(figs, Figure{Name: names[5], Value: float64(rn.agentLo-r1.agentLo) / float64(max(n-1, 1)), Unit: "KiB", Direct: NoBaseline, Ratio: NoBaseline,
+		Note: fmt.Sprintf("agent's lowest RSS while %d viewers watch (%.1f MiB, highest %.1f) minus while 1 watches (%.1f MiB, highest %.1f), over %d; readings every 0.5 s",
+			n, float64(rn.agentLo)/1024, float64(rn.agent)/1024, float64(r1.agentLo)/1024, float64(r1.agent)/1024, max(n-1, 1))})
 	return figs
 }
 
@@ -355,7 +356,18 @@ func RTSPSlow(ctx context.Context, bins Bins, s RTSPScale) []Figure {
 	go func() { slowDone <- slow.c.Wait() }()
 	b.drain(fast)
 	rb := sampleRSS(ctx, b.st)
+	joined := time.Now()
 	beside := b.measure(ctx, append(fast, slow), s.Window, nil)
+	// the slow viewer stays until it loses packets (the agent's queue for
+	// it full, after every buffer on the way: the relay's socket to it, the
+	// tunnel's flow-control window), at most SlowMax
+	lctx, cancel := context.WithTimeout(ctx, s.SlowMax)
+	framework.PollContext(lctx, 50*time.Millisecond, func() bool { return slow.lost.Load() > 0 })
+	cancel()
+	lossAfter := "no loss"
+	if slow.lost.Load() > 0 {
+		lossAfter = fmt.Sprintf("its first loss %.0f s after it joined", time.Since(joined).Seconds())
+	}
 	rb.done()
 	behind := b.cam.sent() - 1
 	if slow.reached(0) {
@@ -398,12 +410,13 @@ func RTSPSlow(ctx context.Context, bins Bins, s RTSPScale) []Figure {
 	if dropped < 0 {
 		droppedNote = "no audit close record: " + err.Error()
 	}
-	growth := float64(rb.agent-rb.first) / 1024
+	growth := float64(rb.agentLo-ra.agentLo) / 1024
 	figs = append(figs, Figure{Name: names[2], Value: growth, Unit: "MiB", Direct: NoBaseline, Ratio: NoBaseline,
 		Target: "bounded (< 8 MiB)", Pass: growth < 8,
-		Note: fmt.Sprintf("agent's highest RSS in the window with the slow viewer minus its first reading (after the slow one's login): %d readings, highest %.1f MiB (%.1f in the window before it came), first %.1f, last %.1f, lowest %.1f; relay's highest %.1f vs %.1f MiB; the slow viewer got %d of %d frames complete, was %.1f s behind at the end, missed %d packets, %s; %s",
-			rb.nRSS, float64(rb.agent)/1024, float64(ra.agent)/1024, float64(rb.first)/1024, float64(rb.last)/1024, float64(rb.agentLo)/1024,
-			float64(rb.relay)/1024, float64(ra.relay)/1024, slowFrames, beside.sent, float64(behind)/float64(s.FPS), slow.lost.Load(), cut, droppedNote)})
+		Note: fmt.Sprintf("agent's lowest RSS while the slow viewer watched (%d readings, %.0f s) minus in the window before it came: %.1f vs %.1f MiB (highest %.1f vs %.1f; first %.1f, last %.1f); relay's highest %.1f vs %.1f MiB; the slow viewer got %d of %d frames of its window complete, was %.1f s behind at its end; then %s, %d packets missed; %s; %s",
+			rb.nRSS, time.Since(joined).Seconds(), float64(rb.agentLo)/1024, float64(ra.agentLo)/1024, float64(rb.agent)/1024, float64(ra.agent)/1024,
+			float64(rb.first)/1024, float64(rb.last)/1024, float64(rb.relay)/1024, float64(ra.relay)/1024,
+			slowFrames, beside.sent, float64(behind)/float64(s.FPS), lossAfter, slow.lost.Load(), cut, droppedNote)})
 	return figs
 }
 
