@@ -85,13 +85,7 @@ func DataCost(ctx context.Context, bins Bins, s RTSPScale) []Figure {
 	}
 	names = append(names, fmt.Sprintf("data: snapshot tile (320 px every %.0f s)", tileEvery.Seconds()),
 		fmt.Sprintf("data: RTSP main stream (H.264 %.0f Mbit/s)", float64(s.Bitrate)/1e6))
-	fail := func(err error) []Figure {
-		var figs []Figure
-		for _, nm := range names {
-			figs = append(figs, errorFigure(nm, err))
-		}
-		return figs
-	}
+	fail := func(err error) []Figure { return errorFigures(names, err) }
 	cam, camAddr, err := startCamsim(ctx, dataFPS, camPassword, "-width", fmt.Sprint(dataWidth), "-height", fmt.Sprint(dataHeight))
 	if err != nil {
 		return fail(err)

@@ -143,3 +143,13 @@ func loadAvg() string {
 	}
 	return strings.Join(f[:3], " ")
 }
+
+// errorFigures is errorFigure for each of a step's figures: the step failed
+// before it measured any.
+func errorFigures(names []string, err error) []Figure {
+	var figs []Figure
+	for _, n := range names {
+		figs = append(figs, errorFigure(n, err))
+	}
+	return figs
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
@@ -81,7 +82,7 @@ func startRTSPBench(ctx context.Context, bins Bins, s RTSPScale, more ...webServ
 // url is the rtsps:// URL of the service through the relay, with name's login
 // ("localhost": the certificate's name; the dialer goes to 127.0.0.1).
 func (b *rtspBench) url(name string) string {
-	return fmt.Sprintf("rtsps://%s:%s@localhost:%d/%s", name, "correct%20horse%20battery%20staple", tcpPort(b.st.addr(svcRTSP)), svcRTSP)
+	return fmt.Sprintf("rtsps://%s@localhost:%d/%s", url.UserPassword(name, benchPassword), tcpPort(b.st.addr(svcRTSP)), svcRTSP)
 }
 
 // playThrough opens n viewers through the relay at once.
@@ -120,18 +121,19 @@ func (b *rtspBench) drain(vs []*rtspViewer) {
 	})
 }
 
-// rssSampler reads the agent's and the relay's RSS every half second until
-// stopped, keeping the highest.
+// rssSampler reads the agent's and the relay's RSS, and the agent's heap in
+// use, every half second until stopped.
 type rssSampler struct {
 	stop          func()
 	wg            sync.WaitGroup
-	agent, relay  int64 // highest, KiB
-	first, last   int64 // the agent's first and last reading
-	agentLo, nRSS int64
+	agent, relay  int64 // highest RSS, KiB
+	first, last   int64 // the agent's first and last RSS reading
+	agentLo, nRSS int64 // the agent's lowest RSS; readings
+	heapLo        int64 // the agent's lowest heap in use, KiB (-1: none read)
 }
 
 func sampleRSS(ctx context.Context, st *webStack) *rssSampler {
-	r := &rssSampler{}
+	r := &rssSampler{heapLo: -1}
 	ctx, r.stop = context.WithCancel(ctx)
 	r.wg.Go(func() {
 		t := time.NewTicker(500 * time.Millisecond)
@@ -143,6 +145,9 @@ func sampleRSS(ctx context.Context, st *webStack) *rssSampler {
 				}
 				r.agent, r.last, r.agentLo = max(r.agent, a), a, min(r.agentLo, a)
 				r.nRSS++
+			}
+			if h, err := st.agentHeap(ctx); err == nil && (r.heapLo < 0 || h < r.heapLo) {
+				r.heapLo = h
 			}
 			if rl, err := st.Relay.RSS(); err == nil {
 				r.relay = max(r.relay, rl)
@@ -228,13 +233,7 @@ func RTSPViewers(ctx context.Context, bins Bins, s RTSPScale) []Figure {
 	n := s.Viewers
 	names := []string{fmt.Sprintf("RTSP %d viewers, camera sessions", n), fmt.Sprintf("RTSP %d viewers, fewest frames of a viewer", n),
 		"RTSP frame delay p50", "RTSP frame delay p99", "RTSP agent CPU per viewer", "RTSP agent memory per viewer"}
-	fail := func(err error) []Figure {
-		var figs []Figure
-		for _, nm := range names {
-			figs = append(figs, errorFigure(nm, err))
-		}
-		return figs
-	}
+	fail := func(err error) []Figure { return errorFigures(names, err) }
 	b, err := startRTSPBench(ctx, bins, s)
 	if err != nil {
 		return fail(err)
@@ -314,9 +313,9 @@ func RTSPViewers(ctx context.Context, bins Bins, s RTSPScale) []Figure {
 	figs = append(figs, Figure{Name: names[4], Value: agentPct / float64(n), Unit: "% core", Direct: NoBaseline, Ratio: NoBaseline,
 		Note: fmt.Sprintf("agent %.1f%% core for %d viewers (TLS, RTSP fan-out), relay %.1f%% core, the bench process (camera and viewers) %.0f%% core; from /proc/<pid>/stat over the window",
 			agentPct, n, 100*(relayCPU[1]-relayCPU[0]).Seconds()/secs, 100*(selfCPU[1]-selfCPU[0]).Seconds()/secs)})
-	figs = append(figs, Figure{Name: names[5], Value: float64(rn.agentLo-r1.agentLo) / float64(max(n-1, 1)), Unit: "KiB", Direct: NoBaseline, Ratio: NoBaseline,
-		Note: fmt.Sprintf("agent's lowest RSS while %d viewers watch (%.1f MiB, highest %.1f) minus while 1 watches (%.1f MiB, highest %.1f), over %d; readings every 0.5 s",
-			n, float64(rn.agentLo)/1024, float64(rn.agent)/1024, float64(r1.agentLo)/1024, float64(r1.agent)/1024, max(n-1, 1))})
+	figs = append(figs, Figure{Name: names[5], Value: float64(rn.heapLo-r1.heapLo) / float64(max(n-1, 1)), Unit: "KiB", Direct: NoBaseline, Ratio: NoBaseline,
+		Note: fmt.Sprintf("agent's lowest Go heap in use (its /metrics) while %d viewers watch (%.1f MiB) minus while 1 watches (%.1f MiB), over %d; RSS lowest %.1f vs %.1f MiB, highest %.1f vs %.1f (each login's argon2 takes 19 MiB that RSS keeps until the runtime returns it); readings every 0.5 s",
+			n, float64(rn.heapLo)/1024, float64(r1.heapLo)/1024, max(n-1, 1), float64(rn.agentLo)/1024, float64(r1.agentLo)/1024, float64(rn.agent)/1024, float64(r1.agent)/1024)})
 	return figs
 }
 
@@ -327,13 +326,7 @@ func RTSPViewers(ctx context.Context, bins Bins, s RTSPScale) []Figure {
 func RTSPSlow(ctx context.Context, bins Bins, s RTSPScale) []Figure {
 	names := []string{fmt.Sprintf("RTSP %d fast viewers' p99 frame delay beside a %.0f Mbit/s one", s.Fast, float64(s.SlowBitrate)/1e6),
 		"RTSP fast viewers' fewest frames beside the slow one", "RTSP slow viewer: agent RSS growth"}
-	fail := func(err error) []Figure {
-		var figs []Figure
-		for _, nm := range names {
-			figs = append(figs, errorFigure(nm, err))
-		}
-		return figs
-	}
+	fail := func(err error) []Figure { return errorFigures(names, err) }
 	b, err := startRTSPBench(ctx, bins, s)
 	if err != nil {
 		return fail(err)
@@ -347,8 +340,7 @@ func RTSPSlow(ctx context.Context, bins Bins, s RTSPScale) []Figure {
 	ra := sampleRSS(ctx, b.st)
 	alone := b.measure(ctx, fast, s.Window, nil)
 	ra.done()
-	slowURL := fmt.Sprintf("rtsps://slow:%s@localhost:%d/%s", "correct%20horse%20battery%20staple", tcpPort(b.st.addr(svcRTSP)), svcRTSP)
-	slow, err := playRTSP(slowURL, b.cam.epoch, b.st.tls, throttledDial(b.st.addr(svcRTSP), s.SlowBitrate))
+	slow, err := playRTSP(b.url("slow"), b.cam.epoch, b.st.tls, throttledDial(b.st.addr(svcRTSP), s.SlowBitrate))
 	if err != nil {
 		return fail(err)
 	}
