@@ -107,17 +107,19 @@ func (v *rtspViewer) packet(p *rtp.Packet) {
 }
 
 // window returns the delays of the frames numbered lo to hi-1 that arrived
-// complete.
-func (v *rtspViewer) window(lo, hi uint32) []time.Duration {
+// complete, and of those that are keyframes (every gop-th).
+func (v *rtspViewer) window(lo, hi, gop uint32) (all, key []time.Duration) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	var ds []time.Duration
 	for n := lo; n < hi; n++ {
 		if d, ok := v.delays[n]; ok {
-			ds = append(ds, d)
+			all = append(all, d)
+			if n%gop == 0 {
+				key = append(key, d)
+			}
 		}
 	}
-	return ds
+	return all, key
 }
 
 // reached reports whether frame n or a later one arrived.
