@@ -35,6 +35,7 @@ type rtspViewer struct {
 	curSent time.Duration
 	inFrame bool
 	broken  bool
+	seq     uint16 // the last packet's RTP sequence number
 }
 
 // playRTSP opens rawURL (rtsp:// or rtsps://, with the login in it) with
@@ -83,6 +84,10 @@ func (v *rtspViewer) packet(p *rtp.Packet) {
 	pl := p.Payload
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if v.inFrame && p.SequenceNumber != v.seq+1 {
+		v.broken = true // a packet of the frame is missing
+	}
+	v.seq = p.SequenceNumber
 	var slice []byte
 	switch {
 	case len(pl) > 1+stampLen && pl[0]&0x1f == 28 && pl[1]&0x80 != 0: // FU-A start
