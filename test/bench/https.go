@@ -44,13 +44,7 @@ func HTTPS(ctx context.Context, bins Bins, s HTTPSScale) []Figure {
 		fmt.Sprintf("%d HTTPS MJPEG viewers x %d fps, min frames of a viewer", s.Viewers, s.FPS),
 		fmt.Sprintf("%d HTTPS MJPEG viewers, agent CPU", s.Viewers),
 		"HTTPS download through the relay, 1 conn"}
-	fail := func(err error) []Figure {
-		var figs []Figure
-		for _, n := range names {
-			figs = append(figs, errorFigure(n, err))
-		}
-		return figs
-	}
+	fail := func(err error) []Figure { return errorFigures(names, err) }
 	cam, camAddr, err := startCamsim(ctx, s.FPS, camPassword)
 	if err != nil {
 		return fail(err)
@@ -135,13 +129,7 @@ func openFirstFrame(ctx context.Context, c *http.Client, url string, cookie *htt
 // latest frame at once on either path: the figure is the path's, not the
 // camera's frame interval).
 func firstFrames(ctx context.Context, st *webStack, camAddr string, n int, names []string) []Figure {
-	fail := func(err error) []Figure {
-		var figs []Figure
-		for _, nm := range names {
-			figs = append(figs, errorFigure(nm, err))
-		}
-		return figs
-	}
+	fail := func(err error) []Figure { return errorFigures(names, err) }
 	wctx, stopWarm := context.WithCancel(ctx)
 	defer stopWarm()
 	warm := camClient(nil, camPassword, false)

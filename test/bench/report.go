@@ -5,8 +5,12 @@
 // memory per idle agent and with idle viewers at several GOGC settings, QUIC
 // throughput at two UDP buffer limits, recovery when the relay or the
 // agent is killed, and a viewer's round trips under the floods of issue #7
-// (test/flood), and issue #8's HTTPS path (https.go, loginstorm.go: MJPEG
-// first frame and many logged-in viewers, HTTPS download, a login storm).
+// (test/flood), issue #8's HTTPS path (https.go, loginstorm.go: MJPEG
+// first frame and many logged-in viewers, HTTPS download, a login storm), and
+// issue #9's RTSP proxy and data use (rtsp.go, with an H.264 camera in this
+// process, rtspcam.go, and gortsplib viewers, rtspviewer.go: many viewers of
+// one camera, a 1 Mbit/s viewer among fast ones; datacost.go: the bytes a
+// phone moves at each preset of the phone page).
 // Every figure is printed beside a direct baseline measured
 // in the same run where one applies, with its target and frp's figure from
 // issue #7; nothing here asserts on numbers. `go run
@@ -142,4 +146,14 @@ func loadAvg() string {
 		return "unknown"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// errorFigures is errorFigure for each of a step's figures: the step failed
+// before it measured any.
+func errorFigures(names []string, err error) []Figure {
+	var figs []Figure
+	for _, n := range names {
+		figs = append(figs, errorFigure(n, err))
+	}
+	return figs
 }

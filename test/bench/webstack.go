@@ -58,6 +58,8 @@ type webService struct {
 type webStack struct {
 	*Stack
 	services []webService
+	// admin is the agent's admin endpoint (status, /metrics).
+	admin string
 	// tls verifies the agent's self-signed certificate (as "localhost", one
 	// of its names): the bench pays a real handshake and a real check.
 	tls *tls.Config
@@ -110,6 +112,12 @@ func startWebStack(ctx context.Context, bins Bins, services []webService, viewer
 	for _, v := range viewers {
 		fmt.Fprintf(&vy, "  %s: {password_hash: %q}\n", v, hash)
 	}
+	aport, err := framework.FreePort("tcp")
+	if err != nil {
+		return fail(err)
+	}
+	w.admin = framework.Addr(aport)
+	fmt.Fprintf(&vy, "admin: %s\n", w.admin)
 	ac := framework.AgentConfig{Name: "home", StateDir: filepath.Join(dir, "agent-state"), Relay: w.RelayAddr, Token: tok, Extra: vy.String()}
 	for i, s := range w.services {
 		ac.Services = append(ac.Services, framework.Service{Name: s.name, Kind: s.kind, Target: s.target, Port: ports[i], Extra: s.extra})
@@ -134,6 +142,37 @@ func startWebStack(ctx context.Context, bins Bins, services []webService, viewer
 		return fail(err)
 	}
 	return w, nil
+}
+
+// agentHeap is the agent's heap in use (go_memstats_heap_inuse_bytes of its
+// /metrics), in KiB: unlike its RSS, it drops at each garbage collection,
+// without waiting for the runtime to return pages to the kernel.
+func (w *webStack) agentHeap(ctx context.Context) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+w.admin+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("bench: agent metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return 0, fmt.Errorf("bench: agent metrics: %w", err)
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "go_memstats_heap_inuse_bytes "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return 0, fmt.Errorf("bench: agent metrics: %q: %w", line, err)
+			}
+			return int64(f) / 1024, nil
+		}
+	}
+	return 0, errors.New("bench: agent metrics: no go_memstats_heap_inuse_bytes")
 }
 
 // agentCert finds the agent's self-signed certificate under its state_dir.
@@ -200,8 +239,9 @@ func login(ctx context.Context, c *http.Client, base, name, password string) (st
 }
 
 // startCamsim runs camsim as a process of its own on a free port, HTTP only,
-// at fps, asking for a Digest login (admin / password) as real cameras do.
-func startCamsim(ctx context.Context, fps int, password string) (*framework.Process, string, error) {
+// at fps, asking for a Digest login (admin / password) as real cameras do;
+// extra are more camsim flags (-width, -height).
+func startCamsim(ctx context.Context, fps int, password string, extra ...string) (*framework.Process, string, error) {
 	bin, err := framework.Build(framework.CamsimPkg)
 	if err != nil {
 		return nil, "", fmt.Errorf("bench: %w", err)
@@ -212,7 +252,7 @@ func startCamsim(ctx context.Context, fps int, password string) (*framework.Proc
 	}
 	addr := framework.Addr(port)
 	p, err := framework.Start(framework.Spec{Name: "camsim", Path: bin, MaxOutput: 1 << 20,
-		Args: []string{"-http", addr, "-rtsp", "", "-fps", strconv.Itoa(fps), "-auth", "digest", "-user", "admin"},
+		Args: append([]string{"-http", addr, "-rtsp", "", "-fps", strconv.Itoa(fps), "-auth", "digest", "-user", "admin"}, extra...),
 		Env:  []string{"CAMSIM_PASSWORD=" + password}})
 	if err != nil {
 		return nil, "", fmt.Errorf("bench: %w", err)

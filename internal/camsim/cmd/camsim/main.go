@@ -23,6 +23,8 @@ func main() {
 	rtspAddr := flag.String("rtsp", "127.0.0.1:8554", "RTSP listen address (rtsp://ADDR/stream1, TCP transport); empty disables")
 	name := flag.String("name", "Porthole camera", "camera name, shown in the page and the picture")
 	fps := flag.Int("fps", 10, "frames per second")
+	width := flag.Int("width", 640, "picture width in pixels (a multiple of 8, 64..2040)")
+	height := flag.Int("height", 360, "picture height in pixels (a multiple of 8, 64..2040)")
 	verbose := flag.Bool("v", false, "debug logging")
 	auth := flag.String("auth", "", "HTTP login like a real camera's: basic or digest (default none)")
 	user := flag.String("user", "admin", "the login's user name, with -auth")
@@ -51,7 +53,7 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Stdout, log, *httpAddr, *rtspAddr, camsim.Config{Name: *name, FPS: *fps, Logger: log,
+	if err := run(ctx, os.Stdout, log, *httpAddr, *rtspAddr, camsim.Config{Name: *name, FPS: *fps, Width: *width, Height: *height, Logger: log,
 		Auth: *auth, Username: *user, Password: password, DigestAlgorithm: *digestAlg}); err != nil {
 		log.Error("camsim failed", "err", err)
 		os.Exit(1)
