@@ -42,6 +42,9 @@ type parser struct {
 	// without a certificate source: the first such service (agent only).
 	tlsLine int
 	tlsKey  string
+	// relayPorts and relayUDPPorts are the agent's relay.ports and
+	// relay.udp_ports hints (zero = not given).
+	relayPorts, relayUDPPorts PortRange
 }
 
 func newParser(file string, lookupEnv func(string) (string, bool)) *parser {
