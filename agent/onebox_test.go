@@ -33,7 +33,7 @@ func oneBoxAgent(t *testing.T, relayAddr, token string, port uint16, logs *syncB
 	t.Helper()
 	ac := &config.Agent{
 		Name: "home", StateDir: t.TempDir(),
-		Relay: &config.AgentRelay{Address: relayAddr, Token: token},
+		Relay:    &config.AgentRelay{Address: relayAddr, Token: token},
 		Services: []config.Service{{Name: "frontdoor", Target: camera(t), Port: port, AllowAny: true}},
 		Direct: config.Direct{Enabled: true, Listen: "127.0.0.1", Gateway: netip.MustParseAddr("127.0.0.1"),
 			Protocols: []string{"natpmp"}},
