@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porthole-dev/porthole/proto"
 	"github.com/porthole-dev/porthole/tunnel/transport"
 )
 
@@ -156,5 +157,42 @@ func TestUDPBlockedHint(t *testing.T) {
 	_, port, _ := net.SplitHostPort(e.ln.Addr().String())
 	if !strings.Contains(logs.String(), "open UDP "+port+" in the relay's firewall") {
 		t.Errorf("hint without the port: %s", logs.String())
+	}
+}
+
+// TestRefusalLoggedOnce: a service the relay refuses is logged with the
+// relay's reason at the first connect, not again at each reconnect with the
+// same answer; the session's Results keep it for the status.
+func TestRefusalLoggedOnce(t *testing.T) {
+	e := startServer(t, func(c *ServerConfig) {
+		c.Register = func(s *ServerSession, svcs []proto.Service) []proto.ServiceResult {
+			var res []proto.ServiceResult
+			for _, sv := range svcs {
+				res = append(res, proto.ServiceResult{Name: sv.Name, Port: sv.Port, Reason: "port 10554 is outside this agent's range 10000-10099 in relay.yaml"})
+			}
+			return res
+		}
+	})
+	var logs lockedBuffer
+	connected := make(chan Session, 4)
+	c, _ := startClient(t, e, "home", func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		prev := c.OnConnect // startClient's (its channel holds 4: enough for 3 sessions)
+		c.OnConnect = func(s Session) { prev(s); connected <- s }
+	})
+	<-connected
+	for range 2 {
+		nextSession(t, e).Close(proto.CloseNormal, "test: reconnect")
+		select { // the client's side of the next session: registered and logged
+		case <-connected:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no reconnect: %+v", c.Status())
+		}
+	}
+	if n := strings.Count(logs.String(), "service refused by the relay"); n != 1 {
+		t.Errorf("refusal logged %d times over 3 sessions:\n%s", n, logs.String())
+	}
+	if r := c.Status().Session.Results; len(r) != 1 || r[0].Accepted || !strings.Contains(r[0].Reason, "outside this agent's range") {
+		t.Errorf("results %+v", r)
 	}
 }

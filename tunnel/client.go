@@ -161,6 +161,9 @@ type Client struct {
 	pauseHB     atomic.Bool
 	quicRetries atomic.Int64 // QUIC attempts while on TCP (tests)
 	udpHinted   atomic.Bool  // the UDP-blocked hint was logged
+	// refused is each refused service's last logged reason, so a refusal is
+	// logged once, not at every reconnect. Owned by Run's goroutine.
+	refused map[string]string
 	dgrams      dgramCounters
 }
 
@@ -213,7 +216,7 @@ func New(cfg Config) (*Client, error) {
 		cfg.PongTimeout = 3 * time.Second
 	}
 	cfg.DatagramBudget = fillDatagramBudget(cfg.DatagramBudget)
-	return &Client{cfg: cfg, log: cfg.Logger.With("relay", cfg.Address)}, nil
+	return &Client{cfg: cfg, log: cfg.Logger.With("relay", cfg.Address), refused: map[string]string{}}, nil
 }
 
 // Status returns a snapshot.
@@ -375,9 +378,15 @@ func (c *Client) session(ctx context.Context, conn transport.Conn, why string) (
 	c.mu.Unlock()
 	c.log.Info("tunnel up", "observed", sess.Observed, "transport", sess.Transport, "why", why)
 	for _, r := range sess.Results {
-		if r.Accepted {
+		switch {
+		case r.Accepted:
+			delete(c.refused, r.Name)
 			c.log.Info("service exposed on the relay", "service", r.Name, "port", r.Port)
-		} else {
+		case c.refused[r.Name] == r.Reason:
+			// Said at an earlier connect; Status().Session.Results keeps it.
+			c.log.Debug("service still refused by the relay", "service", r.Name, "port", r.Port, "reason", r.Reason)
+		default:
+			c.refused[r.Name] = r.Reason
 			c.log.Warn("service refused by the relay", "service", r.Name, "port", r.Port, "reason", r.Reason)
 		}
 	}
