@@ -161,10 +161,11 @@ type Client struct {
 	pauseHB     atomic.Bool
 	quicRetries atomic.Int64 // QUIC attempts while on TCP (tests)
 	udpHinted   atomic.Bool  // the UDP-blocked hint was logged
+	dgrams      dgramCounters
+
 	// refused is each refused service's last logged reason, so a refusal is
 	// logged once, not at every reconnect. Owned by Run's goroutine.
 	refused map[string]string
-	dgrams      dgramCounters
 }
 
 // New checks cfg and returns a Client; Run starts it.
