@@ -103,30 +103,9 @@ func TestUnreachableSaysWhatToCheck(t *testing.T) {
 			return nil, errors.New("timeout: no recent network activity")
 		}
 		var logs lockedBuffer
-		errs := make(chan error, 1)
-		c, err := New(Config{Address: "127.0.0.1:7443", Name: "home", Token: testToken, Handler: echoHandler,
+		got := firstRetry(t, Config{Address: "127.0.0.1:7443", Name: "home", Token: testToken, Handler: echoHandler,
 			Transport: tc.transport, DialQUIC: refused, DialTCP: refused, BackoffMin: time.Hour,
-			Logger: slog.New(slog.NewTextHandler(&logs, nil)),
-			OnRetry: func(err error, _ time.Duration) {
-				select {
-				case errs <- err:
-				default:
-				}
-			}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { c.Run(ctx); close(done) }()
-		var got error
-		select {
-		case got = <-errs:
-		case <-time.After(10 * time.Second):
-			t.Fatal("no dial failure reported")
-		}
-		cancel()
-		<-done
+			Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 		want := "relay unreachable (" + tc.over + "): is porthole-relay running at 127.0.0.1:7443 and its firewall open for " + tc.over + " 7443?"
 		if !errors.Is(got, ErrUnreachable) || !strings.Contains(got.Error(), want) || !strings.Contains(got.Error(), "no recent network activity") {
 			t.Errorf("%s: error %q, want %q and the dialer's error", tc.transport, got, want)

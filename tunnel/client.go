@@ -166,6 +166,9 @@ type Client struct {
 	// refused is each refused service's last logged reason, so a refusal is
 	// logged once, not at every reconnect. Owned by Run's goroutine.
 	refused map[string]string
+	// quicWaitSaid: "trying TCP too" was logged since the last session.
+	// Owned by Run's goroutine.
+	quicWaitSaid bool
 }
 
 // New checks cfg and returns a Client; Run starts it.
@@ -377,6 +380,7 @@ func (c *Client) session(ctx context.Context, conn transport.Conn, why string) (
 	c.status.LastError = ""
 	c.status.Transport, c.status.TransportWhy = sess.Transport, why
 	c.mu.Unlock()
+	c.quicWaitSaid = false
 	c.log.Info("tunnel up", "observed", sess.Observed, "transport", sess.Transport, "why", why)
 	for _, r := range sess.Results {
 		switch {

@@ -81,7 +81,10 @@ func (c *Client) dial(ctx context.Context) (transport.Conn, string, error) {
 		select {
 		case <-timer.C:
 			if tcpWhy == "" {
-				c.log.Info("QUIC has not connected yet; trying TCP too", "after", c.cfg.QUICWait)
+				if !c.quicWaitSaid { // once while the relay is unreachable, not at every attempt
+					c.quicWaitSaid = true
+					c.log.Info("QUIC has not connected yet; trying TCP too", "after", c.cfg.QUICWait)
+				}
 				startTCP(fmt.Sprintf("QUIC did not connect within %s (UDP blocked?)", c.cfg.QUICWait))
 			}
 		case r := <-results:

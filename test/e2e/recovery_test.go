@@ -25,13 +25,7 @@ func TestRelayKilled(t *testing.T) {
 	e, relay, agent, ps := setupOne(t, echo.Addr())
 	waitEcho(t, ps[0], 10*time.Second)
 
-	relay.Kill()
-	eventually(t, 5*time.Second, func() bool { return portClosed(ps[0]) }, "service port open after the relay died")
-	relay2 := startProcess(t, "relay-restarted", bins.relay, "-config", e.relayCfg)
-	relay2.WaitLog("relay listening", 10*time.Second)
-	back := time.Now()
-	waitEcho(t, ps[0], 10*time.Second)
-	took := time.Since(back)
+	relay2, took := relayOutage(t, e, relay, ps[0], 0, 10*time.Second)
 	t.Logf("service answering again %s after the restarted relay listens", took.Round(time.Millisecond))
 	relay2.WaitLog("agent connected", time.Second)
 	if took > 3*time.Second {
@@ -56,16 +50,7 @@ func TestRelayOutageReconnect(t *testing.T) {
 	e, relay, agent, ps := setupOne(t, echo.Addr())
 	waitEcho(t, ps[0], 10*time.Second)
 
-	relay.Kill()
-	eventually(t, 5*time.Second, func() bool { return portClosed(ps[0]) }, "service port open after the relay died")
-	if err := framework.Sleep(context.Background(), 20*time.Second); err != nil { // the outage itself, not a wait for a condition
-		t.Fatal(err)
-	}
-	relay2 := startProcess(t, "relay-restarted", bins.relay, "-config", e.relayCfg)
-	relay2.WaitLog("relay listening", 10*time.Second)
-	back := time.Now()
-	waitEcho(t, ps[0], 15*time.Second)
-	took := time.Since(back)
+	_, took := relayOutage(t, e, relay, ps[0], 20*time.Second, 15*time.Second)
 	t.Logf("after a 20s relay outage the service answers again %s after the relay listens", took.Round(time.Millisecond))
 	if took > 15*time.Second {
 		t.Errorf("reconnect took %s after the relay was back", took)
@@ -73,6 +58,23 @@ func TestRelayOutageReconnect(t *testing.T) {
 	if !strings.Contains(agent.Log(), "is porthole-relay running at") {
 		t.Errorf("the agent never said what to check while the relay was down:\n%s", framework.TailLines(agent.Log(), 20))
 	}
+}
+
+// relayOutage kills the relay, keeps it down for outage, starts it again on
+// the same port and state_dir and returns it with how long after it listens
+// the service at port answered (failing the test past within).
+func relayOutage(t *testing.T, e *env, relay *Process, port int, outage, within time.Duration) (*Process, time.Duration) {
+	t.Helper()
+	relay.Kill()
+	eventually(t, 5*time.Second, func() bool { return portClosed(port) }, "service port open after the relay died")
+	if err := framework.Sleep(context.Background(), outage); err != nil { // the outage itself, not a wait for a condition
+		t.Fatal(err)
+	}
+	relay2 := startProcess(t, "relay-restarted", bins.relay, "-config", e.relayCfg)
+	relay2.WaitLog("relay listening", 10*time.Second)
+	back := time.Now()
+	waitEcho(t, port, within)
+	return relay2, time.Since(back)
 }
 
 // TestAgentKilled: SIGKILL the agent, restart it: the relay takes the new session
