@@ -200,8 +200,12 @@ func yamlProblemLine(data []byte, line int, msg string) int {
 	for _, l := range lines[:line-1] {
 		end += len(l)
 	}
+	budget := 8 * maxConfigSize // bytes parsed in all; a few KiB in practice
 	for k := line; k <= len(lines) && k < line+maxLineSearch; k++ {
 		end += len(lines[k-1])
+		if budget -= end; budget < 0 {
+			break
+		}
 		var doc yaml.Node
 		err := yaml.NewDecoder(bytes.NewReader(data[:end])).Decode(&doc)
 		if err == nil {
