@@ -21,10 +21,12 @@ import (
 	"time"
 
 	"github.com/porthole-dev/porthole/agent/ddns"
+	"github.com/porthole-dev/porthole/agent/notify"
 	"github.com/porthole-dev/porthole/agent/portmap"
 	"github.com/porthole-dev/porthole/agent/publicip"
 	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/internal/gateway"
+	"github.com/porthole-dev/porthole/internal/gateway/meter"
 	"github.com/porthole-dev/porthole/tunnel"
 )
 
@@ -85,8 +87,12 @@ type Agent struct {
 	onPass  func(passReport)   // tests: called after each path-loop pass; nil in production
 	paths   pathSources        // where the path loop's facts come from (pathloop.go)
 
-	cams         *cameraLog // last connection result per LAN target
-	oneBoxLogged sync.Map   // service name -> true: the one-box refusal was logged (onebox.go)
+	cams *cameraLog // last connection result per LAN target
+
+	oneBoxLogged sync.Map         // service name -> true: the one-box refusal was logged (onebox.go)
+	notifier     *notify.Notifier // nil without notify: (events.go)
+	dialCamera   dialFunc         // the camera checks' dialer, not counted in cams
+	camEvery     time.Duration    // CameraCheckEvery; tests shorten it
 	// direct (above) is appended under mu, since Status reads it.
 
 	mu         sync.Mutex // guards the fields below
@@ -132,6 +138,9 @@ type Status struct {
 	DNSError   string `json:"dns_error,omitempty"`
 	// Certificate is what viewers of the TLS services get; nil without one.
 	Certificate *CertStatus `json:"certificate,omitempty"`
+	// Viewers are the data figures of each viewer who logged in since the
+	// start or today, or has a daily cap (http, rtsp and portal services).
+	Viewers []meter.ViewerUsage `json:"viewers,omitempty"`
 }
 
 // CertStatus is the certificate of the agent's TLS services.
@@ -228,12 +237,17 @@ func New(cfg Config) (_ *Agent, err error) {
 		cfg.DialLAN = d.DialContext
 	}
 	cams := newCameraLog()
+	dialCamera := cfg.DialLAN
 	cfg.DialLAN = cams.wrap(cfg.DialLAN)
-	a := &Agent{cfg: cfg, ac: ac, log: cfg.Logger, kick: make(chan struct{}, 1), viewers: newLimiter(ac.Limits)}
+	a := &Agent{cfg: cfg, ac: ac, log: cfg.Logger, kick: make(chan struct{}, 1), viewers: newLimiter(ac.Limits),
+		dialCamera: dialCamera, camEvery: CameraCheckEvery}
 	a.status.Name, a.status.Version, a.status.Started, a.cams = ac.Name, cfg.Version, time.Now(), cams
+	if a.notifier, err = newNotifier(ac, cfg); err != nil {
+		return nil, err
+	}
 
 	a.web, err = newWeb(ac, cfg.Logger, ddns.ProviderOptions{
-		HTTPClient: cfg.HTTPClient, UserAgent: ddns.UserAgent(cfg.Version), Logger: cfg.Logger.With("part", "ddns")}, cfg.DialLAN)
+		HTTPClient: cfg.HTTPClient, UserAgent: ddns.UserAgent(cfg.Version), Logger: cfg.Logger.With("part", "ddns")}, cfg.DialLAN, a.notifier)
 	if err != nil {
 		return nil, err
 	}
@@ -370,6 +384,9 @@ func (a *Agent) Status() Status {
 			NotAfter: cs.NotAfter, Fingerprint: cs.Fingerprint, LastError: cs.LastError, NextRenewal: cs.NextRenewal}
 	}
 	st.Services = a.serviceStatusLocked(ts)
+	if a.web != nil {
+		st.Viewers = a.web.meter.Usage()
+	}
 	if a.pm != nil {
 		ps := a.pm.Status()
 		st.Router.Protocol = ps.Protocol
@@ -423,6 +440,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if a.tun != nil {
 		run("tunnel", a.tun.Run)
+	}
+	if a.notifier.Enabled() {
+		run("notify", a.notifier.Run)
+		run("events", a.watchEvents)
+		run("camera checks", a.checkCameras)
 	}
 	if a.web != nil && a.web.certs != nil {
 		run("certs", a.web.certs.Run)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/porthole-dev/porthole/internal/admin"
 	"github.com/porthole-dev/porthole/internal/config"
+	"github.com/porthole-dev/porthole/internal/gateway/meter"
 	"github.com/porthole-dev/porthole/tunnel"
 )
 
@@ -42,6 +43,9 @@ func (a *Agent) saveStatus() {
 		}
 	}
 	a.mu.Unlock()
+	if a.web != nil {
+		a.web.saveUsage()
+	}
 	st := a.Status()
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
@@ -352,7 +356,7 @@ func PrintStatus(w io.Writer, st Status, now time.Time) {
 		if s.TLS {
 			kind += ", tls"
 		}
-		fmt.Fprintf(w, "  %s: public port %d -> %s (%s)\n", s.Name, s.Port, s.Target, orNone(kind))
+		fmt.Fprintf(w, "  %s: public port %d -> %s (%s)\n", s.Name, s.Port, targetName(s), orNone(kind))
 		if s.URL != "" {
 			fmt.Fprintf(w, "    open:    %s\n", s.URL)
 		}
@@ -363,12 +367,52 @@ func PrintStatus(w io.Writer, st Status, now time.Time) {
 			}
 			fmt.Fprintf(w, "    relay:   %s\n", line)
 		}
-		fmt.Fprintf(w, "    camera:  %s\n", cameraLine(s.Camera, now))
+		if s.Kind != config.KindPortal {
+			fmt.Fprintf(w, "    camera:  %s\n", cameraLine(s.Camera, now))
+		}
 		fmt.Fprintf(w, "    viewers: %s\n", viewersLine(s))
 		if line := pathsLine(s); line != "" {
 			fmt.Fprintf(w, "             %s\n", line)
 		}
 	}
+	if len(st.Viewers) > 0 {
+		fmt.Fprintln(w, "viewers:  data each viewer moved (to them / from them since start; today against the daily cap)")
+	}
+	for _, v := range st.Viewers {
+		fmt.Fprintf(w, "  %s: %s\n", v.Viewer, usageLine(v))
+		if len(v.Services) > 0 {
+			fmt.Fprintf(w, "    by service: %s\n", servicesLine(v))
+		}
+	}
+}
+
+// targetName is what a service leads to, for people.
+func targetName(s ServiceStatus) string {
+	if s.Kind == config.KindPortal {
+		return "the phone page"
+	}
+	return s.Target
+}
+
+// usageLine is a viewer's data figures.
+func usageLine(v meter.ViewerUsage) string {
+	line := fmt.Sprintf("%s to them, %s from them; today %s", meter.FormatBytes(v.BytesOut), meter.FormatBytes(v.BytesIn), meter.FormatBytes(v.Today))
+	if v.Cap > 0 {
+		line += " of " + meter.FormatBytes(v.Cap)
+		if v.Today >= v.Cap {
+			line += " (CAP REACHED: video stops until " + v.ResetsAt.Local().Format("15:04") + ")"
+		}
+	}
+	return line
+}
+
+// servicesLine is a viewer's figures per service.
+func servicesLine(v meter.ViewerUsage) string {
+	parts := make([]string, 0, len(v.Services))
+	for _, s := range v.Services {
+		parts = append(parts, s.Service+" "+meter.FormatBytes(s.BytesOut+s.BytesIn))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // publicHostLocked is the host viewers use: the ddns hostname, else the
@@ -396,7 +440,7 @@ func viewerURL(s config.Service, host string) string {
 	switch s.Kind {
 	case config.KindRTSP:
 		scheme, path = "rtsp", "/"+s.Name
-	case config.KindHTTP:
+	case config.KindHTTP, config.KindPortal:
 		scheme, path = "http", "/"
 	default:
 		return ""

@@ -144,10 +144,11 @@ func TestDesignAgentExample(t *testing.T) {
 		Relay:    &AgentRelay{Address: "relay.example.com:7443", Token: tokA, Transport: "auto"},
 		Services: []Service{
 			{Name: "frontdoor-web", Kind: KindHTTP, Target: "192.168.1.20:80", Port: 10443, AllowAny: true,
-				Viewers: []string{"alice"}, CameraLogin: &CameraLogin{Username: "admin", Password: "cam-secret"}, TLS: true},
+				Viewers: []string{"alice"}, CameraLogin: &CameraLogin{Username: "admin", Password: "cam-secret"}, TLS: true,
+				LiveTimeout: DefaultLiveTimeout},
 			{Name: "frontdoor-rtsp", Kind: KindTCP, Target: "192.168.1.20:554", Port: 10554, AllowAny: true},
 		},
-		Viewers: map[string]Viewer{"alice": {hashAlice}, "bob": {hashBob}},
+		Viewers: map[string]Viewer{"alice": {PasswordHash: hashAlice}, "bob": {PasswordHash: hashBob}},
 		TLS:     &TLS{ACMEEmail: "me@example.com", ACMECA: DefaultACMECA, Challenge: ChallengeDNS01},
 		Direct:  Direct{Enabled: true, Listen: "0.0.0.0", Protocols: []string{"upnp", "natpmp", "pcp"}},
 		PublicIP: PublicIP{

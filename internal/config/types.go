@@ -95,6 +95,8 @@ type Agent struct {
 	// AdminDefault says Admin is the default, not written in the config: the
 	// agent then runs on without the endpoint if that address is taken.
 	AdminDefault bool
+	// Notify are where the agent sends its events (notify:); nil = nowhere.
+	Notify []NotifyTarget
 	// Warnings are non-fatal problems found while loading ("file:line: key:
 	// msg"), e.g. a plain http:// URL; the program should log them.
 	Warnings []string
@@ -161,14 +163,23 @@ type Service struct {
 	// LowPath is the camera's sub-stream path (rtsp only; "" = none), served
 	// to viewers at <Name>/low.
 	LowPath string
+	// LiveTimeout ends a viewer's live stream (MJPEG, RTSP) after this long
+	// (live_timeout:, http and rtsp). The parser sets DefaultLiveTimeout
+	// when absent; live_timeout: off and a Service built in Go with zero
+	// mean no limit.
+	LiveTimeout time.Duration
 }
+
+// DefaultLiveTimeout is live_timeout: when absent: a phone left on stops
+// streaming after half an hour; the viewer taps to go on.
+const DefaultLiveTimeout = 30 * time.Minute
 
 // Service kinds (services[].kind).
 const (
 	KindTCP    = "tcp"
 	KindHTTP   = "http"
 	KindRTSP   = "rtsp"
-	KindPortal = "portal" // in the contract, not supported by this version yet
+	KindPortal = "portal"
 )
 
 // CameraLogin is a service's camera_login: the credentials the agent uses
@@ -187,6 +198,10 @@ type Viewer struct {
 	// as printed by porthole-agent passwd, from password_hash or
 	// password_hash_file. Required.
 	PasswordHash string
+	// DailyCap is the most data (bytes, both directions, every service) the
+	// viewer may use in a day (daily_cap: 500MB; units B, KB, MB, GB, TB or
+	// KiB..TiB); the day ends at the agent's local midnight. 0 = no cap.
+	DailyCap int64
 }
 
 // TLS is the tls: section: where the agent's http/rtsp services get their

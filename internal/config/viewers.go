@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"github.com/porthole-dev/porthole/internal/gateway/access"
+	"github.com/porthole-dev/porthole/internal/gateway/meter"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -16,12 +18,16 @@ import (
 var ServiceKinds = []string{KindTCP, KindHTTP, KindRTSP, KindPortal}
 
 // supportedKinds are the kinds this version handles; the others in
-// ServiceKinds are refused as "not supported yet". Accepting portal is one
-// more entry here (and its keys in serviceKind).
-var supportedKinds = map[string]bool{KindTCP: true, KindHTTP: true, KindRTSP: true}
+// ServiceKinds are refused as "not supported yet".
+var supportedKinds = map[string]bool{KindTCP: true, KindHTTP: true, KindRTSP: true, KindPortal: true}
 
-// loginKinds are the kinds whose viewers log in (viewers, camera_login, tls).
-var loginKinds = map[string]bool{KindHTTP: true, KindRTSP: true}
+// loginKinds are the kinds whose viewers log in (viewers, tls; camera_login
+// but for portal).
+var loginKinds = map[string]bool{KindHTTP: true, KindRTSP: true, KindPortal: true}
+
+// cameraKinds are the kinds with a camera behind them (target, camera_login,
+// live_timeout): not portal, the page of the others.
+var cameraKinds = map[string]bool{KindTCP: true, KindHTTP: true, KindRTSP: true}
 
 // notYetKeys are service keys of the contract this version refuses.
 var notYetKeys []string
@@ -35,7 +41,7 @@ var cameraPathKeys = []string{"mjpeg", "snapshot"}
 var streamPathKeys = []string{"path", "low_path"}
 
 var (
-	viewerKeys      = []string{"password_hash", "password_hash_file"}
+	viewerKeys      = []string{"password_hash", "password_hash_file", "daily_cap"}
 	cameraLoginKeys = []string{"username", "password", "password_file"}
 )
 
@@ -79,6 +85,16 @@ func (p *parser) viewers(f *fields) (out map[string]Viewer, declared []string) {
 			p.errorf(pf.line, path+".password_hash", "required (%s)", passwdHint)
 			continue
 		}
+		var capBytes int64
+		if e, ok := pf.m["daily_cap"]; ok {
+			if v, ok := p.scalar(e.val, pf.sub("daily_cap")); ok {
+				n, err := meter.ParseSize(v)
+				if err != nil {
+					p.errorf(e.val.Line, pf.sub("daily_cap"), "%v", err)
+				}
+				capBytes = n
+			}
+		}
 		hash, line, ok := p.fromFile(pf, "password_hash", true, false)
 		if !ok {
 			continue
@@ -95,7 +111,7 @@ func (p *parser) viewers(f *fields) (out map[string]Viewer, declared []string) {
 			p.errorf(line, pf.sub(k), "not a usable argon2id hash: %v (%s)", err, passwdHint)
 			continue
 		}
-		out[name] = Viewer{PasswordHash: hash}
+		out[name] = Viewer{PasswordHash: hash, DailyCap: capBytes}
 	}
 	if len(out) == 0 {
 		out = nil
@@ -216,6 +232,16 @@ func (p *parser) serviceKind(sf *fields, s *Service, viewers []string) {
 		}
 	}
 	p.streamPaths(sf, s)
+	if e, ok := sf.m["live_timeout"]; ok && kind != KindHTTP && kind != KindRTSP {
+		p.errorf(e.key.Line, sf.sub("live_timeout"), "only http/rtsp services serve live streams to end; kind %s has none", kind)
+	}
+	if kind == KindHTTP || kind == KindRTSP {
+		if v, _, ok := p.str(sf, "live_timeout", ""); ok && strings.EqualFold(strings.TrimSpace(v), "off") {
+			s.LiveTimeout = 0
+		} else {
+			s.LiveTimeout = p.duration(sf, "live_timeout", DefaultLiveTimeout, time.Minute)
+		}
+	}
 	if !loginKinds[kind] {
 		for _, k := range []struct{ key, msg string }{
 			{"viewers", "only http/rtsp services have logins; kind %s passes the camera's bytes as they are"},
@@ -233,7 +259,9 @@ func (p *parser) serviceKind(sf *fields, s *Service, viewers []string) {
 	} else {
 		s.Viewers = p.serviceViewers(sf, viewers)
 	}
-	if cf := p.section(sf, "camera_login", cameraLoginKeys); cf != nil {
+	if e, ok := sf.m["camera_login"]; ok && !cameraKinds[kind] {
+		p.errorf(e.key.Line, sf.sub("camera_login"), "kind %s has no camera to log in to: set camera_login on the camera's own service", kind)
+	} else if cf := p.section(sf, "camera_login", cameraLoginKeys); cf != nil {
 		c := &CameraLogin{}
 		c.Username, _, _ = p.required(cf, "username", "the camera account's name")
 		c.Password, _, _ = p.secret(cf, "password", true)
@@ -281,6 +309,9 @@ func supportedList() string {
 	}
 	// Most useful first: the kinds with logins, then tcp.
 	slices.SortStableFunc(out, func(a, b string) int { return boolInt(loginKinds[b]) - boolInt(loginKinds[a]) })
+	if len(out) > 2 {
+		return strings.Join(out[:len(out)-1], ", ") + " or " + out[len(out)-1]
+	}
 	return strings.Join(out, " or ")
 }
 

@@ -6,6 +6,7 @@
 // camera login (Digest) that only the agent knows. The camera's RTSP stream is an
 // rtsp service: RTSPS that ends at the agent, the same demo viewer, one camera
 // session however many players watch.
+// The phone page (kind portal) shows the camera as a tile with live presets.
 package demo
 
 import (
@@ -33,8 +34,9 @@ import (
 // The demo's default public ports. The HTTP one must be a port browsers open
 // (10080, say, is on their unsafe list and the page would not load).
 const (
-	DefaultHTTPPort = 10088
-	DefaultRTSPPort = 10554
+	DefaultHTTPPort   = 10088
+	DefaultRTSPPort   = 10554
+	DefaultPortalPort = 10089
 )
 
 // Viewer is the name of the demo's viewer; its password is made at start.
@@ -50,9 +52,9 @@ const cameraUser = "admin"
 
 // Options are the demo's knobs; the zero value is the default demo.
 type Options struct {
-	// HTTPPort and RTSPPort are the public ports on the relay. Zero means
-	// DefaultHTTPPort and DefaultRTSPPort.
-	HTTPPort, RTSPPort uint16
+	// HTTPPort, RTSPPort and PortalPort are the public ports on the relay.
+	// Zero means DefaultHTTPPort, DefaultRTSPPort and DefaultPortalPort.
+	HTTPPort, RTSPPort, PortalPort uint16
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// Direct, when set, also opens the agent's own gateway listeners (what a
@@ -80,6 +82,9 @@ func Run(ctx context.Context, w io.Writer, opt Options) error {
 	}
 	if opt.RTSPPort == 0 {
 		opt.RTSPPort = DefaultRTSPPort
+	}
+	if opt.PortalPort == 0 {
+		opt.PortalPort = DefaultPortalPort
 	}
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
@@ -113,7 +118,7 @@ func Run(ctx context.Context, w io.Writer, opt Options) error {
 	}
 
 	token := config.NewToken()
-	lo, hi := min(opt.HTTPPort, opt.RTSPPort), max(opt.HTTPPort, opt.RTSPPort)
+	lo, hi := min(opt.HTTPPort, opt.RTSPPort, opt.PortalPort), max(opt.HTTPPort, opt.RTSPPort, opt.PortalPort)
 	rs, err := relay.New(relay.Config{
 		Relay: &config.Relay{
 			Listen: "127.0.0.1:0", ViewerBind: "127.0.0.1", StateDir: dir + "/relay",
@@ -133,10 +138,11 @@ func Run(ctx context.Context, w io.Writer, opt Options) error {
 		Services: []config.Service{
 			// Kind and TLS spelled out: the YAML parser defaults them, Go's zero values don't.
 			{Name: "camera-web", Kind: config.KindHTTP, TLS: true, Target: httpLn.Addr().String(),
-				Port: opt.HTTPPort, Allow: loopback,
+				Port: opt.HTTPPort, Allow: loopback, MJPEG: "/stream.mjpg", Snapshot: "/snapshot.jpg", LiveTimeout: config.DefaultLiveTimeout,
 				CameraLogin: &config.CameraLogin{Username: cameraUser, Password: camPassword}},
 			{Name: RTSPService, Kind: config.KindRTSP, TLS: true, Target: rtspLn.Addr().String(), Path: camsim.RTSPPath,
 				Port: opt.RTSPPort, Allow: loopback},
+			{Name: "phone", Kind: config.KindPortal, TLS: true, Port: opt.PortalPort, Allow: loopback},
 		},
 		Viewers: map[string]config.Viewer{Viewer: {PasswordHash: hash}},
 	}
@@ -195,6 +201,8 @@ func Run(ctx context.Context, w io.Writer, opt Options) error {
 			fmt.Fprintf(w, "https://%s/\n", netip.AddrPortFrom(d.Listen, opt.HTTPPort))
 			fmt.Fprintf(w, "rtsps://%s/%s\n", netip.AddrPortFrom(d.Listen, opt.RTSPPort), RTSPService)
 		}
+		fmt.Fprintln(w, "On a phone, the camera page (every camera, low-data presets; same login):")
+		fmt.Fprintf(w, "https://127.0.0.1:%d/\n", opt.PortalPort)
 		fmt.Fprintln(w, "Press Ctrl-C to stop.")
 	}
 	wg.Wait()

@@ -35,11 +35,12 @@ func freePort(t *testing.T) uint16 {
 type printed struct {
 	lines []string
 	// URL is the first https:// line (through the relay), Direct the second
-	// (the agent's own listener, with Options.Direct).
-	URL, Direct, RTSP string
+	// (the agent's own listener, with Options.Direct), Portal the phone
+	// page's (after its "On a phone" line).
+	URL, Direct, Portal string
 	// RTSP is the first rtsps:// line (through the relay), RTSPDirect the
 	// second (the agent's own listener).
-	RTSPDirect            string
+	RTSP, RTSPDirect      string
 	Viewer, Password, Fpr string
 }
 
@@ -55,7 +56,7 @@ func startDemo(t *testing.T, httpPort uint16, direct bool) printed {
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
-	opt := Options{HTTPPort: httpPort, RTSPPort: freePort(t)}
+	opt := Options{HTTPPort: httpPort, RTSPPort: freePort(t), PortalPort: freePort(t)}
 	if direct {
 		r, err := fakerouter.New(fakerouter.Config{})
 		if err != nil {
@@ -75,7 +76,10 @@ func startDemo(t *testing.T, httpPort uint16, direct bool) printed {
 	for lines.Scan() {
 		l := lines.Text()
 		p.lines = append(p.lines, l)
+		phone := len(p.lines) > 1 && strings.HasPrefix(p.lines[len(p.lines)-2], "On a phone")
 		switch {
+		case strings.HasPrefix(l, "https://") && phone:
+			p.Portal = l
 		case strings.HasPrefix(l, "https://") && p.URL == "":
 			p.URL = l
 		case strings.HasPrefix(l, "https://"):
@@ -137,6 +141,9 @@ func TestDemoPrintsURLsAndViewer(t *testing.T) {
 	}
 	if !strings.HasPrefix(p.RTSP, "rtsps://127.0.0.1:") || !strings.HasSuffix(p.RTSP, "/"+RTSPService) {
 		t.Errorf("no rtsps://127.0.0.1:port/%s line in\n%s", RTSPService, strings.Join(p.lines, "\n"))
+	}
+	if !strings.HasPrefix(p.Portal, "https://127.0.0.1:") || p.Portal == p.URL {
+		t.Errorf("no phone page https:// line in\n%s", strings.Join(p.lines, "\n"))
 	}
 	for _, l := range p.lines {
 		if strings.Contains(l, "://") && !strings.HasPrefix(l, "https://") && !strings.HasPrefix(l, "rtsps://") {
@@ -272,6 +279,9 @@ func TestDirectNeedsAFakeRouter(t *testing.T) {
 func TestDefaultPortsOpenInBrowsers(t *testing.T) {
 	if config.BrowserBlocked(DefaultHTTPPort) {
 		t.Errorf("DefaultHTTPPort %d is on browsers' unsafe-port list", DefaultHTTPPort)
+	}
+	if config.BrowserBlocked(DefaultPortalPort) {
+		t.Errorf("DefaultPortalPort %d is on browsers' unsafe-port list", DefaultPortalPort)
 	}
 	if !config.BrowserBlocked(10080) {
 		t.Error("BrowserBlocked(10080) = false; the list is wrong")

@@ -11,6 +11,8 @@
 //	porthole-agent discover [-host 192.168.1.0/24] [-user admin -password-file F]   cameras on the LAN
 //	porthole-agent -config agent.yaml invite NAME -viewer VIEWER [-png FILE]   a phone's WireGuard config
 //	porthole-agent -config agent.yaml invite -list | -revoke NAME
+//	porthole-agent -config agent.yaml notify-test   send a test event to each notify: target
+//	porthole-agent -config agent.yaml doctor        check relay, clock, state_dir, cameras, router, DNS
 package main
 
 import (
@@ -70,7 +72,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			"       porthole-agent passwd [NAME] < password\n"+
 			"       porthole-agent [-config agent.yaml] link NAME [-note TEXT] | link -list | link -revoke ID\n"+
 			"       porthole-agent discover [-iface NAME] [-host IP|CIDR] [-user NAME -password-file FILE] [-json]\n"+
-			"       porthole-agent [-config agent.yaml] invite NAME -viewer VIEWER [-png FILE] | invite -list | invite -revoke NAME\n")
+			"       porthole-agent [-config agent.yaml] invite NAME -viewer VIEWER [-png FILE] | invite -list | invite -revoke NAME\n"+
+			"       porthole-agent [-config agent.yaml] notify-test | doctor [-time-url URL]\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -94,8 +97,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return discoverCmd(ctx, fs.Args()[1:], stdout, stderr)
 		case "invite":
 			return inviteCmd(fs.Args()[1:], *cfgPath, stdout, stderr)
+		case "notify-test":
+			return notifyTestCmd(ctx, fs.Args()[1:], *cfgPath, stdout, stderr)
+		case "doctor":
+			return doctorCmd(ctx, fs.Args()[1:], *cfgPath, stdout, stderr)
 		default:
-			fmt.Fprintf(stderr, "porthole-agent: unknown command %q (commands: status, passwd, link, invite, discover); without a command it runs the agent\n", cmd)
+			fmt.Fprintf(stderr, "porthole-agent: unknown command %q (commands: status, passwd, link, invite, discover, notify-test, doctor); without a command it runs the agent\n", cmd)
 			return 2
 		}
 	}
@@ -106,6 +113,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	for _, w := range append(ac.Warnings, agent.ConfigWarnings(ac)...) {
 		fmt.Fprintln(stderr, "warning:", w)
+	}
+	if probs := agent.NotifyProblems(ac, *cfgPath); len(probs) > 0 {
+		for _, p := range probs {
+			fmt.Fprintln(stderr, p)
+		}
+		return 1
 	}
 	if *check {
 		fmt.Fprintf(stdout, "%s: ok (%d services)\n", *cfgPath, len(ac.Services))
