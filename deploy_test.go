@@ -236,7 +236,7 @@ func portRange(t *testing.T, s string) config.PortRange {
 // Deploying) work together: the agent's name is under the relay's agents:
 // with the same token source, every service port lies in its ports and the
 // agent's relay.ports hint says the same; and every token taken from the
-// environment, in the README and deploy/, follows one naming scheme.
+// environment, in the README, deploy/ and docs/, follows one naming scheme.
 func TestReadmeRelayAndAgentFit(t *testing.T) {
 	b, err := os.ReadFile("README.md")
 	if err != nil {
@@ -293,14 +293,16 @@ func TestReadmeRelayAndAgentFit(t *testing.T) {
 	envToken := regexp.MustCompile(`\btoken: *"?\$\{([A-Za-z0-9_]+)`)
 	scheme := regexp.MustCompile(`^PORTHOLE_TOKEN_[A-Z0-9_]+$`)
 	files := []string{"README.md"}
-	err = filepath.WalkDir("deploy", func(path string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			files = append(files, path)
+	for _, dir := range []string{"deploy", "docs"} {
+		err = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				files = append(files, path)
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 	seen := 0
 	for _, f := range files {
@@ -316,7 +318,7 @@ func TestReadmeRelayAndAgentFit(t *testing.T) {
 		}
 	}
 	if seen == 0 {
-		t.Error("no token: ${VAR} found in README.md or deploy/: the scan is broken")
+		t.Error("no token: ${VAR} found in README.md, deploy/ or docs/: the scan is broken")
 	}
 }
 
