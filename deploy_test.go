@@ -144,6 +144,182 @@ func TestDeployUnitsFitExamples(t *testing.T) {
 			t.Errorf("agent example service %s port %d outside the relay's range %s for %s", s.Name, s.Port, ra.Ports, a.Name)
 		}
 	}
+	if a.Relay.Ports != ra.Ports || a.Relay.UDPPorts != ra.UDPPorts {
+		t.Errorf("agent example's relay.ports %s / udp_ports %s differ from the relay's %s / %s", a.Relay.Ports, a.Relay.UDPPorts, ra.Ports, ra.UDPPorts)
+	}
+	// The commented-out options too: a user uncommenting one gets a port the
+	// relay accepts.
+	tcp, udp := examplePorts(t, "deploy/examples/agent.yaml")
+	if len(tcp) < 2 || len(udp) == 0 {
+		t.Fatalf("found service ports %v and wireguard ports %v in agent.yaml: the scan is broken", tcp, udp)
+	}
+	for _, p := range tcp {
+		if !ra.Ports.Contains(p) {
+			t.Errorf("agent.yaml offers service port %d (maybe commented out), outside the relay example's ports %s", p, ra.Ports)
+		}
+	}
+	for _, p := range udp {
+		if !ra.UDPPorts.Contains(p) {
+			t.Errorf("agent.yaml offers wireguard.port %d (maybe commented out), outside the relay example's udp_ports %s", p, ra.UDPPorts)
+		}
+	}
+}
+
+// examplePorts returns every services[].port and wireguard.port in an
+// example agent config, commented out or not ("#   port: 51820" under
+// "# wireguard:").
+func examplePorts(t *testing.T, path string) (tcp, udp []uint16) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	top := regexp.MustCompile(`^(?:# ?)?([a-z_]+):\s*(?:#.*)?$`)
+	port := regexp.MustCompile(`^\s*#?\s*(?:- )?port:\s*(\d+)\b`)
+	section := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		if m := top.FindStringSubmatch(line); m != nil && !strings.HasPrefix(line, "#  ") {
+			section = m[1]
+			continue
+		}
+		m := port.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		n, err := strconv.ParseUint(m[1], 10, 16)
+		if err != nil {
+			t.Fatalf("%s: %q: %v", path, line, err)
+		}
+		switch section {
+		case "services":
+			tcp = append(tcp, uint16(n))
+		case "wireguard":
+			udp = append(udp, uint16(n))
+		}
+	}
+	return tcp, udp
+}
+
+// readmeYAML returns the yaml block that follows the first line of README.md
+// containing marker.
+func readmeYAML(t *testing.T, readme, marker string) string {
+	t.Helper()
+	_, after, ok := strings.Cut(readme, marker)
+	if !ok {
+		t.Fatalf("README.md has no %q", marker)
+	}
+	_, block, ok := strings.Cut(after, "```yaml\n")
+	if !ok {
+		t.Fatalf("no yaml block after %q in README.md", marker)
+	}
+	block, _, _ = strings.Cut(block, "```")
+	return block
+}
+
+// portRange parses "lo-hi" or "lo" as the relay config does (the test needs
+// it without loading the secrets the README's blocks name).
+func portRange(t *testing.T, s string) config.PortRange {
+	t.Helper()
+	lo, hi, ok := strings.Cut(s, "-")
+	if !ok {
+		hi = lo
+	}
+	l, err1 := strconv.ParseUint(strings.TrimSpace(lo), 10, 16)
+	h, err2 := strconv.ParseUint(strings.TrimSpace(hi), 10, 16)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("port range %q", s)
+	}
+	return config.PortRange{Lo: uint16(l), Hi: uint16(h)}
+}
+
+// TestReadmeRelayAndAgentFit: the README's relay.yaml and agent.yaml (under
+// Deploying) work together: the agent's name is under the relay's agents:
+// with the same token source, every service port lies in its ports and the
+// agent's relay.ports hint says the same; and every token taken from the
+// environment, in the README, deploy/ and docs/, follows one naming scheme.
+func TestReadmeRelayAndAgentFit(t *testing.T) {
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	var relay struct {
+		Agents map[string]struct {
+			Token     string `yaml:"token"`
+			TokenFile string `yaml:"token_file"`
+			Ports     string `yaml:"ports"`
+			UDPPorts  string `yaml:"udp_ports"`
+		} `yaml:"agents"`
+	}
+	var agent struct {
+		Name  string `yaml:"name"`
+		Relay struct {
+			Token     string `yaml:"token"`
+			TokenFile string `yaml:"token_file"`
+			Ports     string `yaml:"ports"`
+		} `yaml:"relay"`
+		Services []struct {
+			Name string `yaml:"name"`
+			Port uint16 `yaml:"port"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal([]byte(readmeYAML(t, readme, "`/etc/porthole/relay.yaml`")), &relay); err != nil {
+		t.Fatalf("README relay.yaml: %v", err)
+	}
+	if err := yaml.Unmarshal([]byte(readmeYAML(t, readme, "`/etc/porthole/agent.yaml`")), &agent); err != nil {
+		t.Fatalf("README agent.yaml: %v", err)
+	}
+	ra, ok := relay.Agents[agent.Name]
+	if !ok {
+		t.Fatalf("README: the agent %q is not under the relay's agents:", agent.Name)
+	}
+	if ra.TokenFile != agent.Relay.TokenFile || ra.Token != agent.Relay.Token {
+		t.Errorf("README: the relay reads the token from %q%q, the agent from %q%q", ra.TokenFile, ra.Token, agent.Relay.TokenFile, agent.Relay.Token)
+	}
+	ports := portRange(t, ra.Ports)
+	if len(agent.Services) == 0 {
+		t.Fatal("README agent.yaml: no services")
+	}
+	for _, s := range agent.Services {
+		if !ports.Contains(s.Port) {
+			t.Errorf("README: agent service %s port %d outside the relay's agents.%s.ports %s", s.Name, s.Port, agent.Name, ports)
+		}
+	}
+	if agent.Relay.Ports != "" && portRange(t, agent.Relay.Ports) != ports {
+		t.Errorf("README: the agent's relay.ports %s differs from the relay's %s", agent.Relay.Ports, ports)
+	}
+
+	// One name for a token in the environment: PORTHOLE_TOKEN_<AGENT>.
+	envToken := regexp.MustCompile(`\btoken: *"?\$\{([A-Za-z0-9_]+)`)
+	scheme := regexp.MustCompile(`^PORTHOLE_TOKEN_[A-Z0-9_]+$`)
+	files := []string{"README.md"}
+	for _, dir := range []string{"deploy", "docs"} {
+		err = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				files = append(files, path)
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range envToken.FindAllStringSubmatch(string(b), -1) {
+			seen++
+			if !scheme.MatchString(m[1]) {
+				t.Errorf("%s: token from ${%s}: name it PORTHOLE_TOKEN_<AGENT> (e.g. PORTHOLE_TOKEN_HOME), as everywhere else", f, m[1])
+			}
+		}
+	}
+	if seen == 0 {
+		t.Error("no token: ${VAR} found in README.md, deploy/ or docs/: the scan is broken")
+	}
 }
 
 // loadExamples loads the example configs with their secrets in creds, as

@@ -89,9 +89,10 @@ type Agent struct {
 
 	cams *cameraLog // last connection result per LAN target
 
-	notifier   *notify.Notifier // nil without notify: (events.go)
-	dialCamera dialFunc         // the camera checks' dialer, not counted in cams
-	camEvery   time.Duration    // CameraCheckEvery; tests shorten it
+	oneBoxLogged sync.Map         // service name -> true: the one-box refusal was logged (onebox.go)
+	notifier     *notify.Notifier // nil without notify: (events.go)
+	dialCamera   dialFunc         // the camera checks' dialer, not counted in cams
+	camEvery     time.Duration    // CameraCheckEvery; tests shorten it
 	// direct (above) is appended under mu, since Status reads it.
 
 	mu         sync.Mutex // guards the fields below
@@ -263,7 +264,7 @@ func New(cfg Config) (_ *Agent, err error) {
 		tun, err := tunnel.New(tunnel.Config{
 			Address: ac.Relay.Address, Name: ac.Name, Token: ac.Relay.Token, Transport: ac.Relay.Transport,
 			Services: svcs, Handler: handler, Logger: cfg.Logger.With("part", "tunnel"), DialQUIC: cfg.DialRelayQUIC,
-			OnConnect:  func(tunnel.Session) { a.poke() },
+			OnConnect:  func(s tunnel.Session) { a.oneBoxRefusals(s); a.poke() },
 			OnObserved: func(netip.AddrPort) { a.poke() },
 		})
 		if err != nil {
@@ -462,6 +463,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("agent running", "name", a.ac.Name, "services", len(a.ac.Services),
 		"relay", a.tun != nil, "direct", a.pm != nil, "ddns", a.updater != nil)
+	a.logViewerURLs()
 	<-ctx.Done()
 	if a.updater != nil && a.ac.DDNS.DeleteOnExit {
 		dctx, c := context.WithTimeout(context.Background(), 10*time.Second)
@@ -501,7 +503,7 @@ func (a *Agent) startDirect(ctx context.Context, run func(string, func(context.C
 		}
 		l, err := gateway.Listen(cfg)
 		if err != nil {
-			return fmt.Errorf("agent: direct listener: %w (is another program using the port? set direct.enabled: false to run relay-only)", err)
+			return a.directListenError(ctx, s.Name, s.Port, err)
 		}
 		a.mu.Lock() // Status reads a.direct
 		a.direct = append(a.direct, l)

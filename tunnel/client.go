@@ -99,6 +99,12 @@ type Config struct {
 	OnRetry func(err error, wait time.Duration)
 	// BackoffMin and BackoffMax bound reconnect delays. Zero means 250ms and 30s.
 	BackoffMin, BackoffMax time.Duration
+	// BackoffRecentMax caps the reconnect delay instead of BackoffMax while a
+	// session ended less than RecentWindow ago: a relay that was fine a moment
+	// ago (restarted, rebooting, a short network cut) is dialed often, so the
+	// tunnel is back within seconds of it; a relay down longer is dialed less
+	// often. Zero means 5s and 5m.
+	BackoffRecentMax, RecentWindow time.Duration
 	// PongTimeout: a session with no pong for this long is dropped and redialed. Zero
 	// means 3s: QUIC retransmissions back off exponentially while the relay is down,
 	// so after a relay restart the old session may not draw its stateless reset for
@@ -154,7 +160,15 @@ type Client struct {
 	active      atomic.Int64
 	pauseHB     atomic.Bool
 	quicRetries atomic.Int64 // QUIC attempts while on TCP (tests)
+	udpHinted   atomic.Bool  // the UDP-blocked hint was logged
 	dgrams      dgramCounters
+
+	// refused is each refused service's last logged reason, so a refusal is
+	// logged once, not at every reconnect. Owned by Run's goroutine.
+	refused map[string]string
+	// quicWaitSaid: "trying TCP too" was logged since the last session.
+	// Owned by Run's goroutine.
+	quicWaitSaid bool
 }
 
 // New checks cfg and returns a Client; Run starts it.
@@ -196,11 +210,17 @@ func New(cfg Config) (*Client, error) {
 	if cfg.BackoffMax == 0 {
 		cfg.BackoffMax = 30 * time.Second
 	}
+	if cfg.BackoffRecentMax == 0 {
+		cfg.BackoffRecentMax = min(5*time.Second, cfg.BackoffMax)
+	}
+	if cfg.RecentWindow == 0 {
+		cfg.RecentWindow = 5 * time.Minute
+	}
 	if cfg.PongTimeout == 0 {
 		cfg.PongTimeout = 3 * time.Second
 	}
 	cfg.DatagramBudget = fillDatagramBudget(cfg.DatagramBudget)
-	return &Client{cfg: cfg, log: cfg.Logger.With("relay", cfg.Address)}, nil
+	return &Client{cfg: cfg, log: cfg.Logger.With("relay", cfg.Address), refused: map[string]string{}}, nil
 }
 
 // Status returns a snapshot.
@@ -221,7 +241,7 @@ func (c *Client) PauseHeartbeat(pause bool) { c.pauseHB.Store(pause) }
 // streams it handed out to end.
 func (c *Client) Run(ctx context.Context) error {
 	defer c.streams.Wait()
-	backoff := time.Duration(0)
+	bo := backoff{min: c.cfg.BackoffMin, max: c.cfg.BackoffMax, recentMax: c.cfg.BackoffRecentMax, recent: c.cfg.RecentWindow}
 	var lastErr string
 	var next transport.Conn // a QUIC connection found while on TCP: used at once
 	for {
@@ -241,28 +261,29 @@ func (c *Client) Run(ctx context.Context) error {
 			return nil
 		}
 		if next != nil {
-			backoff = 0
+			bo.cur = 0
 			continue
 		}
 		since := c.Status().Since
 		established := since.After(start)
+		now := time.Now()
+		if established {
+			bo.lastUp = now
+		}
 		wait := time.Duration(-1)
 		switch {
 		case errors.Is(err, ErrAuth), errors.Is(err, ErrReplaced):
-			backoff = c.cfg.BackoffMax
+			bo.cur = c.cfg.BackoffMax
 		case established && errors.Is(err, transport.ErrPeerRestarted):
 			// Only a restarted relay sends a stateless reset (or a TCP reset after
 			// losing the connection): it is back, so reconnect at once.
-			backoff, wait = 0, 0
-		case established && time.Since(since) > 5*time.Second, backoff == 0:
+			bo.cur, wait = 0, 0
+		case established && now.Sub(since) > 5*time.Second:
 			// A session that worked for a while starts the backoff afresh.
-			backoff = c.cfg.BackoffMin
-		default:
-			backoff = min(2*backoff, c.cfg.BackoffMax)
+			bo.cur = 0
 		}
 		if wait < 0 {
-			// Jitter in [backoff/2, backoff].
-			wait = backoff/2 + rand.N(backoff/2+1)
+			wait = bo.next(now, func(d time.Duration) time.Duration { return rand.N(d + 1) })
 		}
 		if msg := err.Error(); msg != lastErr {
 			c.log.Warn("tunnel down; reconnecting", "err", err, "retry_in", wait.Round(time.Millisecond))
@@ -285,6 +306,32 @@ func (c *Client) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// backoff is the reconnect delay: doubling from min, capped at recentMax
+// while the last session ended less than recent ago, else at max.
+type backoff struct {
+	min, max, recentMax, recent time.Duration
+	cur                         time.Duration // the last delay's cap; 0 = start afresh
+	lastUp                      time.Time     // when the last established session ended
+}
+
+// next returns the wait before the next dial, jittered in [cur/2, cur];
+// jitter(d) returns a random duration in [0, d].
+func (b *backoff) next(now time.Time, jitter func(time.Duration) time.Duration) time.Duration {
+	limit := b.max
+	if !b.lastUp.IsZero() && now.Sub(b.lastUp) < b.recent {
+		limit = b.recentMax
+	}
+	switch {
+	case b.cur == 0:
+		b.cur = b.min
+	case b.cur >= b.max:
+		// An auth failure or a replaced session waits the full cap.
+	default:
+		b.cur = min(2*b.cur, limit)
+	}
+	return b.cur/2 + jitter(b.cur/2)
 }
 
 // clientConn is one established session.
@@ -333,11 +380,18 @@ func (c *Client) session(ctx context.Context, conn transport.Conn, why string) (
 	c.status.LastError = ""
 	c.status.Transport, c.status.TransportWhy = sess.Transport, why
 	c.mu.Unlock()
+	c.quicWaitSaid = false
 	c.log.Info("tunnel up", "observed", sess.Observed, "transport", sess.Transport, "why", why)
 	for _, r := range sess.Results {
-		if r.Accepted {
+		switch {
+		case r.Accepted:
+			delete(c.refused, r.Name)
 			c.log.Info("service exposed on the relay", "service", r.Name, "port", r.Port)
-		} else {
+		case c.refused[r.Name] == r.Reason:
+			// Said at an earlier connect; Status().Session.Results keeps it.
+			c.log.Debug("service still refused by the relay", "service", r.Name, "port", r.Port, "reason", r.Reason)
+		default:
+			c.refused[r.Name] = r.Reason
 			c.log.Warn("service refused by the relay", "service", r.Name, "port", r.Port, "reason", r.Reason)
 		}
 	}

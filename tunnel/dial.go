@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/porthole-dev/porthole/proto"
@@ -18,13 +19,13 @@ func (c *Client) dial(ctx context.Context) (transport.Conn, string, error) {
 	case c.cfg.Transport == TransportQUIC:
 		conn, err := c.cfg.DialQUIC(ctx, c.cfg.Address)
 		if err != nil {
-			return nil, "", fmt.Errorf("dial relay %s (quic): %w", c.cfg.Address, err)
+			return nil, "", c.unreachable("UDP", err)
 		}
 		return conn, "relay.transport: quic", nil
 	case c.cfg.Transport == TransportTCP:
 		conn, err := c.cfg.DialTCP(ctx, c.cfg.Address)
 		if err != nil {
-			return nil, "", fmt.Errorf("dial relay %s (tcp): %w", c.cfg.Address, err)
+			return nil, "", c.unreachable("TCP", err)
 		}
 		return conn, "relay.transport: tcp", nil
 	case c.cfg.DialTCP == nil:
@@ -80,7 +81,10 @@ func (c *Client) dial(ctx context.Context) (transport.Conn, string, error) {
 		select {
 		case <-timer.C:
 			if tcpWhy == "" {
-				c.log.Info("QUIC has not connected yet; trying TCP too", "after", c.cfg.QUICWait)
+				if !c.quicWaitSaid { // once while the relay is unreachable, not at every attempt
+					c.quicWaitSaid = true
+					c.log.Info("QUIC has not connected yet; trying TCP too", "after", c.cfg.QUICWait)
+				}
 				startTCP(fmt.Sprintf("QUIC did not connect within %s (UDP blocked?)", c.cfg.QUICWait))
 			}
 		case r := <-results:
@@ -88,6 +92,11 @@ func (c *Client) dial(ctx context.Context) (transport.Conn, string, error) {
 			if r.err == nil {
 				drain()
 				if r.tcp {
+					if !c.udpHinted.Swap(true) {
+						_, port, _ := net.SplitHostPort(c.cfg.Address)
+						c.log.Warn(fmt.Sprintf("UDP to the relay seems blocked: TCP connects but QUIC does not, so the tunnel runs over TCP (video stalls more when packets are lost); open UDP %s in the relay's firewall and check nothing on the way blocks UDP", port),
+							"why", tcpWhy)
+					}
 					return r.conn, tcpWhy, nil
 				}
 				return r.conn, "QUIC connects", nil
@@ -112,5 +121,19 @@ func (c *Client) dial(ctx context.Context) (transport.Conn, string, error) {
 	if tcpErr != nil {
 		errs = append(errs, fmt.Errorf("tcp: %w", tcpErr))
 	}
-	return nil, "", fmt.Errorf("dial relay %s: %w", c.cfg.Address, errors.Join(errs...))
+	return nil, "", c.unreachable("UDP and TCP", errors.Join(errs...))
+}
+
+// ErrUnreachable means no transport connected to the relay's address.
+var ErrUnreachable = errors.New("relay unreachable")
+
+// unreachable says in plain words what to check when the relay can't be
+// reached over over ("UDP", "TCP" or "UDP and TCP"), with the dialers' err.
+func (c *Client) unreachable(over string, err error) error {
+	_, port, perr := net.SplitHostPort(c.cfg.Address)
+	if perr != nil {
+		port = c.cfg.Address
+	}
+	return fmt.Errorf("%w (%s): is porthole-relay running at %s and its firewall open for %s %s? %w",
+		ErrUnreachable, over, c.cfg.Address, over, port, err)
 }

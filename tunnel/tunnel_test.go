@@ -252,14 +252,25 @@ func testClientAgainstServer(t *testing.T, tr string) {
 // TestWrongToken: both sides refuse and say why; the client reports ErrAuth.
 func TestWrongToken(t *testing.T) {
 	e := startServer(t, nil)
+	err := firstRetry(t, Config{Address: e.ln.Addr().String(), Name: "home", Token: "wrong-token-wrong-token-wrong!!", Handler: echoHandler,
+		DialQUIC: testDial})
+	if !errors.Is(err, ErrAuth) {
+		t.Fatalf("err %v, want ErrAuth", err)
+	}
+}
+
+// firstRetry runs a Client with cfg until its first failed attempt and
+// returns that attempt's error.
+func firstRetry(t *testing.T, cfg Config) error {
+	t.Helper()
 	retried := make(chan error, 1)
-	c, err := New(Config{Address: e.ln.Addr().String(), Name: "home", Token: "wrong-token-wrong-token-wrong!!", Handler: echoHandler,
-		DialQUIC: testDial, OnRetry: func(err error, _ time.Duration) {
-			select {
-			case retried <- err:
-			default:
-			}
-		}})
+	cfg.OnRetry = func(err error, _ time.Duration) {
+		select {
+		case retried <- err:
+		default:
+		}
+	}
+	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,12 +280,11 @@ func TestWrongToken(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	select {
 	case err := <-retried:
-		if !errors.Is(err, ErrAuth) {
-			t.Fatalf("err %v, want ErrAuth", err)
-		}
+		return err
 	case <-time.After(10 * time.Second):
 		t.Fatal("no failed attempt")
 	}
+	return nil
 }
 
 // rawSession authenticates by hand and returns the control stream, for tests

@@ -28,7 +28,7 @@ var (
 
 var (
 	agentKeys      = []string{"name", "state_dir", "relay", "services", "viewers", "tls", "direct", "publicip", "ddns", "limits", "admin", "wireguard", "notify"}
-	agentRelayKeys = []string{"address", "token", "token_file", "transport"}
+	agentRelayKeys = []string{"address", "token", "token_file", "transport", "ports", "udp_ports"}
 	serviceKeys    = []string{"name", "kind", "target", "port", "allow", "first_byte_timeout", "viewers", "camera_login", "tls",
 		"mjpeg", "snapshot", "path", "low_path", "live_timeout"}
 	directKeys   = []string{"enabled", "listen", "protocols", "gateway"}
@@ -137,6 +137,13 @@ func (p *parser) agentRelay(f *fields) *AgentRelay {
 		r.Address = addr
 	}
 	r.Token, _ = p.token(f, "token")
+	if e, ok := f.m["ports"]; ok {
+		r.Ports, _ = p.portRange(e.val, f.sub("ports"))
+	}
+	if e, ok := f.m["udp_ports"]; ok {
+		r.UDPPorts, _ = p.portRange(e.val, f.sub("udp_ports"))
+	}
+	p.relayPorts, p.relayUDPPorts = r.Ports, r.UDPPorts
 	tr, line, ok := p.str(f, "transport", DefaultRelayTransport)
 	switch tr = strings.ToLower(tr); {
 	case !ok:
@@ -146,6 +153,22 @@ func (p *parser) agentRelay(f *fields) *AgentRelay {
 		p.errorf(line, f.sub("transport"), "unknown transport %q: want auto (QUIC, TCP when UDP is blocked), quic or tcp", tr)
 	}
 	return r
+}
+
+// checkRelayPorts warns when port lies outside what relay.ports (TCP) or
+// relay.udp_ports (udp) says the relay gives this agent: the relay would
+// refuse it at runtime. Without the hint nothing is known here.
+func (p *parser) checkRelayPorts(port uint16, udp bool, line int, key string) {
+	r, hint := p.relayPorts, "relay.ports"
+	if udp {
+		r, hint = p.relayUDPPorts, "relay.udp_ports"
+	}
+	if r.Hi == 0 || r.Contains(port) {
+		return
+	}
+	relayKey := strings.TrimPrefix(hint, "relay.")
+	p.warnf(line, key, "port %d is outside %s %s, the range the relay gives this agent (agents.NAME.%s in relay.yaml): the relay will refuse it; pick a port in the range or widen it there",
+		port, hint, r, relayKey)
 }
 
 // services reads the services list; listed is false when there is none
@@ -200,6 +223,7 @@ func (p *parser) services(f *fields, viewers []string) (out []Service, listed bo
 			if BrowserBlocked(port) && (s.Kind == KindHTTP || s.Kind == KindPortal || webTarget(s.Target)) {
 				p.warnf(line, sf.sub("port"), "web browsers refuse URLs on port %d (Chrome's and Firefox's unsafe-port list), and the service looks like a web page; pick another public port", port)
 			}
+			p.checkRelayPorts(port, false, line, sf.sub("port"))
 			if prev, dup := ports[port]; dup {
 				p.errorf(line, sf.sub("port"), "port %d already used by service %q (line %d)", port, prev.name, prev.line)
 			} else {

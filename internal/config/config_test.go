@@ -65,8 +65,8 @@ public_ip: 198.51.100.7         # optional; the address DNS gets in relayed mode
 state_dir: /var/lib/porthole-relay
 agents:
   home:
-    token: ${HOME_TOKEN}        # or token_file: /etc/porthole/home.token
-    ports: 10000-10099          # public ports this agent may use
+    token: ${PORTHOLE_TOKEN_HOME} # or token_file: /etc/porthole/home.token
+    ports: 10000-10999          # public ports this agent may use
     udp_ports: 51820-51820      # public UDP ports (WireGuard) this agent may use
 `
 
@@ -81,7 +81,7 @@ var designAgent = `name: home
 state_dir: /var/lib/porthole-agent
 relay:
   address: relay.example.com:7443
-  token: ${PORTHOLE_TOKEN}
+  token: ${PORTHOLE_TOKEN_HOME}
 services:
   - name: frontdoor-web
     kind: http                  # the camera's web UI behind the viewer login
@@ -119,14 +119,14 @@ ddns:
 `
 
 func TestDesignRelayExample(t *testing.T) {
-	r, err := ParseRelay("relay.yaml", []byte(designRelay), envOf("HOME_TOKEN", tokA))
+	r, err := ParseRelay("relay.yaml", []byte(designRelay), envOf("PORTHOLE_TOKEN_HOME", tokA))
 	checkErrs(t, err)
 	wantR := &Relay{
 		Listen:     "0.0.0.0:7443",
 		ViewerBind: "0.0.0.0",
 		PublicIP:   netip.MustParseAddr("198.51.100.7"),
 		StateDir:   "/var/lib/porthole-relay",
-		Agents:     map[string]RelayAgent{"home": {Token: tokA, Ports: PortRange{10000, 10099}, UDPPorts: PortRange{51820, 51820}}},
+		Agents:     map[string]RelayAgent{"home": {Token: tokA, Ports: PortRange{10000, 10999}, UDPPorts: PortRange{51820, 51820}}},
 		Admin:      DefaultRelayAdmin, AdminDefault: true,
 	}
 	if !reflect.DeepEqual(r, wantR) {
@@ -136,7 +136,7 @@ func TestDesignRelayExample(t *testing.T) {
 
 func TestDesignAgentExample(t *testing.T) {
 	a, err := ParseAgent("agent.yaml", []byte(designAgent),
-		envOf("PORTHOLE_TOKEN", tokA, "CF_API_TOKEN", "cf-api-token-value", "CAM_PASS", "cam-secret"))
+		envOf("PORTHOLE_TOKEN_HOME", tokA, "CF_API_TOKEN", "cf-api-token-value", "CAM_PASS", "cam-secret"))
 	checkErrs(t, err)
 	wantA := &Agent{
 		Name:     "home",
@@ -727,9 +727,9 @@ func TestSecretsNeverInMessages(t *testing.T) {
 		t.Errorf("error = %v", err)
 	}
 	// Formatting a loaded config doesn't print secrets either.
-	a, err := ParseAgent("a.yaml", []byte(designAgent), envOf("PORTHOLE_TOKEN", tokA, "CF_API_TOKEN", "cf-secret", "CAM_PASS", "cam-secret"))
+	a, err := ParseAgent("a.yaml", []byte(designAgent), envOf("PORTHOLE_TOKEN_HOME", tokA, "CF_API_TOKEN", "cf-secret", "CAM_PASS", "cam-secret"))
 	checkErrs(t, err)
-	r, err := ParseRelay("r.yaml", []byte(designRelay), envOf("HOME_TOKEN", tokB))
+	r, err := ParseRelay("r.yaml", []byte(designRelay), envOf("PORTHOLE_TOKEN_HOME", tokB))
 	checkErrs(t, err)
 	for _, s := range []string{fmt.Sprintf("%v %+v", a, a.DDNS), fmt.Sprintf("%+v", r),
 		fmt.Sprintf("%v %+v %v %+v", a.Services, a.Services[0].CameraLogin, *a.Services[0].CameraLogin, a.Viewers)} {

@@ -42,6 +42,9 @@ type parser struct {
 	// without a certificate source: the first such service (agent only).
 	tlsLine int
 	tlsKey  string
+	// relayPorts and relayUDPPorts are the agent's relay.ports and
+	// relay.udp_ports hints (zero = not given).
+	relayPorts, relayUDPPorts PortRange
 }
 
 func newParser(file string, lookupEnv func(string) (string, bool)) *parser {
@@ -137,14 +140,14 @@ func (p *parser) document(data []byte) (root *yaml.Node) {
 			p.errorf(0, "", "empty config")
 			return nil
 		}
-		p.yamlError(err)
+		p.yamlError(data, err)
 		return nil
 	}
 	var extra yaml.Node
 	switch err := dec.Decode(&extra); {
 	case errors.Is(err, io.EOF):
 	case err != nil:
-		p.yamlError(err)
+		p.yamlError(data, err)
 		return nil
 	default:
 		p.errorf(extra.Line, "", "more than one YAML document (remove the second ---)")
@@ -162,14 +165,68 @@ func (p *parser) document(data []byte) (root *yaml.Node) {
 	return root
 }
 
-func (p *parser) yamlError(err error) {
+func (p *parser) yamlError(data []byte, err error) {
 	msg := err.Error()
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
+		line = yamlProblemLine(data, line, m[2])
+		if tabIndented(data, line) || strings.Contains(m[2], "tab character") {
+			p.errorf(line, "", "invalid YAML: %s (%s)", tabHint, m[2])
+			return
+		}
 		p.errorf(line, "", "invalid YAML: %s", m[2])
 		return
 	}
 	p.errorf(0, "", "invalid YAML: %s", strings.TrimPrefix(msg, "yaml: "))
+}
+
+const (
+	tabHint = "tabs are not allowed for indentation in YAML; use spaces"
+	// maxLineSearch bounds yamlProblemLine's parses after the reported line.
+	maxLineSearch = 200
+)
+
+// yamlProblemLine returns the line to fix for a syntax error yaml.v3 reported
+// at line: it names where the enclosing block began (its "context"), often
+// lines above the mistake. The shortest prefix of whole lines from there on
+// that fails with the same message ends at the line to fix; when none does
+// within maxLineSearch lines, line stands.
+func yamlProblemLine(data []byte, line int, msg string) int {
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	if line < 1 || line > len(lines) {
+		return line
+	}
+	end := 0
+	for _, l := range lines[:line-1] {
+		end += len(l)
+	}
+	budget := 8 * maxConfigSize // bytes parsed in all; a few KiB in practice
+	for k := line; k <= len(lines) && k < line+maxLineSearch; k++ {
+		end += len(lines[k-1])
+		if budget -= end; budget < 0 {
+			break
+		}
+		var doc yaml.Node
+		err := yaml.NewDecoder(bytes.NewReader(data[:end])).Decode(&doc)
+		if err == nil {
+			continue
+		}
+		if m := yamlLineRE.FindStringSubmatch(err.Error()); m != nil && m[2] == msg {
+			return k
+		}
+	}
+	return line
+}
+
+// tabIndented reports whether line (1-based) of data has a tab in its
+// indentation.
+func tabIndented(data []byte, line int) bool {
+	lines := bytes.Split(data, []byte("\n"))
+	if line < 1 || line > len(lines) {
+		return false
+	}
+	l := lines[line-1]
+	return bytes.ContainsRune(l[:len(l)-len(bytes.TrimLeft(l, " \t"))], '\t')
 }
 
 // resolve follows aliases (*name) to the anchored node.

@@ -111,6 +111,11 @@ type AgentRelay struct {
 	// Transport is "auto" (default: QUIC, TCP on the same port number when QUIC
 	// doesn't connect within about 2 s, back to QUIC when it works), "quic" or "tcp".
 	Transport string
+	// Ports and UDPPorts are optional hints: the ranges the relay gives this
+	// agent (agents.NAME.ports and udp_ports in relay.yaml). A service port
+	// or wireguard.port outside them is a warning (-check and the start),
+	// since the relay would refuse it. Zero = not given, nothing checked.
+	Ports, UDPPorts PortRange
 }
 
 // DefaultRelayTransport is relay.transport when absent.

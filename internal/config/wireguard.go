@@ -54,7 +54,11 @@ var cgnat = netip.MustParsePrefix("100.64.0.0/10")
 // (services and ddns already read).
 func (p *parser) wireguard(f *fields, a *Agent) *WireGuard {
 	w := &WireGuard{}
-	w.Port, _, _ = p.port(f, "port", "the public UDP port phones dial (relay and router), e.g. 51820")
+	var line int
+	var ok bool
+	if w.Port, line, ok = p.port(f, "port", "the public UDP port phones dial (relay and router), e.g. 51820"); ok {
+		p.checkRelayPorts(w.Port, true, line, f.sub("port"))
+	}
 	if s, line, ok := p.required(f, "address", "the agent's tunnel address with the subnet's length, e.g. 10.77.0.1/24"); ok {
 		w.Address = p.tunnelAddress(s, line, f.sub("address"), a)
 	}

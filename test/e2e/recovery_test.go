@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porthole-dev/porthole/test/framework"
 	"github.com/porthole-dev/porthole/tunnel"
 )
 
@@ -24,13 +25,7 @@ func TestRelayKilled(t *testing.T) {
 	e, relay, agent, ps := setupOne(t, echo.Addr())
 	waitEcho(t, ps[0], 10*time.Second)
 
-	relay.Kill()
-	eventually(t, 5*time.Second, func() bool { return portClosed(ps[0]) }, "service port open after the relay died")
-	relay2 := startProcess(t, "relay-restarted", bins.relay, "-config", e.relayCfg)
-	relay2.WaitLog("relay listening", 10*time.Second)
-	back := time.Now()
-	waitEcho(t, ps[0], 10*time.Second)
-	took := time.Since(back)
+	relay2, took := relayOutage(t, e, relay, ps[0], 0, 10*time.Second)
 	t.Logf("service answering again %s after the restarted relay listens", took.Round(time.Millisecond))
 	relay2.WaitLog("agent connected", time.Second)
 	if took > 3*time.Second {
@@ -39,6 +34,47 @@ func TestRelayKilled(t *testing.T) {
 	if !strings.Contains(agent.Log(), "tunnel down; reconnecting") {
 		t.Error("agent never logged the lost tunnel")
 	}
+}
+
+// TestRelayOutageReconnect: the relay is stopped for 20 s (a restart or a
+// reboot), the agent keeps dialing, and once the relay is back the tunnel is
+// up again within the short backoff cap (5 s while the relay was fine a moment
+// ago), not the 30 s cap of a relay that has been down for long. The log
+// says in plain words what to check. The 15 s bound is a failure bound only.
+func TestRelayOutageReconnect(t *testing.T) {
+	if testing.Short() {
+		t.Skip("keeps the relay down for 20s")
+	}
+	t.Parallel()
+	echo := echoBackend(t)
+	e, relay, agent, ps := setupOne(t, echo.Addr())
+	waitEcho(t, ps[0], 10*time.Second)
+
+	_, took := relayOutage(t, e, relay, ps[0], 20*time.Second, 15*time.Second)
+	t.Logf("after a 20s relay outage the service answers again %s after the relay listens", took.Round(time.Millisecond))
+	if took > 15*time.Second {
+		t.Errorf("reconnect took %s after the relay was back", took)
+	}
+	if !strings.Contains(agent.Log(), "is porthole-relay running at") {
+		t.Errorf("the agent never said what to check while the relay was down:\n%s", framework.TailLines(agent.Log(), 20))
+	}
+}
+
+// relayOutage kills the relay, keeps it down for outage, starts it again on
+// the same port and state_dir and returns it with how long after it listens
+// the service at port answered (failing the test past within).
+func relayOutage(t *testing.T, e *env, relay *Process, port int, outage, within time.Duration) (*Process, time.Duration) {
+	t.Helper()
+	relay.Kill()
+	eventually(t, 5*time.Second, func() bool { return portClosed(port) }, "service port open after the relay died")
+	if err := framework.Sleep(context.Background(), outage); err != nil { // the outage itself, not a wait for a condition
+		t.Fatal(err)
+	}
+	relay2 := startProcess(t, "relay-restarted", bins.relay, "-config", e.relayCfg)
+	relay2.WaitLog("relay listening", 10*time.Second)
+	back := time.Now()
+	waitEcho(t, port, within)
+	return relay2, time.Since(back)
 }
 
 // TestAgentKilled: SIGKILL the agent, restart it: the relay takes the new session
