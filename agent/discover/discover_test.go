@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -12,6 +14,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/porthole-dev/porthole/agent/discover"
+	"github.com/porthole-dev/porthole/internal/config"
+	"github.com/porthole-dev/porthole/internal/gateway/access"
 	"github.com/porthole-dev/porthole/test/fakeonvif"
 )
 
@@ -125,12 +129,45 @@ func TestUnicastWithLogin(t *testing.T) {
 			t.Errorf("rtsp service %s = %#v, want %#v", k, s[k], v)
 		}
 	}
+	checkPastes(t, out.String())
 	wantWeb := map[string]any{"name": "front-door-web", "kind": "http", "target": cam.HTTPAddr().String(),
 		"snapshot": "/onvif/snapshot?token=Profile_1", "port": 10001}
 	for k, v := range wantWeb {
 		if !equalYAML(w[k], v) {
 			t.Errorf("http service %s = %#v, want %#v", k, w[k], v)
 		}
+	}
+}
+
+// checkPastes pastes discover's output into an agent.yaml as the README says
+// (the password file written where it points) and checks that the agent's
+// own parser takes it: the YAML discover prints is the config's contract.
+func checkPastes(t *testing.T, out string) {
+	t.Helper()
+	dir := t.TempDir()
+	pass := filepath.Join(dir, "front-door.pass")
+	if err := os.WriteFile(pass, []byte(testPassword+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hash, err := access.HashPassword("a viewer's long password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := "name: home\nstate_dir: " + dir + "\nrelay: {address: \"relay.example.com:7443\", token: \"${TOKEN}\"}\n" +
+		"viewers:\n  alice: {password_hash: \"" + hash + "\"}\n"
+	doc := head + strings.ReplaceAll(out, "/etc/porthole/front-door.pass", pass)
+	token := config.NewToken()
+	env := func(k string) (string, bool) { return token, k == "TOKEN" }
+	ac, err := config.ParseAgent("agent.yaml", []byte(doc), env)
+	if err != nil {
+		t.Fatalf("discover's output does not parse as agent.yaml: %v\n%s", err, doc)
+	}
+	if len(ac.Services) != 2 || ac.Services[0].Kind != config.KindRTSP || ac.Services[0].LowPath == "" ||
+		ac.Services[1].Kind != config.KindHTTP || ac.Services[1].Snapshot == "" {
+		t.Errorf("parsed services %+v", ac.Services)
+	}
+	if cl := ac.Services[0].CameraLogin; cl == nil || cl.Password != testPassword {
+		t.Errorf("camera_login %+v: want the password from the file", cl)
 	}
 }
 
