@@ -135,7 +135,7 @@ func (b *bind) receiveUDP(fn conn.ReceiveFunc) conn.ReceiveFunc {
 				}
 				continue
 			}
-			if !b.d.wellFormed(pkt, pathDirect) {
+			if !b.d.wellFormed(pkt, pathDirect) || !b.d.admitHandshake(pkt, eps[i].DstIP(), pathDirect) {
 				sizes[i] = 0
 				continue
 			}

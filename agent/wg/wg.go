@@ -103,6 +103,8 @@ type Device struct {
 	ctr counters
 
 	garbageLog logOnce
+	hsLimit    *handshakeLimiter
+	floodLog   logOnce
 
 	closeOnce sync.Once
 	ctx       context.Context // ends at Close: the connections' context
@@ -123,6 +125,7 @@ type counters struct {
 	relaySendErrors            atomic.Uint64
 	garbage                    atomic.Uint64 // not a WireGuard message
 	oversize                   atomic.Uint64 // relay packets over maxRelayPacket
+	handshakesDropped          atomic.Uint64 // over a source's handshake rate while under load
 	probes                     atomic.Uint64 // relay probes answered
 	refused                    atomic.Uint64 // connections inside from no known peer, or not allowed
 }
@@ -140,7 +143,7 @@ func New(cfg Config) (*Device, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	d := &Device{cfg: cfg, log: log, peers: map[Key]Peer{}, byIP: map[netip.Addr]Peer{}, conns: map[*peerConn]string{}}
+	d := &Device{cfg: cfg, log: log, hsLimit: newHandshakeLimiter(), peers: map[Key]Peer{}, byIP: map[netip.Addr]Peer{}, conns: map[*peerConn]string{}}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	locals := []netip.Addr{cfg.Address.Addr()}
 	for _, s := range cfg.Services {
@@ -235,7 +238,7 @@ func (d *Device) DeliverRelay(flow uint32, pkt []byte) {
 		d.garbageLog.log(d.log, "oversized packet from the relay dropped", "len", len(pkt), "max", maxRelayPacket)
 		return
 	}
-	if !d.wellFormed(pkt, pathRelay) {
+	if !d.wellFormed(pkt, pathRelay) || !d.admitHandshake(pkt, relayEndpoint(flow).DstIP(), pathRelay) {
 		return
 	}
 	if !d.bind.deliver(flow, pkt) {
@@ -273,6 +276,21 @@ func (d *Device) wellFormed(pkt []byte, path string) bool {
 			"path", path, "len", len(pkt))
 	}
 	return ok
+}
+
+// admitHandshake applies the per-source handshake rate while wireguard-go is
+// under load (see handshakeLimiter); pkt is well formed.
+func (d *Device) admitHandshake(pkt []byte, src netip.Addr, path string) bool {
+	if t := pkt[0]; t != device.MessageInitiationType && t != device.MessageResponseType || !d.dev.IsUnderLoad() {
+		return true
+	}
+	if d.hsLimit.allow(src, time.Now()) {
+		return true
+	}
+	d.ctr.handshakesDropped.Add(1)
+	d.floodLog.log(d.log, "handshake flood: the WireGuard port is under load and one source sends more handshakes than a phone would; its excess is dropped, phones still get in (wireguard-go answers the rest with cookie replies)",
+		"path", path, "source", src, "dropped_total", d.ctr.handshakesDropped.Load())
+	return false
 }
 
 // SetPeers replaces the peers. Removed peers are forgotten at once (their
@@ -360,6 +378,9 @@ type Stats struct {
 	// Oversize, relay packets over the largest a phone sends.
 	Garbage  uint64 `json:"garbage"`
 	Oversize uint64 `json:"oversize"`
+	// HandshakesDropped are handshake messages over a source's rate while
+	// the device was under load (a flood).
+	HandshakesDropped uint64 `json:"handshakes_dropped"`
 	// Probes are the relay's direct-path probes answered.
 	Probes uint64 `json:"probes"`
 	// Refused are connections inside the tunnel refused (peer gone, or not
@@ -373,7 +394,7 @@ func (d *Device) Stats() Stats {
 	s := Stats{Port: d.port, DirectReceived: d.ctr.directReceived.Load(), DirectSent: d.ctr.directSent.Load(),
 		RelayReceived: d.ctr.relayReceived.Load(), RelaySent: d.ctr.relaySent.Load(),
 		RelayDropped: d.ctr.relayDropped.Load(), RelaySendErrors: d.ctr.relaySendErrors.Load(),
-		Garbage: d.ctr.garbage.Load(), Oversize: d.ctr.oversize.Load(), Probes: d.ctr.probes.Load(), Refused: d.ctr.refused.Load()}
+		Garbage: d.ctr.garbage.Load(), Oversize: d.ctr.oversize.Load(), HandshakesDropped: d.ctr.handshakesDropped.Load(), Probes: d.ctr.probes.Load(), Refused: d.ctr.refused.Load()}
 	live := d.ipcPeers()
 	d.mu.Lock()
 	defer d.mu.Unlock()
