@@ -89,13 +89,17 @@
 //
 // To verify a direct path the relay dials the agent's public address (only the
 // address it observes, only in the agent's port range), writes [ProbeLine] and
-// expects [ProbeAnswer], keyed by this session's exporter; see [ProbeMagic].
+// expects [ProbeAnswer], keyed by this session's exporter; see [ProbeMagic]. A
+// ProbeRequest with Proto "udp" verifies the WireGuard port instead: the relay sends
+// [UDPProbe] (never a WireGuard message) and expects the reply of [UDPProbeReply].
 //
 // # Datagrams
 //
 // Datagrams carry WireGuard packets (a phone's MTU of 1280 fits), each starting with
 // a [DatagramHeader]: version and kind in one byte, then a flow id naming the phone's
-// UDP flow at the relay.
+// UDP flow at the relay. The agent registers its WireGuard port as a [Service] with
+// Proto "udp"; the relay forwards each packet arriving there as a datagram and sends
+// the agent's datagrams back to the flow's address, without reading them.
 //
 // # Close codes
 //

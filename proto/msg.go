@@ -78,9 +78,12 @@ type Refused struct {
 type Service struct {
 	Name string `json:"name"`
 	Port uint16 `json:"port"`
-	// Proto is "tcp" (the default when empty).
+	// Proto is "tcp" (the default when empty) or "udp": the agent's WireGuard
+	// port, which the relay forwards as datagrams (see [DatagramHeader]). A relay
+	// that predates "udp" refuses such a service with a reason, like any other.
 	Proto string `json:"proto,omitempty"`
-	// Allow is the access rule: CIDR prefixes, or ["any"].
+	// Allow is the access rule: CIDR prefixes, or ["any"]. For "udp" the relay
+	// drops packets from other sources.
 	Allow []string `json:"allow"`
 }
 
@@ -129,6 +132,8 @@ type ProbeRequest struct {
 	Addr string `json:"addr"`
 	// Service names the service whose listener is at Addr.
 	Service string `json:"service"`
+	// Proto is "tcp" (empty: [ProbeLine]) or "udp" ([UDPProbe]).
+	Proto string `json:"proto,omitempty"`
 }
 
 // ProbeResult is the outcome of a probe (relay -> agent).
