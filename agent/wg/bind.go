@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/porthole-dev/porthole/proto"
 )
 
 // maxRelayPacket bounds what DeliverRelay queues: a WireGuard packet of a
@@ -128,11 +130,10 @@ func (b *bind) receiveUDP(fn conn.ReceiveFunc) conn.ReceiveFunc {
 				continue
 			}
 			pkt := packets[i][:sizes[i]]
-			if reply, ok := udpProbeReply(pkt); ok {
+			if reply, ok := proto.UDPProbeReply(pkt); ok {
 				sizes[i] = 0
-				if err := b.std.Send([][]byte{reply}, eps[i]); err == nil {
-					b.d.ctr.probes.Add(1)
-				}
+				b.d.ctr.probes.Add(1) // before the reply: whoever gets it sees the count
+				b.std.Send([][]byte{reply}, eps[i])
 				continue
 			}
 			if !b.d.wellFormed(pkt, pathDirect) || !b.d.admitHandshake(pkt, eps[i].DstIP(), pathDirect) {

@@ -14,10 +14,6 @@ import (
 	"github.com/porthole-dev/porthole/internal/gateway"
 )
 
-// udpProbeReply answers the relay's direct-path probe on the UDP leg.
-// TODO(wgrelay): proto.UDPProbeReply, once the relay's probe format lands.
-var udpProbeReply = func(pkt []byte) (reply []byte, ok bool) { return nil, false }
-
 // listener is one address:port inside the tunnel.
 type listener struct {
 	d       *Device

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porthole-dev/porthole/proto"
 	"github.com/porthole-dev/porthole/test/framework"
 )
 
@@ -275,6 +276,29 @@ func TestRelayDropsAndReturns(t *testing.T) {
 	roundTrip("direct now")
 	if ps := peerStats(r.dev, alice); ps.Path != pathDirect {
 		t.Fatalf("peer after moving: %+v", ps)
+	}
+}
+
+// TestUDPProbe: the relay's probe of the direct path is answered on the UDP
+// leg and never reaches WireGuard.
+func TestUDPProbe(t *testing.T) {
+	r := newAgentRig(t, nil)
+	u, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(r.direct()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	nonce := make([]byte, proto.ProbeNonceLen)
+	rand.Read(nonce)
+	b := make([]byte, 256)
+	framework.Eventually(t, failBound, func() bool {
+		u.Write(proto.UDPProbe(nonce))
+		u.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		n, err := u.Read(b)
+		return err == nil && proto.IsUDPProbeReply(b[:n], nonce)
+	}, "no probe reply")
+	if st := r.dev.Stats(); st.Probes == 0 || st.Garbage != 0 {
+		t.Fatalf("stats: %+v", st)
 	}
 }
 
