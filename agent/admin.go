@@ -172,7 +172,12 @@ var (
 	descDNSError   = prometheus.NewDesc("porthole_agent_dns_error", "1 while the last DNS operation failed.", nil, nil)
 	descMappings   = prometheus.NewDesc("porthole_agent_port_mappings", "Router port mappings by state (active, failed, pending).", []string{"state"}, nil)
 	descLastPass   = prometheus.NewDesc("porthole_agent_last_pass_timestamp_seconds", "When the agent's loop last finished a pass.", nil, nil)
-	agentMetrics   = []*prometheus.Desc{descTunnelUp, descTransport, descReconnects, descStreams, descPath, descServices, descAccepted,
+	descWGPeers    = prometheus.NewDesc("porthole_agent_wireguard_peers", "WireGuard peers (phones) allowed in.", nil, nil)
+	descWGBytes    = prometheus.NewDesc("porthole_agent_wireguard_peer_bytes_total", "WireGuard bytes per peer: rx from the phone, tx to it.", []string{"peer", "viewer", "direction"}, nil)
+	descWGShake    = prometheus.NewDesc("porthole_agent_wireguard_peer_last_handshake_timestamp_seconds", "When the peer last completed a handshake (0: never).", []string{"peer", "viewer"}, nil)
+	descWGPath     = prometheus.NewDesc("porthole_agent_wireguard_peer_path", "1 for the path the peer's last packet came by (direct, relay).", []string{"peer", "viewer", "path"}, nil)
+	descWGDropped  = prometheus.NewDesc("porthole_agent_wireguard_dropped_total", "WireGuard packets dropped, by reason (garbage, oversize, relay_queue_full, handshake_flood).", []string{"reason"}, nil)
+	agentMetrics   = []*prometheus.Desc{descWGPeers, descWGBytes, descWGShake, descWGPath, descWGDropped, descTunnelUp, descTransport, descReconnects, descStreams, descPath, descServices, descAccepted,
 		descCameraUp, descActive, descTotal, descDenied, descRefused, descPathActive, descPathBytes, descBytes, descDNSUpdates, descDNSError, descMappings, descLastPass}
 	knownPaths      = []string{"direct", "relay", "home", "unknown"}
 	knownTransports = []string{"quic", "tcp"}
@@ -193,6 +198,25 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	if w := st.WireGuard; w != nil {
+		gauge(descWGPeers, float64(len(w.Peers)))
+		for _, p := range w.Peers {
+			counter(descWGBytes, float64(p.RxBytes), p.Name, p.Viewer, "rx")
+			counter(descWGBytes, float64(p.TxBytes), p.Name, p.Viewer, "tx")
+			var hs float64
+			if !p.LastHandshake.IsZero() {
+				hs = float64(p.LastHandshake.Unix())
+			}
+			gauge(descWGShake, hs, p.Name, p.Viewer)
+			for _, path := range []string{"direct", "relay"} {
+				gauge(descWGPath, b2f(p.Path == path), p.Name, p.Viewer, path)
+			}
+		}
+		counter(descWGDropped, float64(w.Garbage), "garbage")
+		counter(descWGDropped, float64(w.Oversize), "oversize")
+		counter(descWGDropped, float64(w.RelayDropped), "relay_queue_full")
+		counter(descWGDropped, float64(w.HandshakesDropped), "handshake_flood")
 	}
 	if st.Tunnel.Relay != "" {
 		gauge(descTunnelUp, b2f(st.Tunnel.Connected))

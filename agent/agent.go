@@ -18,11 +18,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/porthole-dev/porthole/agent/ddns"
 	"github.com/porthole-dev/porthole/agent/portmap"
 	"github.com/porthole-dev/porthole/agent/publicip"
+	"github.com/porthole-dev/porthole/agent/wg"
 	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/internal/gateway"
 	"github.com/porthole-dev/porthole/tunnel"
@@ -48,6 +50,9 @@ type Config struct {
 	// DialRelayQUIC replaces the tunnel's QUIC dial (tests: a smaller stream
 	// budget); nil = the real one.
 	DialRelayQUIC tunnel.DialFunc
+	// WireGuard, if set, runs the WireGuard endpoint for phones (see
+	// WireGuardConfig); nil = none.
+	WireGuard *WireGuardConfig
 }
 
 // Agent is a running home agent.
@@ -75,6 +80,8 @@ type Agent struct {
 	paths   pathSources        // where the path loop's facts come from (pathloop.go)
 
 	cams *cameraLog // last connection result per LAN target
+	// wgDev is the WireGuard device while it runs.
+	wgDev atomic.Pointer[wg.Device]
 	// direct (above) is appended under mu, since Status reads it.
 
 	mu         sync.Mutex // guards the fields below
@@ -82,6 +89,9 @@ type Agent struct {
 	lastWrite  time.Time // the DNS updater's LastWrite seen by saveStatus
 	dnsUpdates int
 	pathLog    reasonLimiter // rate-limits the path log line
+	// wgListeners serve the services inside the WireGuard tunnel, by
+	// service (its tunnel address, then its LAN address).
+	wgListeners map[string][]*gateway.Listener
 }
 
 // Status is the agent's state as `porthole-agent status` prints it, the admin
@@ -118,6 +128,9 @@ type Status struct {
 	// DNSUpdates counts the record writes since the agent started.
 	DNSUpdates int    `json:"dns_updates"`
 	DNSError   string `json:"dns_error,omitempty"`
+	// WireGuard is the phones' endpoint: peers, handshakes, bytes, path;
+	// nil without it.
+	WireGuard *wg.Stats `json:"wireguard,omitempty"`
 	// Certificate is what viewers of the TLS services get; nil without one.
 	Certificate *CertStatus `json:"certificate,omitempty"`
 }
@@ -180,6 +193,9 @@ type ServiceStatus struct {
 	// relay's tunnel, and viewers at the agent's own listener.
 	Relayed PathStats `json:"relayed"`
 	Direct  PathStats `json:"direct"`
+	// WireGuard are the same figures for phones inside the WireGuard
+	// tunnel (either way to it), at the tunnel and LAN addresses together.
+	WireGuard PathStats `json:"wireguard"`
 }
 
 // PathStats are one path's viewer figures of a service (see ServiceStatus).
@@ -230,12 +246,16 @@ func New(cfg Config) (_ *Agent, err error) {
 		if err != nil {
 			return nil, err
 		}
-		tun, err := tunnel.New(tunnel.Config{
+		tc := tunnel.Config{
 			Address: ac.Relay.Address, Name: ac.Name, Token: ac.Relay.Token, Transport: ac.Relay.Transport,
 			Services: svcs, Handler: handler, Logger: cfg.Logger.With("part", "tunnel"), DialQUIC: cfg.DialRelayQUIC,
 			OnConnect:  func(tunnel.Session) { a.poke() },
 			OnObserved: func(netip.AddrPort) { a.poke() },
-		})
+		}
+		if cfg.WireGuard != nil {
+			tc.OnDatagram = a.onDatagram
+		}
+		tun, err := tunnel.New(tc)
 		if err != nil {
 			return nil, err
 		}
@@ -353,6 +373,10 @@ func (a *Agent) Status() Status {
 			NotAfter: cs.NotAfter, Fingerprint: cs.Fingerprint, LastError: cs.LastError, NextRenewal: cs.NextRenewal}
 	}
 	st.Services = a.serviceStatusLocked(ts)
+	if d := a.wgDev.Load(); d != nil {
+		ws := d.Stats()
+		st.WireGuard = &ws
+	}
 	if a.pm != nil {
 		ps := a.pm.Status()
 		st.Router.Protocol = ps.Protocol
@@ -410,6 +434,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.web != nil && a.web.certs != nil {
 		run("certs", a.web.certs.Run)
 	}
+	if a.cfg.WireGuard != nil {
+		if err := a.startWireGuard(ctx, run); err != nil {
+			return err
+		}
+	}
 	if a.pm != nil {
 		if err := a.startDirect(ctx, run); err != nil {
 			return err
@@ -445,6 +474,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, l := range a.relayed {
 		l.Close()
 	}
+	a.mu.Lock()
+	for _, ls := range a.wgListeners {
+		for _, l := range ls {
+			l.Close() // the device's Run closes its connections
+		}
+	}
+	a.mu.Unlock()
 	return nil
 }
 

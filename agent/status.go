@@ -129,13 +129,22 @@ func (a *Agent) serviceStatusLocked(ts tunnel.Status) []ServiceStatus {
 		if i < len(a.relayed) {
 			ss.Relayed = pathStats(a.relayed[i].Stats())
 		}
-		d, r := ss.Direct, ss.Relayed
-		ss.Viewers = d.Viewers + r.Viewers
-		ss.Connections = d.Connections + r.Connections
-		ss.Denied = d.Denied + r.Denied
-		ss.Refused = d.Refused + r.Refused
-		ss.BytesIn = d.BytesIn + r.BytesIn
-		ss.BytesOut = d.BytesOut + r.BytesOut
+		for _, l := range a.wgListeners[s.Name] {
+			w := pathStats(l.Stats())
+			ss.WireGuard.Viewers += w.Viewers
+			ss.WireGuard.Connections += w.Connections
+			ss.WireGuard.Denied += w.Denied
+			ss.WireGuard.Refused += w.Refused
+			ss.WireGuard.BytesIn += w.BytesIn
+			ss.WireGuard.BytesOut += w.BytesOut
+		}
+		d, r, w := ss.Direct, ss.Relayed, ss.WireGuard
+		ss.Viewers = d.Viewers + r.Viewers + w.Viewers
+		ss.Connections = d.Connections + r.Connections + w.Connections
+		ss.Denied = d.Denied + r.Denied + w.Denied
+		ss.Refused = d.Refused + r.Refused + w.Refused
+		ss.BytesIn = d.BytesIn + r.BytesIn + w.BytesIn
+		ss.BytesOut = d.BytesOut + r.BytesOut + w.BytesOut
 		out = append(out, ss)
 	}
 	return out
