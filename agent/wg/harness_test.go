@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -53,7 +52,7 @@ type agentRig struct {
 	priv  Key
 	relay *fakeRelay
 	web   *httptest.Server
-	log   *logBuf
+	log   *framework.LogBuffer
 }
 
 // whoHandler answers "viewer=<v.Authenticated> addr=<v.Addr>\n".
@@ -316,26 +315,8 @@ func (r *fakeRelay) recorded() [][]byte {
 	return append([][]byte(nil), r.record...)
 }
 
-// logBuf collects a test's log lines, shown when it fails.
-type logBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func testLogger(t testing.TB) (*slog.Logger, *logBuf) {
-	lb := &logBuf{}
+func testLogger(t testing.TB) (*slog.Logger, *framework.LogBuffer) {
+	lb := &framework.LogBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("agent log:\n%s", lb)
