@@ -478,3 +478,82 @@ func TestLabWireGuardPhone(t *testing.T) {
 		ph.stop(t)
 	})
 }
+
+// TestLabWireGuardDNSMove measures what the real WireGuard tools do when DNS
+// moves between the relay and home: the phone's config names the endpoint
+// by its DNS name (as an invite with ddns does), resolved in the phone
+// through its hosts file. wg resolves the name once, when the config is
+// set; a later change of the name's address changes nothing (the phone
+// keeps its endpoint, and keeps working because both paths stay up: the
+// relay forwards in direct mode too) until the tunnel is set up again.
+func TestLabWireGuardDNSMove(t *testing.T) {
+	requireWGTools(t)
+	l := lab.Up(t, lab.Options{Phone: true})
+	h := startHome(t, l)
+	text := h.invite(t, "pixel")
+	h.waitPeer(t, "pixel", true)
+	const name = "home.example.com"
+	byName := strings.Replace(text, fmt.Sprintf("Endpoint = %s:", lab.PublicAddr), "Endpoint = "+name+":", 1)
+	// ip netns exec binds /etc/netns/NS/hosts over /etc/hosts in the phone.
+	dir := filepath.Join("/etc/netns", l.NS(lab.Phone))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	resolve := func(addr string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, "hosts"), []byte("127.0.0.1 localhost\n"+addr+" "+name+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	endpoint := func(ph *phone) string {
+		t.Helper()
+		out, err := l.Exec(lab.Phone, "wg", "show", ph.iface, "endpoints")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := strings.Fields(out)
+		if len(f) != 2 {
+			t.Fatalf("wg show endpoints: %q", out)
+		}
+		return f[1]
+	}
+	pathOf := func(st agentStatus) string {
+		for _, p := range st.WireGuard.Peers {
+			if p.Name == "pixel" {
+				return p.Path
+			}
+		}
+		return ""
+	}
+	home, relay := fmt.Sprintf("%s:%d", lab.PublicAddr, wgPort), fmt.Sprintf("%s:%d", lab.WANAddr, wgPort)
+
+	for _, c := range []struct{ from, to, fromPath, toPath string }{
+		{home, relay, "direct", "relay"}, // the direct path is lost: DNS moves to the relay
+		{relay, home, "relay", "direct"}, // it is back: DNS moves home
+	} {
+		t.Run(c.fromPath+" to "+c.toPath, func(t *testing.T) {
+			resolve(strings.Split(c.from, ":")[0])
+			ph := startPhone(t, l, "dns", byName)
+			ph.wantReach(t)
+			if ep := endpoint(ph); ep != c.from {
+				t.Fatalf("endpoint %s, want %s", ep, c.from)
+			}
+			h.waitStatus(t, func(st agentStatus) bool { return pathOf(st) == c.fromPath }, "the phone on the "+c.fromPath+" path")
+			resolve(strings.Split(c.to, ":")[0])
+			ph.wantReach(t) // a new connection inside the tunnel, after the DNS change
+			if ep := endpoint(ph); ep != c.from {
+				t.Errorf("after the DNS change the endpoint is %s: wg re-resolved (want it kept: %s)", ep, c.from)
+			}
+			t.Logf("DNS moved to %s: the running tunnel keeps %s and still works", c.to, endpoint(ph))
+			ph.stop(t)
+			ph = startPhone(t, l, "dns-again", byName) // the tunnel switched off and on
+			ph.wantReach(t)
+			if ep := endpoint(ph); ep != c.to {
+				t.Errorf("after the tunnel restart the endpoint is %s, want %s", ep, c.to)
+			}
+			h.waitStatus(t, func(st agentStatus) bool { return pathOf(st) == c.toPath }, "the phone on the "+c.toPath+" path")
+			ph.stop(t)
+		})
+	}
+}
