@@ -292,18 +292,35 @@ func (p *phone) stop(t *testing.T) {
 	}
 }
 
-// handshakes is wg's latest-handshakes: 0 when none ever completed.
-func (p *phone) handshake(t *testing.T) string {
+// handshake is wg's latest-handshakes: 0 when none ever completed.
+func (p *phone) handshake(t *testing.T) string { return p.show(t, "latest-handshakes") }
+
+// endpoint is the address the phone sends to (wg show endpoints).
+func (p *phone) endpoint(t *testing.T) string { return p.show(t, "endpoints") }
+
+// show is the value of `wg show IFACE what` for the one peer.
+func (p *phone) show(t *testing.T, what string) string {
 	t.Helper()
-	out, err := p.l.Exec(lab.Phone, "wg", "show", p.iface, "latest-handshakes")
+	out, err := p.l.Exec(lab.Phone, "wg", "show", p.iface, what)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := strings.Fields(out)
 	if len(f) != 2 {
-		t.Fatalf("wg show latest-handshakes: %q", out)
+		t.Fatalf("wg show %s: %q", what, out)
 	}
 	return f[1]
+}
+
+// peerPath is the path the agent's status gives the phone name: direct,
+// relay, or "" before any packet.
+func peerPath(st agentStatus, name string) string {
+	for _, p := range st.WireGuard.Peers {
+		if p.Name == name {
+			return p.Path
+		}
+	}
+	return ""
 }
 
 // get fetches the home peer's page from the phone through the tunnel.
@@ -430,14 +447,6 @@ func TestLabWireGuardPhone(t *testing.T) {
 	if viaRelay == text {
 		t.Fatalf("invite's Endpoint is not %s:%d:\n%s", lab.PublicAddr, wgPort, text)
 	}
-	pathOf := func(st agentStatus) string {
-		for _, p := range st.WireGuard.Peers {
-			if p.Name == "pixel" {
-				return p.Path
-			}
-		}
-		return ""
-	}
 
 	for _, c := range []struct{ path, config string }{{"direct", text}, {"relay", viaRelay}} {
 		t.Run(c.path, func(t *testing.T) {
@@ -450,7 +459,7 @@ func TestLabWireGuardPhone(t *testing.T) {
 			if hs := ph.handshake(t); hs == "0" {
 				t.Errorf("snapshot fetched, yet wg shows no handshake")
 			}
-			h.waitStatus(t, func(st agentStatus) bool { return pathOf(st) == c.path }, "the phone on the "+c.path+" path")
+			h.waitStatus(t, func(st agentStatus) bool { return peerPath(st, "pixel") == c.path }, "the phone on the "+c.path+" path")
 			ph.play(t)
 			ph.stop(t)
 		})
@@ -506,26 +515,6 @@ func TestLabWireGuardDNSMove(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	endpoint := func(ph *phone) string {
-		t.Helper()
-		out, err := l.Exec(lab.Phone, "wg", "show", ph.iface, "endpoints")
-		if err != nil {
-			t.Fatal(err)
-		}
-		f := strings.Fields(out)
-		if len(f) != 2 {
-			t.Fatalf("wg show endpoints: %q", out)
-		}
-		return f[1]
-	}
-	pathOf := func(st agentStatus) string {
-		for _, p := range st.WireGuard.Peers {
-			if p.Name == "pixel" {
-				return p.Path
-			}
-		}
-		return ""
-	}
 	home, relay := fmt.Sprintf("%s:%d", lab.PublicAddr, wgPort), fmt.Sprintf("%s:%d", lab.WANAddr, wgPort)
 
 	for _, c := range []struct{ from, to, fromPath, toPath string }{
@@ -536,23 +525,23 @@ func TestLabWireGuardDNSMove(t *testing.T) {
 			resolve(strings.Split(c.from, ":")[0])
 			ph := startPhone(t, l, "dns", byName)
 			ph.wantReach(t)
-			if ep := endpoint(ph); ep != c.from {
+			if ep := ph.endpoint(t); ep != c.from {
 				t.Fatalf("endpoint %s, want %s", ep, c.from)
 			}
-			h.waitStatus(t, func(st agentStatus) bool { return pathOf(st) == c.fromPath }, "the phone on the "+c.fromPath+" path")
+			h.waitStatus(t, func(st agentStatus) bool { return peerPath(st, "pixel") == c.fromPath }, "the phone on the "+c.fromPath+" path")
 			resolve(strings.Split(c.to, ":")[0])
 			ph.wantReach(t) // a new connection inside the tunnel, after the DNS change
-			if ep := endpoint(ph); ep != c.from {
+			if ep := ph.endpoint(t); ep != c.from {
 				t.Errorf("after the DNS change the endpoint is %s: wg re-resolved (want it kept: %s)", ep, c.from)
 			}
-			t.Logf("DNS moved to %s: the running tunnel keeps %s and still works", c.to, endpoint(ph))
+			t.Logf("DNS moved to %s: the running tunnel keeps %s and still works", c.to, ph.endpoint(t))
 			ph.stop(t)
 			ph = startPhone(t, l, "dns-again", byName) // the tunnel switched off and on
 			ph.wantReach(t)
-			if ep := endpoint(ph); ep != c.to {
+			if ep := ph.endpoint(t); ep != c.to {
 				t.Errorf("after the tunnel restart the endpoint is %s, want %s", ep, c.to)
 			}
-			h.waitStatus(t, func(st agentStatus) bool { return pathOf(st) == c.toPath }, "the phone on the "+c.toPath+" path")
+			h.waitStatus(t, func(st agentStatus) bool { return peerPath(st, "pixel") == c.toPath }, "the phone on the "+c.toPath+" path")
 			ph.stop(t)
 		})
 	}
