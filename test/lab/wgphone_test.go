@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -147,6 +148,7 @@ direct:
 wireguard:
   port: %[9]d
   address: %[10]s
+  lan_addresses: true     # the camera's own address answers inside the tunnel too
   endpoint: %[11]s:%[9]d   # the DDNS name in direct mode: the home's public address
 `, filepath.Join(l.Dir(), "agent-state"), lab.WANAddr, hash, lab.AgentAddr, wgCamHTTP, wgHTTPPort, wgCamRTSP, wgRTSPPort,
 		wgPort, wgSubnet, lab.PublicAddr)
@@ -244,12 +246,18 @@ type phone struct {
 	proc  *lab.Proc
 }
 
+// phoneCount numbers the phones' interfaces.
+var phoneCount atomic.Int32
+
 // startPhone brings up a WireGuard interface in the Phone namespace from a
 // wg-quick config: wg setconf with the wg-quick-only lines stripped, then
 // Address, MTU and a route per AllowedIPs with ip.
 func startPhone(t *testing.T, l *lab.Lab, name, config string) *phone {
 	t.Helper()
-	iface := "wg" + l.ID // wg + ph + 6 hex: under IFNAMSIZ, and unique: the UAPI socket is /var/run/wireguard/IFACE.sock on the host
+	// wg + ph + 6 hex + a count: under IFNAMSIZ, and unique: the UAPI socket
+	// is /var/run/wireguard/IFACE.sock on the host, and a stopped phone's
+	// wireguard-go must not share (and unlink) the next one's.
+	iface := fmt.Sprintf("wg%s%d", l.ID, phoneCount.Add(1)%1000)
 	p := &phone{l: l, iface: iface}
 	p.proc = l.Start(t, lab.Phone, "wireguard-go-"+name, "wireguard-go", "-f", iface)
 	deadline := time.Now().Add(30 * time.Second)
@@ -323,15 +331,21 @@ func peerPath(st agentStatus, name string) string {
 	return ""
 }
 
-// get fetches the home peer's page from the phone through the tunnel.
+// get fetches the camera's snapshot from the phone through the tunnel, at
+// the agent's tunnel address.
 func (p *phone) get(ctx context.Context) (string, error) {
+	return p.getURL(ctx, fmt.Sprintf("http://%s:%d/snapshot.jpg", wgSubnet.Addr(), wgHTTPPort))
+}
+
+// getURL fetches a JPEG from the phone through the tunnel.
+func (p *phone) getURL(ctx context.Context, u string) (string, error) {
 	c := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			return p.l.DialContext(ctx, lab.Phone, network, addr)
 		},
 		DisableKeepAlives: true,
 	}}
-	req, err := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://%s:%d/snapshot.jpg", wgSubnet.Addr(), wgHTTPPort), nil)
+	req, err := http.NewRequestWithContext(ctx, "GET", u, nil)
 	if err != nil {
 		return "", err
 	}
@@ -461,6 +475,13 @@ func TestLabWireGuardPhone(t *testing.T) {
 			}
 			h.waitStatus(t, func(st agentStatus) bool { return peerPath(st, "pixel") == c.path }, "the phone on the "+c.path+" path")
 			ph.play(t)
+			// lan_addresses: the camera at its own LAN address, as a vendor
+			// app knows it (that nothing else of the LAN is: agent/wg's tests).
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := ph.getURL(ctx, fmt.Sprintf("http://%s:%d/snapshot.jpg", lab.AgentAddr, wgCamHTTP)); err != nil {
+				t.Errorf("the camera's LAN address inside the tunnel: %v", err)
+			}
 			ph.stop(t)
 		})
 	}
