@@ -32,7 +32,8 @@ type wgStatus struct {
 // port, and the agent's status says so; with udp_ports the phone fetches
 // the camera's http service inside the tunnel through the relay; the relay
 // is killed mid-session and started again, and the phone gets through again
-// without being touched.
+// without being touched; then the phone on the direct path (the agent's own
+// UDP port).
 func TestWireGuardPhoneBinaries(t *testing.T) {
 	t.Parallel()
 	hashes, err := viewerHashes()
@@ -153,5 +154,15 @@ func TestWireGuardPhoneBinaries(t *testing.T) {
 	t.Logf("the phone got through again %v after the relay restarted", time.Since(start).Round(100*time.Millisecond))
 	if !strings.Contains(agent.Log(), "tunnel up") {
 		t.Error("agent log lacks tunnel up")
+	}
+
+	// The same phone on the direct path: straight to the agent's own socket.
+	phone.Close()
+	phone = framework.StartWGPhone(t, out, framework.Addr(listenPort))
+	if !poll(60*time.Second, func() bool { last = fetch(); return last == nil }) {
+		t.Fatalf("the phone gets no snapshot at the agent's UDP port: %v", last)
+	}
+	if !poll(30*time.Second, func() bool { st, _ = status(); return len(st.Peers) == 1 && st.Peers[0].Path == "direct" }) {
+		t.Errorf("status after the direct path: %+v", st)
 	}
 }
