@@ -194,7 +194,12 @@ var (
 	descViewerB    = prometheus.NewDesc("porthole_agent_viewer_bytes_total", "Bytes moved per logged-in viewer and service since start: in = from the viewer, out = to the viewer.", []string{"viewer", "service", "direction"}, nil)
 	descViewerDay  = prometheus.NewDesc("porthole_agent_viewer_bytes_today", "Bytes a viewer moved since local midnight, both directions, every service (what daily_cap limits).", []string{"viewer"}, nil)
 	descViewerCap  = prometheus.NewDesc("porthole_agent_viewer_daily_cap_bytes", "A viewer's daily_cap.", []string{"viewer"}, nil)
-	agentMetrics   = []*prometheus.Desc{descTunnelUp, descTransport, descReconnects, descStreams, descPath, descServices, descAccepted,
+	descWGPeers    = prometheus.NewDesc("porthole_agent_wireguard_peers", "WireGuard peers (phones) allowed in.", nil, nil)
+	descWGBytes    = prometheus.NewDesc("porthole_agent_wireguard_peer_bytes_total", "WireGuard bytes per peer: rx from the phone, tx to it.", []string{"peer", "viewer", "direction"}, nil)
+	descWGShake    = prometheus.NewDesc("porthole_agent_wireguard_peer_last_handshake_timestamp_seconds", "When the peer last completed a handshake (0: never).", []string{"peer", "viewer"}, nil)
+	descWGPath     = prometheus.NewDesc("porthole_agent_wireguard_peer_path", "1 for the path the peer's last packet came by (direct, relay).", []string{"peer", "viewer", "path"}, nil)
+	descWGDropped  = prometheus.NewDesc("porthole_agent_wireguard_dropped_total", "WireGuard packets dropped, by reason (garbage, oversize, relay_queue_full, handshake_flood).", []string{"reason"}, nil)
+	agentMetrics   = []*prometheus.Desc{descWGPeers, descWGBytes, descWGShake, descWGPath, descWGDropped, descTunnelUp, descTransport, descReconnects, descStreams, descPath, descServices, descAccepted,
 		descCameraUp, descActive, descTotal, descDenied, descRefused, descPathActive, descPathBytes, descBytes, descDNSUpdates, descDNSError, descMappings, descLastPass,
 		descViewerB, descViewerDay, descViewerCap}
 	knownPaths      = []string{"direct", "relay", "home", "unknown"}
@@ -216,6 +221,25 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	if w := st.WireGuard; w != nil {
+		gauge(descWGPeers, float64(len(w.Peers)))
+		for _, p := range w.Peers {
+			counter(descWGBytes, float64(p.RxBytes), p.Name, p.Viewer, "rx")
+			counter(descWGBytes, float64(p.TxBytes), p.Name, p.Viewer, "tx")
+			var hs float64
+			if !p.LastHandshake.IsZero() {
+				hs = float64(p.LastHandshake.Unix())
+			}
+			gauge(descWGShake, hs, p.Name, p.Viewer)
+			for _, path := range []string{"direct", "relay"} {
+				gauge(descWGPath, b2f(p.Path == path), p.Name, p.Viewer, path)
+			}
+		}
+		counter(descWGDropped, float64(w.Garbage), "garbage")
+		counter(descWGDropped, float64(w.Oversize), "oversize")
+		counter(descWGDropped, float64(w.RelayDropped), "relay_queue_full")
+		counter(descWGDropped, float64(w.HandshakesDropped), "handshake_flood")
 	}
 	if st.Tunnel.Relay != "" {
 		gauge(descTunnelUp, b2f(st.Tunnel.Connected))

@@ -18,12 +18,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/porthole-dev/porthole/agent/ddns"
 	"github.com/porthole-dev/porthole/agent/notify"
 	"github.com/porthole-dev/porthole/agent/portmap"
 	"github.com/porthole-dev/porthole/agent/publicip"
+	"github.com/porthole-dev/porthole/agent/wg"
 	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/internal/gateway"
 	"github.com/porthole-dev/porthole/internal/gateway/meter"
@@ -50,13 +52,19 @@ type Config struct {
 	// DialRelayQUIC replaces the tunnel's QUIC dial (tests: a smaller stream
 	// budget); nil = the real one.
 	DialRelayQUIC tunnel.DialFunc
-	// WireGuardPort is the WireGuard UDP port (wireguard.port in agent.yaml);
-	// zero: no WireGuard. When set it is registered with the relay as the UDP
-	// service WireGuardService (forwarded as datagrams, within the agent's
-	// udp_ports at the relay), mapped at the router with the TCP services, and
-	// verified by the relay's UDP probe, which whatever owns the port answers
-	// with proto.UDPProbeReply.
+	// WireGuardPort is the public WireGuard UDP port (wireguard.port in
+	// agent.yaml); zero: no WireGuard, or WireGuard.Port when WireGuard is
+	// set (WireGuard.Port is the agent's own socket: wireguard.listen_port,
+	// which the router mapping leads to). When set it
+	// is registered with the relay as the UDP service WireGuardService
+	// (forwarded as datagrams, within the agent's udp_ports at the relay),
+	// mapped at the router with the TCP services, and verified by the relay's
+	// UDP probe, which whatever owns the port answers with
+	// proto.UDPProbeReply (the WireGuard device does).
 	WireGuardPort uint16
+	// WireGuard, if set, runs the WireGuard endpoint for phones (see
+	// WireGuardConfig); nil = none.
+	WireGuard *WireGuardConfig
 }
 
 // WireGuardService is the name the WireGuard port is registered and probed
@@ -93,6 +101,8 @@ type Agent struct {
 	notifier     *notify.Notifier // nil without notify: (events.go)
 	dialCamera   dialFunc         // the camera checks' dialer, not counted in cams
 	camEvery     time.Duration    // CameraCheckEvery; tests shorten it
+	// wgDev is the WireGuard device while it runs.
+	wgDev atomic.Pointer[wg.Device]
 	// direct (above) is appended under mu, since Status reads it.
 
 	mu         sync.Mutex // guards the fields below
@@ -100,6 +110,9 @@ type Agent struct {
 	lastWrite  time.Time // the DNS updater's LastWrite seen by saveStatus
 	dnsUpdates int
 	pathLog    reasonLimiter // rate-limits the path log line
+	// wgListeners serve the services inside the WireGuard tunnel, by
+	// service (its tunnel address, then its LAN address).
+	wgListeners map[string][]*gateway.Listener
 }
 
 // Status is the agent's state as `porthole-agent status` prints it, the admin
@@ -136,11 +149,25 @@ type Status struct {
 	// DNSUpdates counts the record writes since the agent started.
 	DNSUpdates int    `json:"dns_updates"`
 	DNSError   string `json:"dns_error,omitempty"`
+	// WireGuard is the phones' endpoint: peers, handshakes, bytes, path,
+	// and the relay's answer for its port; nil without it.
+	WireGuard *WireGuardStatus `json:"wireguard,omitempty"`
 	// Certificate is what viewers of the TLS services get; nil without one.
 	Certificate *CertStatus `json:"certificate,omitempty"`
 	// Viewers are the data figures of each viewer who logged in since the
 	// start or today, or has a daily cap (http, rtsp and portal services).
 	Viewers []meter.ViewerUsage `json:"viewers,omitempty"`
+}
+
+// WireGuardStatus is the WireGuard device's figures and the relay's answer
+// for the WireGuard port.
+type WireGuardStatus struct {
+	wg.Stats
+	// Relay is the relay's answer for the WireGuard port, as a service's
+	// Relay: "waiting", "accepted" or "refused" (RelayReason says why: e.g.
+	// the port is outside the agent's udp_ports); empty without a relay.
+	Relay       string `json:"relay,omitempty"`
+	RelayReason string `json:"relay_reason,omitempty"`
 }
 
 // CertStatus is the certificate of the agent's TLS services.
@@ -206,6 +233,9 @@ type ServiceStatus struct {
 	// relay's tunnel, and viewers at the agent's own listener.
 	Relayed PathStats `json:"relayed"`
 	Direct  PathStats `json:"direct"`
+	// WireGuard are the same figures for phones inside the WireGuard
+	// tunnel (either way to it), at the tunnel and LAN addresses together.
+	WireGuard PathStats `json:"wireguard"`
 }
 
 // PathStats are one path's viewer figures of a service (see ServiceStatus).
@@ -236,6 +266,17 @@ func New(cfg Config) (_ *Agent, err error) {
 		d := &net.Dialer{KeepAlive: 30 * time.Second}
 		cfg.DialLAN = d.DialContext
 	}
+	if ac.WireGuard != nil && cfg.WireGuard == nil {
+		if cfg.WireGuard, err = wireGuardFromConfig(ac, cfg.Logger); err != nil {
+			return nil, err
+		}
+		if cfg.WireGuardPort == 0 {
+			cfg.WireGuardPort = ac.WireGuard.Port // the public one; WireGuard.Port is listen_port
+		}
+	}
+	if w := cfg.WireGuard; w != nil && cfg.WireGuardPort == 0 {
+		cfg.WireGuardPort = w.Port
+	}
 	cams := newCameraLog()
 	dialCamera := cfg.DialLAN
 	cfg.DialLAN = cams.wrap(cfg.DialLAN)
@@ -261,12 +302,16 @@ func New(cfg Config) (_ *Agent, err error) {
 		if err != nil {
 			return nil, err
 		}
-		tun, err := tunnel.New(tunnel.Config{
+		tc := tunnel.Config{
 			Address: ac.Relay.Address, Name: ac.Name, Token: ac.Relay.Token, Transport: ac.Relay.Transport,
 			Services: svcs, Handler: handler, Logger: cfg.Logger.With("part", "tunnel"), DialQUIC: cfg.DialRelayQUIC,
 			OnConnect:  func(s tunnel.Session) { a.oneBoxRefusals(s); a.poke() },
 			OnObserved: func(netip.AddrPort) { a.poke() },
-		})
+		}
+		if cfg.WireGuard != nil {
+			tc.OnDatagram = a.onDatagram
+		}
+		tun, err := tunnel.New(tc)
 		if err != nil {
 			return nil, err
 		}
@@ -387,6 +432,12 @@ func (a *Agent) Status() Status {
 	if a.web != nil {
 		st.Viewers = a.web.meter.Usage()
 	}
+	if d := a.wgDev.Load(); d != nil {
+		st.WireGuard = &WireGuardStatus{Stats: d.Stats()}
+		if a.tun != nil && a.cfg.WireGuardPort != 0 {
+			st.WireGuard.Relay, st.WireGuard.RelayReason = relayState(ts, WireGuardService)
+		}
+	}
 	if a.pm != nil {
 		ps := a.pm.Status()
 		st.Router.Protocol = ps.Protocol
@@ -449,6 +500,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.web != nil && a.web.certs != nil {
 		run("certs", a.web.certs.Run)
 	}
+	if a.cfg.WireGuard != nil {
+		if err := a.startWireGuard(ctx, run); err != nil {
+			return err
+		}
+	}
 	if a.pm != nil {
 		if err := a.startDirect(ctx, run); err != nil {
 			return err
@@ -485,6 +541,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, l := range a.relayed {
 		l.Close()
 	}
+	a.mu.Lock()
+	for _, ls := range a.wgListeners {
+		for _, l := range ls {
+			l.Close() // the device's Run closes its connections
+		}
+	}
+	a.mu.Unlock()
 	return nil
 }
 
@@ -512,7 +575,11 @@ func (a *Agent) startDirect(ctx context.Context, run func(string, func(context.C
 		maps = append(maps, portmap.Mapping{Proto: "tcp", ExternalPort: s.Port, InternalPort: s.Port, Description: "porthole " + s.Name})
 	}
 	if p := a.cfg.WireGuardPort; p != 0 {
-		maps = append(maps, portmap.Mapping{Proto: "udp", ExternalPort: p, InternalPort: p, Description: "porthole " + WireGuardService})
+		internal := p
+		if d := a.wgDev.Load(); d != nil {
+			internal = d.Port() // wireguard.listen_port
+		}
+		maps = append(maps, portmap.Mapping{Proto: "udp", ExternalPort: p, InternalPort: internal, Description: "porthole " + WireGuardService})
 	}
 	if err := a.pm.SetMappings(maps); err != nil {
 		return err

@@ -102,6 +102,29 @@ func (st Status) Stale(now time.Time) error {
 // Health is nil while the agent's loop runs on time; for /healthz.
 func (a *Agent) Health() error { return a.Status().Stale(time.Now()) }
 
+// relayState is the relay's answer for the service name: waiting, accepted
+// or refused, and why.
+func relayState(ts tunnel.Status, name string) (state, reason string) {
+	if !ts.Connected {
+		reason = "the tunnel is not up"
+		if ts.LastError != "" {
+			reason += ": " + ts.LastError
+		}
+		return "waiting", reason
+	}
+	state, reason = "refused", "the relay did not answer for this service"
+	for _, r := range ts.Session.Results {
+		if r.Name != name {
+			continue
+		}
+		if r.Accepted {
+			return "accepted", ""
+		}
+		reason = r.Reason
+	}
+	return state, reason
+}
+
 // serviceStatusLocked builds the per-service part of Status. a.mu is held.
 func (a *Agent) serviceStatusLocked(ts tunnel.Status) []ServiceStatus {
 	out := make([]ServiceStatus, 0, len(a.ac.Services))
@@ -110,23 +133,7 @@ func (a *Agent) serviceStatusLocked(ts tunnel.Status) []ServiceStatus {
 			Camera: a.cams.get(s.Target)}
 		ss.URL = viewerURL(s, a.publicHostLocked())
 		if a.tun != nil {
-			ss.Relay, ss.RelayReason = "waiting", "the tunnel is not up"
-			if ts.LastError != "" {
-				ss.RelayReason += ": " + ts.LastError
-			}
-			if ts.Connected {
-				ss.Relay, ss.RelayReason = "refused", "the relay did not answer for this service"
-				for _, r := range ts.Session.Results {
-					if r.Name != s.Name {
-						continue
-					}
-					if r.Accepted {
-						ss.Relay, ss.RelayReason = "accepted", ""
-					} else {
-						ss.RelayReason = r.Reason
-					}
-				}
-			}
+			ss.Relay, ss.RelayReason = relayState(ts, s.Name)
 		}
 		// Both lists hold one listener per service, in config order.
 		if i < len(a.direct) {
@@ -135,13 +142,22 @@ func (a *Agent) serviceStatusLocked(ts tunnel.Status) []ServiceStatus {
 		if i < len(a.relayed) {
 			ss.Relayed = pathStats(a.relayed[i].Stats())
 		}
-		d, r := ss.Direct, ss.Relayed
-		ss.Viewers = d.Viewers + r.Viewers
-		ss.Connections = d.Connections + r.Connections
-		ss.Denied = d.Denied + r.Denied
-		ss.Refused = d.Refused + r.Refused
-		ss.BytesIn = d.BytesIn + r.BytesIn
-		ss.BytesOut = d.BytesOut + r.BytesOut
+		for _, l := range a.wgListeners[s.Name] {
+			w := pathStats(l.Stats())
+			ss.WireGuard.Viewers += w.Viewers
+			ss.WireGuard.Connections += w.Connections
+			ss.WireGuard.Denied += w.Denied
+			ss.WireGuard.Refused += w.Refused
+			ss.WireGuard.BytesIn += w.BytesIn
+			ss.WireGuard.BytesOut += w.BytesOut
+		}
+		d, r, w := ss.Direct, ss.Relayed, ss.WireGuard
+		ss.Viewers = d.Viewers + r.Viewers + w.Viewers
+		ss.Connections = d.Connections + r.Connections + w.Connections
+		ss.Denied = d.Denied + r.Denied + w.Denied
+		ss.Refused = d.Refused + r.Refused + w.Refused
+		ss.BytesIn = d.BytesIn + r.BytesIn + w.BytesIn
+		ss.BytesOut = d.BytesOut + r.BytesOut + w.BytesOut
 		out = append(out, ss)
 	}
 	return out
@@ -375,6 +391,9 @@ func PrintStatus(w io.Writer, st Status, now time.Time) {
 			fmt.Fprintf(w, "             %s\n", line)
 		}
 	}
+	if ws := st.WireGuard; ws != nil {
+		printWireGuard(w, ws, now)
+	}
 	if len(st.Viewers) > 0 {
 		fmt.Fprintln(w, "viewers:  data each viewer moved (to them / from them since start; today against the daily cap)")
 	}
@@ -506,4 +525,28 @@ func orNone(s string) string {
 		return "none"
 	}
 	return s
+}
+
+// printWireGuard is the wireguard part of PrintStatus.
+func printWireGuard(w io.Writer, st *WireGuardStatus, now time.Time) {
+	fmt.Fprintf(w, "wireguard: UDP port %d, %d phones\n", st.Port, len(st.Peers))
+	if st.Relay != "" {
+		line := st.Relay
+		if st.RelayReason != "" {
+			line += ": " + st.RelayReason
+		}
+		fmt.Fprintf(w, "    relay:   %s\n", line)
+	}
+	fmt.Fprintf(w, "    packets: direct %d in / %d out, relay %d in / %d out\n", st.DirectReceived, st.DirectSent, st.RelayReceived, st.RelaySent)
+	if drops := st.Garbage + st.Oversize + st.RelayDropped + st.RelaySendErrors + st.HandshakesDropped; drops > 0 {
+		fmt.Fprintf(w, "    dropped: %d garbage, %d oversize, %d relay queue full, %d relay send errors, %d handshakes (flood)\n",
+			st.Garbage, st.Oversize, st.RelayDropped, st.RelaySendErrors, st.HandshakesDropped)
+	}
+	for _, p := range st.Peers {
+		hs := "no handshake yet"
+		if !p.LastHandshake.IsZero() {
+			hs = "handshake " + ago(now, p.LastHandshake) + " ago"
+		}
+		fmt.Fprintf(w, "  %s (%s, %s): %s, via %s, %d bytes in / %d out\n", p.Name, p.Viewer, p.Address, hs, orNone(p.Path), p.RxBytes, p.TxBytes)
+	}
 }

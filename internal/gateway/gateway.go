@@ -436,7 +436,8 @@ func (l *Listener) pipeline(ctx context.Context, c *conn) error {
 		nc, peeked = tc, nil
 	}
 
-	v := &Viewer{Conn: nc, Addr: c.viewer, Service: l.cfg.Service, Peeked: peeked, Log: l.log, c: c}
+	v := &Viewer{Conn: nc, Addr: c.viewer, Service: l.cfg.Service, Peeked: peeked, Log: l.log, c: c,
+		Authenticated: authenticatedViewer(c.nc)}
 	return l.handler.Serve(ctx, v)
 }
 

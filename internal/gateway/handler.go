@@ -103,8 +103,30 @@ type Viewer struct {
 	Peeked []byte
 	// Log is the service's logger.
 	Log *slog.Logger
+	// Authenticated is the Porthole viewer this connection already belongs
+	// to, known before any byte was read (a WireGuard peer's key: see
+	// Authenticator); "" means the viewer must log in as usual. Handlers
+	// with viewer logins skip the login for it but still apply the
+	// service's viewers list.
+	Authenticated string
 
 	c *conn
+}
+
+// An Authenticator is a connection whose viewer is known from how it arrived:
+// the agent's WireGuard endpoint knows each peer by its key, and each key
+// belongs to one viewer. The gateway copies it into Viewer.Authenticated. Only
+// conns made by the daemon itself implement it; a viewer's bytes never can.
+type Authenticator interface {
+	AuthenticatedViewer() string
+}
+
+// authenticatedViewer is nc's viewer if nc is an Authenticator, else "".
+func authenticatedViewer(nc net.Conn) string {
+	if a, ok := nc.(Authenticator); ok {
+		return a.AuthenticatedViewer()
+	}
+	return ""
 }
 
 // DialBackend connects to the service's backend, bounded by the listener's

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/porthole-dev/porthole/agent/wg/invite"
+	"github.com/porthole-dev/porthole/internal/config"
+	"github.com/porthole-dev/porthole/test/framework"
 )
 
 // writeWGConfig is writeViewerConfig with a wireguard: section (and an rtsp
@@ -117,5 +119,21 @@ func TestInviteErrors(t *testing.T) {
 	// The failed PNG left no phone behind.
 	if r := runArgs("-config", cfg, "invite", "-list"); !strings.Contains(r.stdout, "no phones") {
 		t.Errorf("after failures:\n%s%s", r.stdout, r.stderr)
+	}
+}
+
+// TestCheckWireGuard: -check passes a config with a wireguard: section and
+// makes no key (it reads, it does not start anything).
+func TestCheckWireGuard(t *testing.T) {
+	cfg, dir := writeWGConfig(t, "wireguard:\n  port: 51820\n  address: 10.77.0.1/24\n")
+	framework.Write(t, dir, "missing.token", config.NewToken()+"\n")
+	b, _ := os.ReadFile(cfg)
+	framework.Write(t, dir, "agent.yaml", strings.Replace(string(b), "ddns:\n  hostname: home.example.com\n", "ddns:\n  hostname: home.example.com\n  provider: {type: duckdns, token: t0ken}\n", 1))
+	r := runArgs("-config", cfg, "-check")
+	if r.code != 0 || !strings.Contains(r.stdout, ": ok (") {
+		t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, invite.KeyFile)); err == nil {
+		t.Error("-check made the WireGuard key")
 	}
 }

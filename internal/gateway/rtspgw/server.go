@@ -148,6 +148,17 @@ func (h *Handler) authorize(sc *gortsplib.ServerConn, req *base.Request) (*base.
 	if vc == nil {
 		return &base.Response{StatusCode: base.StatusInternalServerError}, errRefused
 	}
+	if name := vc.v.Authenticated; name != "" {
+		// Known by how it arrived (a WireGuard peer's key): no login.
+		if !h.allowed(name) {
+			return &base.Response{StatusCode: base.StatusForbidden,
+				StatusMessage: "Viewer " + name + " may not watch " + h.cfg.Service}, errRefused
+		}
+		if vc.identify(name, "") {
+			h.audit.Info("open", "viewer", name, "service", h.cfg.Service, "src", vc.remote.AddrPort().Addr())
+		}
+		return nil, nil
+	}
 	hv := req.Header["Authorization"]
 	if len(hv) != 1 {
 		return h.challenge("Porthole viewer login required"), nil
