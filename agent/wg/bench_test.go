@@ -40,6 +40,7 @@ func BenchmarkThroughput(b *testing.B) {
 			}
 			b.StopTimer()
 			// CPU per GB does not depend on what else runs on the machine.
+			b.ReportMetric(float64(r.dev.Stats().RelayDropped), "relay-dropped")
 			b.ReportMetric((processCPU(b)-cpu0).Seconds()/(float64(b.N)*chunk/1e9), "cpu-s/GB")
 		})
 	}

@@ -22,11 +22,12 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 )
 
-// Netstack sizes. wireguard-go's tun/netstack handed the stack's packets to
+// Netstack sizes. wireguard-go's tun/netstack hands the stack's packets to
 // WireGuard one at a time through an unbuffered channel, from inside gVisor's
-// TCP sender (each segment waited for WireGuard's reader), and left gVisor's
-// TCP at its defaults (RACK, 1 MiB buffers that do not grow): measured, that
-// kept a bulk transfer at about 90 Mbit/s with the CPUs mostly idle.
+// TCP sender (each segment waits for WireGuard's reader): measured
+// (BenchmarkThroughput), that kept a bulk transfer at about 90 Mbit/s with the
+// CPUs mostly idle, at 41-45 CPU-seconds a GB; taken in batches from the
+// NIC's queue, 270-390 Mbit/s at 18-20 on the same loaded machine.
 const (
 	// nicQueueLen is the packets the stack may queue towards WireGuard;
 	// beyond it the stack's write fails and TCP backs off, as on a full
@@ -34,9 +35,6 @@ const (
 	nicQueueLen = 4096
 	// tunBatch is the packets WireGuard takes from the stack at once.
 	tunBatch = 128
-	// tcpBufMax caps the TCP buffers the stack grows to (receive buffer
-	// auto-tuning): 8 MiB, as tailscale's netstack uses.
-	tcpBufMax = 8 << 20
 )
 
 // netTUN is the device's userspace network: a gVisor stack whose interface is
@@ -55,28 +53,22 @@ type netTUN struct {
 
 var _ tun.Device = (*netTUN)(nil)
 
-// newNetTUN makes a stack answering at addrs with the given MTU, its TCP tuned
-// for bulk transfers over WireGuard: SACK, classic loss recovery instead of
-// RACK, reno, and buffers that grow to tcpBufMax.
+// newNetTUN makes a stack answering at addrs with the given MTU.
 func newNetTUN(addrs []netip.Addr, mtu int) (*netTUN, error) {
 	s := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 		HandleLocal:        true,
 	})
+	// SACK only; gVisor's other TCP defaults measured best here
+	// (BenchmarkThroughput, 2 cores): turning RACK off and letting the
+	// buffers grow to 8 MiB, as tailscale's netstack does, halved the
+	// throughput (a larger window overflows the queues to WireGuard: more
+	// drops and recoveries).
 	sack := tcpip.TCPSACKEnabled(true)
-	// gVisor's RACK handles ACKs late under load: spurious retransmissions
-	// and a collapsed window (tailscale/tailscale#9707).
-	recovery := tcpip.TCPRecovery(0)
-	reno := tcpip.CongestionControlOption("reno")
-	moderate := tcpip.TCPModerateReceiveBufferOption(true)
-	rx := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: tcp.DefaultReceiveBufferSize, Max: tcpBufMax}
-	tx := tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: tcp.DefaultSendBufferSize, Max: tcpBufMax}
-	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &recovery, &reno, &moderate, &rx, &tx} {
-		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, opt); err != nil {
-			s.Close()
-			return nil, fmt.Errorf("tcp option %T: %v", opt, err)
-		}
+	if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("tcp SACK: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t := &netTUN{ep: channel.New(nicQueueLen, uint32(mtu), ""), stack: s, events: make(chan tun.Event, 1), mtu: mtu, ctx: ctx, cancel: cancel}
