@@ -2,13 +2,17 @@ package porthole_test
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/porthole-dev/porthole/internal/config"
 )
@@ -124,16 +128,7 @@ func TestDeployUnitsFitExamples(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	t.Setenv("CREDENTIALS_DIRECTORY", creds)
-	t.Setenv("PORTHOLE_RELAY_STATE", t.TempDir())
-	r, err := config.LoadRelay("deploy/examples/relay.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := config.LoadAgent("deploy/examples/agent.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, a := loadExamples(t, creds)
 	if len(r.Warnings)+len(a.Warnings) != 0 {
 		t.Errorf("warnings: %q %q", r.Warnings, a.Warnings)
 	}
@@ -149,6 +144,23 @@ func TestDeployUnitsFitExamples(t *testing.T) {
 			t.Errorf("agent example service %s port %d outside the relay's range %s for %s", s.Name, s.Port, ra.Ports, a.Name)
 		}
 	}
+}
+
+// loadExamples loads the example configs with their secrets in creds, as
+// systemd hands them over.
+func loadExamples(t *testing.T, creds string) (*config.Relay, *config.Agent) {
+	t.Helper()
+	t.Setenv("CREDENTIALS_DIRECTORY", creds)
+	t.Setenv("PORTHOLE_RELAY_STATE", t.TempDir())
+	r, err := config.LoadRelay("deploy/examples/relay.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := config.LoadAgent("deploy/examples/agent.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, a
 }
 
 // TestDeployUnitsVerify runs systemd-analyze verify on the units, in a root
@@ -197,5 +209,167 @@ func TestDeployUnitsVerify(t *testing.T) {
 	out, err := exec.Command(sa, append([]string{"verify", "--root=" + root}, units...)...).CombinedOutput()
 	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+// TestDeployCompose: the compose examples fit the images (tools/release) and
+// the example configs: the relay publishes 7443 over UDP and TCP and a TCP
+// range holding the example agent's ports and every service port of the
+// agent example; the agent runs on the host's network; both mount the config
+// directory and a volume on the image's state directory.
+func TestDeployCompose(t *testing.T) {
+	type service struct {
+		Image       string   `yaml:"image"`
+		Command     []string `yaml:"command"`
+		Ports       []string `yaml:"ports"`
+		NetworkMode string   `yaml:"network_mode"`
+		Volumes     []string `yaml:"volumes"`
+	}
+	load := func(prog string) service {
+		b, err := os.ReadFile("deploy/compose/" + prog + ".yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var f struct {
+			Services map[string]service `yaml:"services"`
+			Volumes  map[string]any     `yaml:"volumes"`
+		}
+		if err := yaml.Unmarshal(b, &f); err != nil {
+			t.Fatalf("deploy/compose/%s.yaml: %v", prog, err)
+		}
+		s, ok := f.Services[prog]
+		if !ok {
+			t.Fatalf("deploy/compose/%s.yaml: no service %q", prog, prog)
+		}
+		if s.Image != "porthole-"+prog+":latest" || !slices.Equal(s.Command, []string{"-config", "/etc/porthole/" + prog + ".yaml"}) {
+			t.Errorf("%s: image %q command %q", prog, s.Image, s.Command)
+		}
+		if !slices.Contains(s.Volumes, "./porthole:/etc/porthole:ro") || !slices.Contains(s.Volumes, prog+"-state:/var/lib/porthole-"+prog) {
+			t.Errorf("%s: volumes %q: want the config directory and %s-state on the state directory", prog, s.Volumes, prog)
+		}
+		if _, ok := f.Volumes[prog+"-state"]; !ok {
+			t.Errorf("%s: volume %s-state not declared", prog, prog)
+		}
+		return s
+	}
+	relay, agent := load("relay"), load("agent")
+	if agent.NetworkMode != "host" || len(agent.Ports) != 0 {
+		t.Errorf("agent: network_mode %q ports %q: the agent needs the host's network (router discovery, direct listeners)", agent.NetworkMode, agent.Ports)
+	}
+	for _, want := range []string{"7443:7443/udp", "7443:7443/tcp"} {
+		if !slices.Contains(relay.Ports, want) {
+			t.Errorf("relay: ports %q lack %s", relay.Ports, want)
+		}
+	}
+	creds := t.TempDir()
+	for _, f := range []string{"home.token", "cloudflare.token"} {
+		if err := os.WriteFile(filepath.Join(creds, f), []byte(config.NewToken()+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, a := loadExamples(t, creds)
+	published := func(p uint16) bool {
+		for _, spec := range relay.Ports {
+			m := regexp.MustCompile(`^(\d+)(?:-(\d+))?:(\d+)(?:-(\d+))?/tcp$`).FindStringSubmatch(spec)
+			if m == nil || m[1] != m[3] || m[2] != m[4] {
+				continue
+			}
+			lo, _ := strconv.Atoi(m[1])
+			hi := lo
+			if m[2] != "" {
+				hi, _ = strconv.Atoi(m[2])
+			}
+			if int(p) >= lo && int(p) <= hi {
+				return true
+			}
+		}
+		return false
+	}
+	ports := r.Agents[a.Name].Ports
+	if !published(ports.Lo) || !published(ports.Hi) {
+		t.Errorf("relay compose publishes %q, not the example agent's range %s (TCP, same numbers inside and out)", relay.Ports, ports)
+	}
+	for _, s := range a.Services {
+		if !published(s.Port) {
+			t.Errorf("relay compose doesn't publish service %s's port %d/tcp", s.Name, s.Port)
+		}
+	}
+}
+
+// TestDeployCloudInit: the relay's cloud-init file is YAML and cloud-config,
+// the relay config it writes passes the relay's checks, the firewall opens
+// SSH, UDP and TCP 7443 and every agent's TCP range, and `cloud-init schema`
+// accepts it (skipped loudly when cloud-init is not installed; a failure when
+// PORTHOLE_CLOUDINIT=require, as .ci/run sets).
+func TestDeployCloudInit(t *testing.T) {
+	const file = "deploy/cloud-init/relay.yaml"
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(b), "#cloud-config\n") {
+		t.Errorf("%s: the first line must be #cloud-config", file)
+	}
+	var ci struct {
+		WriteFiles []struct {
+			Path    string `yaml:"path"`
+			Content string `yaml:"content"`
+		} `yaml:"write_files"`
+		RunCmd []any `yaml:"runcmd"`
+	}
+	if err := yaml.Unmarshal(b, &ci); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	var relayYAML string
+	for _, f := range ci.WriteFiles {
+		if f.Path == "/etc/porthole/relay.yaml" {
+			relayYAML = f.Content
+		}
+	}
+	if relayYAML == "" {
+		t.Fatalf("%s writes no /etc/porthole/relay.yaml", file)
+	}
+	dir := t.TempDir()
+	t.Setenv("CREDENTIALS_DIRECTORY", dir)
+	if err := os.WriteFile(filepath.Join(dir, "home.token"), []byte(config.NewToken()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "relay.yaml"), []byte(relayYAML), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := config.LoadRelay(filepath.Join(dir, "relay.yaml"))
+	if err != nil {
+		t.Fatalf("%s: its relay.yaml: %v", file, err)
+	}
+	var cmds []string
+	for _, c := range ci.RunCmd {
+		if l, ok := c.([]any); ok {
+			var parts []string
+			for _, p := range l {
+				parts = append(parts, fmt.Sprint(p))
+			}
+			cmds = append(cmds, strings.Join(parts, " "))
+		}
+	}
+	want := []string{"ufw allow 22/tcp", "ufw allow 7443/udp", "ufw allow 7443/tcp", "ufw --force enable", "systemctl enable --now porthole-relay"}
+	for name, ag := range r.Agents {
+		want = append(want, fmt.Sprintf("ufw allow %d:%d/tcp", ag.Ports.Lo, ag.Ports.Hi))
+		t.Logf("agent %s: ports %s", name, ag.Ports)
+	}
+	for _, w := range want {
+		if !slices.Contains(cmds, w) {
+			t.Errorf("%s: runcmd lacks %q", file, w)
+		}
+	}
+
+	ciBin, err := exec.LookPath("cloud-init")
+	if err != nil {
+		if os.Getenv("PORTHOLE_CLOUDINIT") == "require" {
+			t.Fatal("PORTHOLE_CLOUDINIT=require but cloud-init is not installed")
+		}
+		t.Skip("CLOUD-INIT SKIPPED: cloud-init not installed (apt-get install cloud-init); only the YAML was checked")
+	}
+	if out, err := exec.Command(ciBin, "schema", "--config-file", file).CombinedOutput(); err != nil {
+		t.Errorf("cloud-init schema: %v\n%s", err, out)
 	}
 }

@@ -13,7 +13,7 @@ import (
 // tested without a config file's types, and its defaults end up in two places.
 func TestLibrariesDontTakeYAML(t *testing.T) {
 	const forbidden = "github.com/porthole-dev/porthole/internal/config"
-	libs := []string{"./agent/ddns", "./agent/publicip", "./agent/portmap"}
+	libs := []string{"./agent/ddns", "./agent/publicip", "./agent/portmap", "./agent/notify", "./agent/wg", "./agent/wg/invite"}
 	out, err := exec.Command("go", append([]string{"list", "-json=ImportPath,Deps,TestImports,XTestImports"}, libs...)...).Output()
 	if err != nil {
 		t.Skipf("go list: %v", err)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/porthole-dev/porthole/internal/admin"
+	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -102,6 +103,9 @@ func StatusPage(st Status, now time.Time) admin.Page {
 			sec.Rows = append(sec.Rows, r)
 		}
 		cam := admin.Row{Key: "camera", Value: s.Target + ": " + cameraLine(s.Camera, now)}
+		if s.Kind == config.KindPortal {
+			cam = admin.Row{Key: "page", Value: "the phone page: every camera of the http and rtsp services"}
+		}
 		switch {
 		case s.Camera.Last.IsZero():
 		case s.Camera.OK:
@@ -119,6 +123,21 @@ func StatusPage(st Status, now time.Time) admin.Page {
 			admin.Row{Key: "bytes", Value: admin.FormatBytes(s.BytesOut) + " to viewers, " + admin.FormatBytes(s.BytesIn) + " from viewers"})
 		if line := pathsLine(s); line != "" {
 			sec.Rows = append(sec.Rows, admin.Row{Key: "by path", Value: line})
+		}
+		p.Sections = append(p.Sections, sec)
+	}
+
+	if len(st.Viewers) > 0 {
+		sec := admin.Section{Title: "Viewers' data (to them / from them since start; today against the daily cap)"}
+		for _, v := range st.Viewers {
+			r := admin.Row{Key: v.Viewer, Value: usageLine(v)}
+			if len(v.Services) > 0 {
+				r.Value += "; " + servicesLine(v)
+			}
+			if v.Cap > 0 && v.Today >= v.Cap {
+				r.Level, sec.Level = admin.Warn, admin.Warn
+			}
+			sec.Rows = append(sec.Rows, r)
 		}
 		p.Sections = append(p.Sections, sec)
 	}
@@ -172,13 +191,17 @@ var (
 	descDNSError   = prometheus.NewDesc("porthole_agent_dns_error", "1 while the last DNS operation failed.", nil, nil)
 	descMappings   = prometheus.NewDesc("porthole_agent_port_mappings", "Router port mappings by state (active, failed, pending).", []string{"state"}, nil)
 	descLastPass   = prometheus.NewDesc("porthole_agent_last_pass_timestamp_seconds", "When the agent's loop last finished a pass.", nil, nil)
+	descViewerB    = prometheus.NewDesc("porthole_agent_viewer_bytes_total", "Bytes moved per logged-in viewer and service since start: in = from the viewer, out = to the viewer.", []string{"viewer", "service", "direction"}, nil)
+	descViewerDay  = prometheus.NewDesc("porthole_agent_viewer_bytes_today", "Bytes a viewer moved since local midnight, both directions, every service (what daily_cap limits).", []string{"viewer"}, nil)
+	descViewerCap  = prometheus.NewDesc("porthole_agent_viewer_daily_cap_bytes", "A viewer's daily_cap.", []string{"viewer"}, nil)
 	descWGPeers    = prometheus.NewDesc("porthole_agent_wireguard_peers", "WireGuard peers (phones) allowed in.", nil, nil)
 	descWGBytes    = prometheus.NewDesc("porthole_agent_wireguard_peer_bytes_total", "WireGuard bytes per peer: rx from the phone, tx to it.", []string{"peer", "viewer", "direction"}, nil)
 	descWGShake    = prometheus.NewDesc("porthole_agent_wireguard_peer_last_handshake_timestamp_seconds", "When the peer last completed a handshake (0: never).", []string{"peer", "viewer"}, nil)
 	descWGPath     = prometheus.NewDesc("porthole_agent_wireguard_peer_path", "1 for the path the peer's last packet came by (direct, relay).", []string{"peer", "viewer", "path"}, nil)
 	descWGDropped  = prometheus.NewDesc("porthole_agent_wireguard_dropped_total", "WireGuard packets dropped, by reason (garbage, oversize, relay_queue_full, handshake_flood).", []string{"reason"}, nil)
 	agentMetrics   = []*prometheus.Desc{descWGPeers, descWGBytes, descWGShake, descWGPath, descWGDropped, descTunnelUp, descTransport, descReconnects, descStreams, descPath, descServices, descAccepted,
-		descCameraUp, descActive, descTotal, descDenied, descRefused, descPathActive, descPathBytes, descBytes, descDNSUpdates, descDNSError, descMappings, descLastPass}
+		descCameraUp, descActive, descTotal, descDenied, descRefused, descPathActive, descPathBytes, descBytes, descDNSUpdates, descDNSError, descMappings, descLastPass,
+		descViewerB, descViewerDay, descViewerCap}
 	knownPaths      = []string{"direct", "relay", "home", "unknown"}
 	knownTransports = []string{"quic", "tcp"}
 )
@@ -249,6 +272,16 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		counter(descBytes, float64(s.BytesIn), s.Name, "in")
 		counter(descBytes, float64(s.BytesOut), s.Name, "out")
+	}
+	for _, v := range st.Viewers {
+		for _, s := range v.Services {
+			counter(descViewerB, float64(s.BytesIn), v.Viewer, s.Service, "in")
+			counter(descViewerB, float64(s.BytesOut), v.Viewer, s.Service, "out")
+		}
+		gauge(descViewerDay, float64(v.Today), v.Viewer)
+		if v.Cap > 0 {
+			gauge(descViewerCap, float64(v.Cap), v.Viewer)
+		}
 	}
 	if c.a.updater != nil {
 		counter(descDNSUpdates, float64(st.DNSUpdates))

@@ -22,11 +22,13 @@ import (
 	"time"
 
 	"github.com/porthole-dev/porthole/agent/ddns"
+	"github.com/porthole-dev/porthole/agent/notify"
 	"github.com/porthole-dev/porthole/agent/portmap"
 	"github.com/porthole-dev/porthole/agent/publicip"
 	"github.com/porthole-dev/porthole/agent/wg"
 	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/internal/gateway"
+	"github.com/porthole-dev/porthole/internal/gateway/meter"
 	"github.com/porthole-dev/porthole/tunnel"
 )
 
@@ -50,10 +52,22 @@ type Config struct {
 	// DialRelayQUIC replaces the tunnel's QUIC dial (tests: a smaller stream
 	// budget); nil = the real one.
 	DialRelayQUIC tunnel.DialFunc
+	// WireGuardPort is the WireGuard UDP port (wireguard.port in agent.yaml);
+	// zero: no WireGuard, or WireGuard.Port when WireGuard is set. When set it
+	// is registered with the relay as the UDP service WireGuardService
+	// (forwarded as datagrams, within the agent's udp_ports at the relay),
+	// mapped at the router with the TCP services, and verified by the relay's
+	// UDP probe, which whatever owns the port answers with
+	// proto.UDPProbeReply (the WireGuard device does).
+	WireGuardPort uint16
 	// WireGuard, if set, runs the WireGuard endpoint for phones (see
 	// WireGuardConfig); nil = none.
 	WireGuard *WireGuardConfig
 }
+
+// WireGuardService is the name the WireGuard port is registered and probed
+// under; no TCP service may have it.
+const WireGuardService = "wireguard"
 
 // Agent is a running home agent.
 type Agent struct {
@@ -70,8 +84,8 @@ type Agent struct {
 	// viewers is the agent's viewer Limiter (limits:), shared by the direct
 	// and relayed listeners of every service.
 	viewers *gateway.Limiter
-	// web is what the http services share (viewers, certificate, audit
-	// log, handlers); nil without an http service.
+	// web is what the http and rtsp services share (viewers, certificate,
+	// audit log, handlers); nil without such a service.
 	web     *web
 	det     *publicip.Detector // nil without ddns
 	updater *ddns.Updater      // nil without ddns
@@ -80,6 +94,10 @@ type Agent struct {
 	paths   pathSources        // where the path loop's facts come from (pathloop.go)
 
 	cams *cameraLog // last connection result per LAN target
+
+	notifier   *notify.Notifier // nil without notify: (events.go)
+	dialCamera dialFunc         // the camera checks' dialer, not counted in cams
+	camEvery   time.Duration    // CameraCheckEvery; tests shorten it
 	// wgDev is the WireGuard device while it runs.
 	wgDev atomic.Pointer[wg.Device]
 	// direct (above) is appended under mu, since Status reads it.
@@ -128,11 +146,25 @@ type Status struct {
 	// DNSUpdates counts the record writes since the agent started.
 	DNSUpdates int    `json:"dns_updates"`
 	DNSError   string `json:"dns_error,omitempty"`
-	// WireGuard is the phones' endpoint: peers, handshakes, bytes, path;
-	// nil without it.
-	WireGuard *wg.Stats `json:"wireguard,omitempty"`
+	// WireGuard is the phones' endpoint: peers, handshakes, bytes, path,
+	// and the relay's answer for its port; nil without it.
+	WireGuard *WireGuardStatus `json:"wireguard,omitempty"`
 	// Certificate is what viewers of the TLS services get; nil without one.
 	Certificate *CertStatus `json:"certificate,omitempty"`
+	// Viewers are the data figures of each viewer who logged in since the
+	// start or today, or has a daily cap (http, rtsp and portal services).
+	Viewers []meter.ViewerUsage `json:"viewers,omitempty"`
+}
+
+// WireGuardStatus is the WireGuard device's figures and the relay's answer
+// for the WireGuard port.
+type WireGuardStatus struct {
+	wg.Stats
+	// Relay is the relay's answer for the WireGuard port, as a service's
+	// Relay: "waiting", "accepted" or "refused" (RelayReason says why: e.g.
+	// the port is outside the agent's udp_ports); empty without a relay.
+	Relay       string `json:"relay,omitempty"`
+	RelayReason string `json:"relay_reason,omitempty"`
 }
 
 // CertStatus is the certificate of the agent's TLS services.
@@ -168,11 +200,16 @@ type TunnelStatus struct {
 // ServiceStatus is one exposed service.
 type ServiceStatus struct {
 	Name string `json:"name"`
-	// Kind is tcp or http; TLS says whether viewers get TLS at the agent.
+	// Kind is tcp, http or rtsp; TLS says whether viewers get TLS at the
+	// agent.
 	Kind   string `json:"kind,omitempty"`
 	TLS    bool   `json:"tls,omitempty"`
 	Port   uint16 `json:"port"`
 	Target string `json:"target"`
+	// URL is what a viewer opens (rtsps://host:port/<name>, https://host:port/),
+	// host being the ddns hostname, the public IPv4 address or the relay's
+	// host; empty for tcp and while no host is known.
+	URL string `json:"url,omitempty"`
 	// Relay is "accepted", "refused" (RelayReason says why), "waiting" (no
 	// session yet), or "" without a relay.
 	Relay       string `json:"relay,omitempty"`
@@ -226,13 +263,31 @@ func New(cfg Config) (_ *Agent, err error) {
 		d := &net.Dialer{KeepAlive: 30 * time.Second}
 		cfg.DialLAN = d.DialContext
 	}
+	if ac.WireGuard != nil && cfg.WireGuard == nil {
+		if cfg.WireGuard, err = wireGuardFromConfig(ac, cfg.Logger); err != nil {
+			return nil, err
+		}
+	}
+	if w := cfg.WireGuard; w != nil {
+		switch {
+		case cfg.WireGuardPort == 0:
+			cfg.WireGuardPort = w.Port
+		case w.Port != cfg.WireGuardPort:
+			return nil, fmt.Errorf("agent: WireGuardPort %d is not WireGuard.Port %d", cfg.WireGuardPort, w.Port)
+		}
+	}
 	cams := newCameraLog()
+	dialCamera := cfg.DialLAN
 	cfg.DialLAN = cams.wrap(cfg.DialLAN)
-	a := &Agent{cfg: cfg, ac: ac, log: cfg.Logger, kick: make(chan struct{}, 1), viewers: newLimiter(ac.Limits)}
+	a := &Agent{cfg: cfg, ac: ac, log: cfg.Logger, kick: make(chan struct{}, 1), viewers: newLimiter(ac.Limits),
+		dialCamera: dialCamera, camEvery: CameraCheckEvery}
 	a.status.Name, a.status.Version, a.status.Started, a.cams = ac.Name, cfg.Version, time.Now(), cams
+	if a.notifier, err = newNotifier(ac, cfg); err != nil {
+		return nil, err
+	}
 
 	a.web, err = newWeb(ac, cfg.Logger, ddns.ProviderOptions{
-		HTTPClient: cfg.HTTPClient, UserAgent: ddns.UserAgent(cfg.Version), Logger: cfg.Logger.With("part", "ddns")})
+		HTTPClient: cfg.HTTPClient, UserAgent: ddns.UserAgent(cfg.Version), Logger: cfg.Logger.With("part", "ddns")}, cfg.DialLAN, a.notifier)
 	if err != nil {
 		return nil, err
 	}
@@ -261,7 +316,7 @@ func New(cfg Config) (_ *Agent, err error) {
 		}
 		a.tun = tun
 	}
-	if ac.Direct.Enabled && len(ac.Services) > 0 {
+	if ac.Direct.Enabled && (len(ac.Services) > 0 || cfg.WireGuardPort != 0) {
 		pc := cfg.Portmap
 		if len(ac.Direct.Protocols) > 0 {
 			pc.Protocols = ac.Direct.Protocols
@@ -373,9 +428,14 @@ func (a *Agent) Status() Status {
 			NotAfter: cs.NotAfter, Fingerprint: cs.Fingerprint, LastError: cs.LastError, NextRenewal: cs.NextRenewal}
 	}
 	st.Services = a.serviceStatusLocked(ts)
+	if a.web != nil {
+		st.Viewers = a.web.meter.Usage()
+	}
 	if d := a.wgDev.Load(); d != nil {
-		ws := d.Stats()
-		st.WireGuard = &ws
+		st.WireGuard = &WireGuardStatus{Stats: d.Stats()}
+		if a.tun != nil && a.cfg.WireGuardPort != 0 {
+			st.WireGuard.Relay, st.WireGuard.RelayReason = relayState(ts, WireGuardService)
+		}
 	}
 	if a.pm != nil {
 		ps := a.pm.Status()
@@ -430,6 +490,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if a.tun != nil {
 		run("tunnel", a.tun.Run)
+	}
+	if a.notifier.Enabled() {
+		run("notify", a.notifier.Run)
+		run("events", a.watchEvents)
+		run("camera checks", a.checkCameras)
 	}
 	if a.web != nil && a.web.certs != nil {
 		run("certs", a.web.certs.Run)
@@ -506,6 +571,9 @@ func (a *Agent) startDirect(ctx context.Context, run func(string, func(context.C
 		a.mu.Unlock()
 		run("direct "+s.Name, l.Serve)
 		maps = append(maps, portmap.Mapping{Proto: "tcp", ExternalPort: s.Port, InternalPort: s.Port, Description: "porthole " + s.Name})
+	}
+	if p := a.cfg.WireGuardPort; p != 0 {
+		maps = append(maps, portmap.Mapping{Proto: "udp", ExternalPort: p, InternalPort: p, Description: "porthole " + WireGuardService})
 	}
 	if err := a.pm.SetMappings(maps); err != nil {
 		return err

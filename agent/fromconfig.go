@@ -1,12 +1,15 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/porthole-dev/porthole/agent/ddns"
 	"github.com/porthole-dev/porthole/agent/publicip"
+	"github.com/porthole-dev/porthole/agent/wg"
+	"github.com/porthole-dev/porthole/agent/wg/invite"
 	"github.com/porthole-dev/porthole/internal/config"
 )
 
@@ -115,4 +118,42 @@ func ConfigWarnings(ac *config.Agent) []string {
 		out = append(out, fmt.Sprintf("ddns.ttl: provider %s sets its own TTL; %s is ignored", d.Provider.Type, d.TTL.Round(time.Second)))
 	}
 	return out
+}
+
+// wireGuardFromConfig maps the wireguard: section and the invite store in
+// state_dir (agent/wg/invite) onto WireGuardConfig: the agent's key (made
+// and saved on first use, as porthole-agent invite does), and the phones,
+// watched so that invite and invite -revoke apply without a restart. A phone
+// whose viewer is no longer under viewers: is left out, with a warning.
+func wireGuardFromConfig(ac *config.Agent, log *slog.Logger) (*WireGuardConfig, error) {
+	w := ac.WireGuard
+	store, err := invite.New(invite.Config{StateDir: ac.StateDir, Address: w.Address, Logger: log.With("part", "wireguard")})
+	if err != nil {
+		return nil, fmt.Errorf("agent: wireguard: %w", err)
+	}
+	key, err := store.PrivateKey()
+	if err != nil {
+		return nil, fmt.Errorf("agent: wireguard: %w", err)
+	}
+	peers := func(ps []invite.Peer) []wg.Peer {
+		out := make([]wg.Peer, 0, len(ps))
+		for _, p := range ps {
+			if _, ok := ac.Viewers[p.Viewer]; !ok {
+				log.Warn("wireguard: a phone's viewer is not under viewers: any more; the phone is refused until the viewer is back or the phone is revoked",
+					"phone", p.Name, "viewer", p.Viewer, "fix", "porthole-agent invite -revoke "+p.Name)
+				continue
+			}
+			out = append(out, wg.Peer{Name: p.Name, PublicKey: wg.Key(p.PublicKey), AllowedIP: p.Address, Viewer: p.Viewer})
+		}
+		return out
+	}
+	return &WireGuardConfig{
+		PrivateKey: wg.Key(key), Port: w.Port, Address: w.Address, LANAddresses: w.LANAddresses,
+		// No Peers at start: Watch delivers them at once, and a damaged
+		// peers file then means no phones (logged), not an agent that
+		// won't start for its cameras.
+		Watch: func(ctx context.Context, fn func([]wg.Peer)) error {
+			return store.Watch(ctx, func(ps []invite.Peer) { fn(peers(ps)) })
+		},
+	}, nil
 }

@@ -24,7 +24,9 @@ type pathSources struct {
 	repair func()
 	// probe asks the relay to connect to addr from outside as service.
 	probe func(ctx context.Context, addr netip.AddrPort, service string) (ok bool, reason string, err error)
-	now   func() time.Time
+	// probeUDP is probe for the WireGuard port (a UDP probe); nil: as probe.
+	probeUDP func(ctx context.Context, addr netip.AddrPort, service string) (ok bool, reason string, err error)
+	now      func() time.Time
 	// directOffWhy says why router is nil when the config enables the
 	// direct path (-once); "" = the config disables it.
 	directOffWhy string
@@ -52,6 +54,13 @@ func (a *Agent) defaultPathSources() pathSources {
 		}
 		s.probe = func(ctx context.Context, addr netip.AddrPort, service string) (bool, string, error) {
 			r, err := tun.Probe(ctx, addr, service)
+			if err != nil {
+				return false, "", err
+			}
+			return r.OK, r.Reason, nil
+		}
+		s.probeUDP = func(ctx context.Context, addr netip.AddrPort, service string) (bool, string, error) {
+			r, err := tun.ProbeUDP(ctx, addr, service)
 			if err != nil {
 				return false, "", err
 			}
@@ -230,11 +239,14 @@ func (a *Agent) decide(ctx context.Context, st *pathState, rep *passReport) path
 			f.Home = ps.ExternalAddr
 		}
 		for _, m := range ps.Mappings {
-			f.Mappings = append(f.Mappings, path.Mapping{Port: m.ExternalPort, Name: m.Mapping.String(), Active: m.Active, Since: m.Since})
+			f.Mappings = append(f.Mappings, path.Mapping{Port: m.ExternalPort, UDP: m.Proto == "udp", Name: m.Mapping.String(), Active: m.Active, Since: m.Since})
 		}
 	}
 	for _, s := range a.ac.Services {
 		f.Services = append(f.Services, path.Service{Name: s.Name, Port: s.Port})
+	}
+	if p := a.cfg.WireGuardPort; p != 0 {
+		f.Services = append(f.Services, path.Service{Name: WireGuardService, Port: p, UDP: true})
 	}
 	d := path.Decide(f)
 	if len(d.Probe) > 0 {
@@ -264,7 +276,11 @@ func (a *Agent) decide(ctx context.Context, st *pathState, rep *passReport) path
 func (a *Agent) probe(ctx context.Context, home netip.Addr, s path.Service) path.Probe {
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	ok, reason, err := a.paths.probe(pctx, netip.AddrPortFrom(home, s.Port), s.Name)
+	probe := a.paths.probe
+	if s.UDP && a.paths.probeUDP != nil {
+		probe = a.paths.probeUDP
+	}
+	ok, reason, err := probe(pctx, netip.AddrPortFrom(home, s.Port), s.Name)
 	p := path.Probe{At: a.paths.now(), Home: home, OK: ok && err == nil, Reason: reason}
 	if err != nil {
 		p.Err = err.Error()

@@ -87,6 +87,10 @@ func (a *Agent) relayServices() ([]tunnel.Service, tunnel.StreamHandler, error) 
 		a.relayed = append(a.relayed, l)
 		svcs = append(svcs, tunnel.Service{Name: s.Name, Port: s.Port, Allow: cfg.Policy.Strings()})
 	}
+	if p := a.cfg.WireGuardPort; p != 0 {
+		// WireGuard authenticates every packet itself: any phone may reach it.
+		svcs = append(svcs, tunnel.Service{Name: WireGuardService, Port: p, Proto: "udp", Allow: []string{"any"}})
+	}
 	log := a.log.With("part", "tunnel")
 	handler := func(ctx context.Context, hdr proto.StreamHeader, st transport.Stream) {
 		l := gws[hdr.Service]

@@ -12,12 +12,14 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/porthole-dev/porthole/internal/admin"
 	"github.com/porthole-dev/porthole/internal/config"
+	"github.com/porthole-dev/porthole/internal/gateway/meter"
 	"github.com/porthole-dev/porthole/tunnel"
 )
 
@@ -41,6 +43,9 @@ func (a *Agent) saveStatus() {
 		}
 	}
 	a.mu.Unlock()
+	if a.web != nil {
+		a.web.saveUsage()
+	}
 	st := a.Status()
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
@@ -97,30 +102,38 @@ func (st Status) Stale(now time.Time) error {
 // Health is nil while the agent's loop runs on time; for /healthz.
 func (a *Agent) Health() error { return a.Status().Stale(time.Now()) }
 
+// relayState is the relay's answer for the service name: waiting, accepted
+// or refused, and why.
+func relayState(ts tunnel.Status, name string) (state, reason string) {
+	if !ts.Connected {
+		reason = "the tunnel is not up"
+		if ts.LastError != "" {
+			reason += ": " + ts.LastError
+		}
+		return "waiting", reason
+	}
+	state, reason = "refused", "the relay did not answer for this service"
+	for _, r := range ts.Session.Results {
+		if r.Name != name {
+			continue
+		}
+		if r.Accepted {
+			return "accepted", ""
+		}
+		reason = r.Reason
+	}
+	return state, reason
+}
+
 // serviceStatusLocked builds the per-service part of Status. a.mu is held.
 func (a *Agent) serviceStatusLocked(ts tunnel.Status) []ServiceStatus {
 	out := make([]ServiceStatus, 0, len(a.ac.Services))
 	for i, s := range a.ac.Services {
 		ss := ServiceStatus{Name: s.Name, Kind: cmp.Or(s.Kind, config.KindTCP), TLS: s.TLS, Port: s.Port, Target: s.Target,
 			Camera: a.cams.get(s.Target)}
+		ss.URL = viewerURL(s, a.publicHostLocked())
 		if a.tun != nil {
-			ss.Relay, ss.RelayReason = "waiting", "the tunnel is not up"
-			if ts.LastError != "" {
-				ss.RelayReason += ": " + ts.LastError
-			}
-			if ts.Connected {
-				ss.Relay, ss.RelayReason = "refused", "the relay did not answer for this service"
-				for _, r := range ts.Session.Results {
-					if r.Name != s.Name {
-						continue
-					}
-					if r.Accepted {
-						ss.Relay, ss.RelayReason = "accepted", ""
-					} else {
-						ss.RelayReason = r.Reason
-					}
-				}
-			}
+			ss.Relay, ss.RelayReason = relayState(ts, s.Name)
 		}
 		// Both lists hold one listener per service, in config order.
 		if i < len(a.direct) {
@@ -359,7 +372,10 @@ func PrintStatus(w io.Writer, st Status, now time.Time) {
 		if s.TLS {
 			kind += ", tls"
 		}
-		fmt.Fprintf(w, "  %s: public port %d -> %s (%s)\n", s.Name, s.Port, s.Target, orNone(kind))
+		fmt.Fprintf(w, "  %s: public port %d -> %s (%s)\n", s.Name, s.Port, targetName(s), orNone(kind))
+		if s.URL != "" {
+			fmt.Fprintf(w, "    open:    %s\n", s.URL)
+		}
 		if s.Relay != "" {
 			line := s.Relay
 			if s.RelayReason != "" {
@@ -367,12 +383,94 @@ func PrintStatus(w io.Writer, st Status, now time.Time) {
 			}
 			fmt.Fprintf(w, "    relay:   %s\n", line)
 		}
-		fmt.Fprintf(w, "    camera:  %s\n", cameraLine(s.Camera, now))
+		if s.Kind != config.KindPortal {
+			fmt.Fprintf(w, "    camera:  %s\n", cameraLine(s.Camera, now))
+		}
 		fmt.Fprintf(w, "    viewers: %s\n", viewersLine(s))
 		if line := pathsLine(s); line != "" {
 			fmt.Fprintf(w, "             %s\n", line)
 		}
 	}
+	if ws := st.WireGuard; ws != nil {
+		printWireGuard(w, ws, now)
+	}
+	if len(st.Viewers) > 0 {
+		fmt.Fprintln(w, "viewers:  data each viewer moved (to them / from them since start; today against the daily cap)")
+	}
+	for _, v := range st.Viewers {
+		fmt.Fprintf(w, "  %s: %s\n", v.Viewer, usageLine(v))
+		if len(v.Services) > 0 {
+			fmt.Fprintf(w, "    by service: %s\n", servicesLine(v))
+		}
+	}
+}
+
+// targetName is what a service leads to, for people.
+func targetName(s ServiceStatus) string {
+	if s.Kind == config.KindPortal {
+		return "the phone page"
+	}
+	return s.Target
+}
+
+// usageLine is a viewer's data figures.
+func usageLine(v meter.ViewerUsage) string {
+	line := fmt.Sprintf("%s to them, %s from them; today %s", meter.FormatBytes(v.BytesOut), meter.FormatBytes(v.BytesIn), meter.FormatBytes(v.Today))
+	if v.Cap > 0 {
+		line += " of " + meter.FormatBytes(v.Cap)
+		if v.Today >= v.Cap {
+			line += " (CAP REACHED: video stops until " + v.ResetsAt.Local().Format("15:04") + ")"
+		}
+	}
+	return line
+}
+
+// servicesLine is a viewer's figures per service.
+func servicesLine(v meter.ViewerUsage) string {
+	parts := make([]string, 0, len(v.Services))
+	for _, s := range v.Services {
+		parts = append(parts, s.Service+" "+meter.FormatBytes(s.BytesOut+s.BytesIn))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// publicHostLocked is the host viewers use: the ddns hostname, else the
+// public IPv4 address last detected, else the relay's host (its service
+// listeners take viewers at the same ports), else "". a.mu is held.
+func (a *Agent) publicHostLocked() string {
+	switch {
+	case a.ac.DDNS != nil:
+		return a.ac.DDNS.Hostname
+	case a.status.PublicV4 != "":
+		return a.status.PublicV4
+	case a.ac.Relay != nil:
+		if h, _, err := net.SplitHostPort(a.ac.Relay.Address); err == nil {
+			return h
+		}
+	}
+	return ""
+}
+
+// viewerURL is what a viewer opens for service s at host: rtsps://host:port/<name>
+// for rtsp (rtsp:// with tls off), https://host:port/ for http; "" for tcp
+// (the camera's own protocol) and when host is unknown.
+func viewerURL(s config.Service, host string) string {
+	var scheme, path string
+	switch s.Kind {
+	case config.KindRTSP:
+		scheme, path = "rtsp", "/"+s.Name
+	case config.KindHTTP, config.KindPortal:
+		scheme, path = "http", "/"
+	default:
+		return ""
+	}
+	if host == "" {
+		return ""
+	}
+	if s.TLS {
+		scheme += "s"
+	}
+	return scheme + "://" + net.JoinHostPort(host, strconv.Itoa(int(s.Port))) + path
 }
 
 // viewersLine is a service's viewer figures, both paths together.
@@ -427,4 +525,28 @@ func orNone(s string) string {
 		return "none"
 	}
 	return s
+}
+
+// printWireGuard is the wireguard part of PrintStatus.
+func printWireGuard(w io.Writer, st *WireGuardStatus, now time.Time) {
+	fmt.Fprintf(w, "wireguard: UDP port %d, %d phones\n", st.Port, len(st.Peers))
+	if st.Relay != "" {
+		line := st.Relay
+		if st.RelayReason != "" {
+			line += ": " + st.RelayReason
+		}
+		fmt.Fprintf(w, "    relay:   %s\n", line)
+	}
+	fmt.Fprintf(w, "    packets: direct %d in / %d out, relay %d in / %d out\n", st.DirectReceived, st.DirectSent, st.RelayReceived, st.RelaySent)
+	if drops := st.Garbage + st.Oversize + st.RelayDropped + st.RelaySendErrors + st.HandshakesDropped; drops > 0 {
+		fmt.Fprintf(w, "    dropped: %d garbage, %d oversize, %d relay queue full, %d relay send errors, %d handshakes (flood)\n",
+			st.Garbage, st.Oversize, st.RelayDropped, st.RelaySendErrors, st.HandshakesDropped)
+	}
+	for _, p := range st.Peers {
+		hs := "no handshake yet"
+		if !p.LastHandshake.IsZero() {
+			hs = "handshake " + ago(now, p.LastHandshake) + " ago"
+		}
+		fmt.Fprintf(w, "  %s (%s, %s): %s, via %s, %d bytes in / %d out\n", p.Name, p.Viewer, p.Address, hs, orNone(p.Path), p.RxBytes, p.TxBytes)
+	}
 }

@@ -3,17 +3,12 @@ package agent
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/porthole-dev/porthole/internal/camsim"
 	"github.com/porthole-dev/porthole/internal/config"
@@ -126,15 +121,7 @@ func TestTunnelCarriesCiphertext(t *testing.T) {
 	}
 	startTestAgent(t, Config{Agent: ac, DialRelayQUIC: tp.dial})
 
-	pem, err := os.ReadFile(filepath.Join(ac.StateDir, "certs", "self-signed.crt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(pem)
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "localhost"}}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 15 * time.Second}
+	client := selfSignedClient(t, ac.StateDir)
 	req, _ := http.NewRequest(http.MethodGet, "https://127.0.0.1:"+strconv.Itoa(int(port))+"/stream.mjpg", nil)
 	req.SetBasicAuth("alice", pass)
 	resp, err := client.Do(req)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun/netstack"
 
 	"github.com/porthole-dev/porthole/agent/wg"
+	"github.com/porthole-dev/porthole/agent/wg/invite"
 	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/test/framework"
 )
@@ -92,5 +94,93 @@ func TestWireGuardAgent(t *testing.T) {
 	framework.Eventually(t, 30*time.Second, func() bool { return len(a.Status().WireGuard.Peers) == 0 }, "peer not revoked")
 	if err := echoOnce(3 * time.Second); err == nil {
 		t.Fatal("revoked phone still reaches the service")
+	}
+}
+
+// TestWireGuardFromConfig: the wireguard: section alone starts the device:
+// the agent's key is made in state_dir, the port is the one registered with
+// the relay, and invite / invite -revoke in the store reach the running
+// agent without a restart; a phone of a viewer who is gone is refused.
+func TestWireGuardFromConfig(t *testing.T) {
+	port := uint16(framework.Port(t, "udp"))
+	addr := netip.MustParsePrefix("10.77.0.1/24")
+	ac := &config.Agent{Name: "home", StateDir: t.TempDir(), Viewers: map[string]config.Viewer{"alice": {}},
+		WireGuard: &config.WireGuard{Port: port, Address: addr}}
+	logs := &framework.LogBuffer{}
+	a, err := New(Config{Agent: ac, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.cfg.WireGuardPort != port {
+		t.Fatalf("WireGuardPort %d, want wireguard.port %d", a.cfg.WireGuardPort, port)
+	}
+	store, err := invite.New(invite.Config{StateDir: ac.StateDir, Address: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := store.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wg.Key(pub) != a.cfg.WireGuard.PrivateKey.PublicKey() {
+		t.Fatal("the agent's key is not the invite store's")
+	}
+	if _, _, err := store.Add("pixel", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := store.Add("old", "bob"); err != nil { // bob is not a viewer
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	peers := func() []wg.PeerStatus {
+		if w := a.Status().WireGuard; w != nil {
+			return w.Peers
+		}
+		return nil
+	}
+	framework.Eventually(t, 30*time.Second, func() bool { return len(peers()) == 1 }, "the invited phone never reached the device")
+	if p := peers()[0]; p.Name != "pixel" || p.Viewer != "alice" || a.Status().WireGuard.Port != port {
+		t.Fatalf("status: %+v", a.Status().WireGuard)
+	}
+	if !strings.Contains(logs.String(), "porthole-agent invite -revoke old") {
+		t.Errorf("no warning naming the phone of the unknown viewer:\n%s", logs.String())
+	}
+	if _, _, err := store.Add("tablet", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 30*time.Second, func() bool { return len(peers()) == 2 }, "a new invite did not reach the running agent")
+	if _, err := store.Revoke("pixel"); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 30*time.Second, func() bool { p := peers(); return len(p) == 1 && p[0].Name == "tablet" }, "a revoke did not reach the running agent")
+}
+
+// TestWireGuardPortMismatch: WireGuardPort and WireGuard.Port must agree.
+func TestWireGuardPortMismatch(t *testing.T) {
+	ac := &config.Agent{Name: "home", StateDir: t.TempDir()}
+	_, err := New(Config{Agent: ac, WireGuardPort: 1, WireGuard: &WireGuardConfig{Port: 2}})
+	if err == nil || !strings.Contains(err.Error(), "WireGuardPort") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestPrintStatusWireGuard: status shows the WireGuard port, the relay's
+// refusal of it and each phone.
+func TestPrintStatusWireGuard(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	st := Status{Name: "home", WireGuard: &WireGuardStatus{
+		Stats: wg.Stats{Port: 51820, RelayReceived: 7, Garbage: 2, Peers: []wg.PeerStatus{
+			{Name: "pixel", Viewer: "alice", Address: "10.77.0.2", LastHandshake: now.Add(-time.Minute), Path: "relay", RxBytes: 10, TxBytes: 20}}},
+		Relay: "refused", RelayReason: "udp port 51820 outside the agent's udp_ports"}}
+	var b strings.Builder
+	PrintStatus(&b, st, now)
+	for _, want := range []string{"wireguard: UDP port 51820, 1 phones", "relay:   refused: udp port 51820 outside the agent's udp_ports",
+		"2 garbage", "pixel (alice, 10.77.0.2): handshake 1m0s ago, via relay, 10 bytes in / 20 out"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, b.String())
+		}
 	}
 }

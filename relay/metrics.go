@@ -18,13 +18,17 @@ import (
 type collector struct{ s *Server }
 
 var (
-	descAgents                      = prometheus.NewDesc("porthole_relay_agents_connected", "Agents with an authenticated tunnel.", nil, nil)
-	descActive                      = prometheus.NewDesc("porthole_relay_viewer_connections_active", "Viewer connections being relayed.", []string{"agent", "service"}, nil)
-	descTotal                       = prometheus.NewDesc("porthole_relay_viewer_connections_total", "Viewer connections accepted by the service listener.", []string{"agent", "service"}, nil)
-	descDenied                      = prometheus.NewDesc("porthole_relay_viewer_connections_denied_total", "Viewer connections refused by the allow rule.", []string{"agent", "service"}, nil)
-	descBytes                       = prometheus.NewDesc("porthole_relay_bytes_total", "Bytes relayed by finished viewer connections.", []string{"agent", "service", "direction"}, nil)
-	allMetrics                      = []*prometheus.Desc{descAgents, descActive, descTotal, descDenied, descBytes}
-	_          prometheus.Collector = collector{}
+	descAgents                          = prometheus.NewDesc("porthole_relay_agents_connected", "Agents with an authenticated tunnel.", nil, nil)
+	descActive                          = prometheus.NewDesc("porthole_relay_viewer_connections_active", "Viewer connections being relayed.", []string{"agent", "service"}, nil)
+	descTotal                           = prometheus.NewDesc("porthole_relay_viewer_connections_total", "Viewer connections accepted by the service listener.", []string{"agent", "service"}, nil)
+	descDenied                          = prometheus.NewDesc("porthole_relay_viewer_connections_denied_total", "Viewer connections refused by the allow rule.", []string{"agent", "service"}, nil)
+	descBytes                           = prometheus.NewDesc("porthole_relay_bytes_total", "Bytes relayed by finished viewer connections.", []string{"agent", "service", "direction"}, nil)
+	descUDPFlows                        = prometheus.NewDesc("porthole_relay_udp_flows", "Phones' UDP flows (address and port) forwarded to the agent's WireGuard port now.", []string{"agent"}, nil)
+	descUDPPackets                      = prometheus.NewDesc("porthole_relay_udp_packets_total", "WireGuard packets forwarded; in: phones to agent, out: agent to phones.", []string{"agent", "direction"}, nil)
+	descUDPBytes                        = prometheus.NewDesc("porthole_relay_udp_bytes_total", "WireGuard bytes forwarded (UDP payloads).", []string{"agent", "direction"}, nil)
+	descUDPDropped                      = prometheus.NewDesc("porthole_relay_udp_dropped_total", "UDP packets dropped, by reason (see the README).", []string{"agent", "reason"}, nil)
+	allMetrics                          = []*prometheus.Desc{descAgents, descActive, descTotal, descDenied, descBytes, descUDPFlows, descUDPPackets, descUDPBytes, descUDPDropped}
+	_              prometheus.Collector = collector{}
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
@@ -52,7 +56,19 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(st.BytesIn), ss.name, l.spec.Name, "in")
 			ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(st.BytesOut), ss.name, l.spec.Name, "out")
 		}
+		udp := ss.udp
 		ss.mu.Unlock()
+		if udp != nil {
+			u := udp.status()
+			ch <- prometheus.MustNewConstMetric(descUDPFlows, prometheus.GaugeValue, float64(u.Flows), ss.name)
+			ch <- prometheus.MustNewConstMetric(descUDPPackets, prometheus.CounterValue, float64(u.PacketsIn), ss.name, "in")
+			ch <- prometheus.MustNewConstMetric(descUDPPackets, prometheus.CounterValue, float64(u.PacketsOut), ss.name, "out")
+			ch <- prometheus.MustNewConstMetric(descUDPBytes, prometheus.CounterValue, float64(u.BytesIn), ss.name, "in")
+			ch <- prometheus.MustNewConstMetric(descUDPBytes, prometheus.CounterValue, float64(u.BytesOut), ss.name, "out")
+			for _, r := range udpDropReasons {
+				ch <- prometheus.MustNewConstMetric(descUDPDropped, prometheus.CounterValue, float64(u.Dropped[r]), ss.name, r)
+			}
+		}
 	}
 }
 
@@ -76,6 +92,10 @@ type AgentStatus struct {
 	// when UDP is blocked on the agent's side).
 	Transport string          `json:"transport,omitempty"`
 	Services  []ServiceStatus `json:"services,omitempty"`
+	// UDPPorts is the agent's udp_ports in relay.yaml; UDP its WireGuard
+	// forwarding, once it registered a UDP port in this session.
+	UDPPorts string     `json:"udp_ports,omitempty"`
+	UDP      *UDPStatus `json:"udp,omitempty"`
 }
 
 // ServiceStatus is one service listener the relay runs for an agent.
@@ -103,6 +123,9 @@ func (s *Server) Status() Status {
 	s.mu.Unlock()
 	for _, name := range slices.Sorted(maps.Keys(rc.Agents)) {
 		as := AgentStatus{Name: name, Ports: rc.Agents[name].Ports.String()}
+		if u := rc.Agents[name].UDPPorts; u.Hi != 0 {
+			as.UDPPorts = u.String()
+		}
 		if ss := sessions[name]; ss != nil {
 			as.Connected = true
 			as.Remote = ss.ts.Observed().String()
@@ -113,7 +136,11 @@ func (s *Server) Status() Status {
 				as.Services = append(as.Services, ServiceStatus{Name: l.spec.Name, Port: l.spec.Port,
 					Viewers: ls.Active, Connections: ls.Total, Denied: ls.Denied, Refused: ls.Refused, BytesIn: ls.BytesIn, BytesOut: ls.BytesOut})
 			}
+			udp := ss.udp
 			ss.mu.Unlock()
+			if udp != nil {
+				as.UDP = udp.status()
+			}
 			slices.SortFunc(as.Services, func(a, b ServiceStatus) int { return cmp.Compare(a.Port, b.Port) })
 		}
 		st.Agents = append(st.Agents, as)
@@ -158,6 +185,18 @@ func StatusPage(st Status) admin.Page {
 			sec.Rows = append(sec.Rows, admin.Row{Key: fmt.Sprintf("%s :%d", sv.Name, sv.Port),
 				Value: fmt.Sprintf("%d viewers now, %d connections, %s; %s to viewers, %s from viewers",
 					sv.Viewers, sv.Connections, refused, admin.FormatBytes(sv.BytesOut), admin.FormatBytes(sv.BytesIn))})
+		}
+		if a.UDPPorts != "" {
+			sec.Rows = append(sec.Rows, admin.Row{Key: "udp_ports", Value: a.UDPPorts})
+		}
+		if u := a.UDP; u != nil {
+			var dropped uint64
+			for _, n := range u.Dropped {
+				dropped += n
+			}
+			sec.Rows = append(sec.Rows, admin.Row{Key: "WireGuard :" + portsString(u.Ports),
+				Value: fmt.Sprintf("%d flows now (%d in all), %d packets (%s) to the agent, %d (%s) to phones, %d dropped",
+					u.Flows, u.FlowsTotal, u.PacketsIn, admin.FormatBytes(int64(u.BytesIn)), u.PacketsOut, admin.FormatBytes(int64(u.BytesOut)), dropped)})
 		}
 		p.Sections = append(p.Sections, sec)
 	}

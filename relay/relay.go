@@ -56,8 +56,26 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// ProbeTimeout bounds one reachability probe. Zero means 5s.
 	ProbeTimeout time.Duration
-	// ProbeDial dials a probe target; nil uses net.Dialer.
+	// ProbeDial dials a probe target ("tcp", or "udp" for a WireGuard port);
+	// nil uses net.Dialer.
 	ProbeDial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// UDPFlowIdle: a phone's UDP flow (address and port) without a packet either
+	// way for this long is forgotten. Zero means DefaultUDPFlowIdle (150s, above
+	// WireGuard's 25s keepalive and its 2-minute rekey).
+	UDPFlowIdle time.Duration
+	// MaxUDPFlows caps an agent's UDP flows. Zero means DefaultMaxUDPFlows.
+	MaxUDPFlows int
+	// UDPNewFlowsPerSec bounds the new flows one source address may open each
+	// second (burst 20). Zero means DefaultUDPNewFlowsPerSec.
+	UDPNewFlowsPerSec float64
+	// UDPUnansweredPPS bounds the packets per second of one source address's
+	// flows that the agent has not answered yet, all together (WireGuard never
+	// answers garbage). Zero means DefaultUDPUnansweredPPS.
+	UDPUnansweredPPS float64
+	// UDPAnsweredPPS bounds a flow's packets per second once the agent answered.
+	// Zero means DefaultUDPAnsweredPPS.
+	UDPAnsweredPPS float64
 }
 
 // Server is a running relay.
@@ -74,6 +92,8 @@ type Server struct {
 	adm     *admin.Server // admin endpoint; nil when off
 
 	started time.Time
+
+	udp sync.Map // *tunnel.ServerSession -> *udpForwarder, for sessions with UDP ports
 
 	mu       sync.Mutex // guards the fields below
 	sessions map[string]*session
@@ -111,7 +131,7 @@ func New(cfg Config) (*Server, error) {
 	lim := rc.Limits
 	viewers := gateway.NewLimiter(gateway.Limits{MaxConns: lim.MaxConns, MaxConnsPerSource: lim.MaxConnsPerSource, MaxPendingPerSource: lim.MaxPendingPerSource})
 	s := &Server{cfg: cfg, log: cfg.Logger, sessions: map[string]*session{}, runCtx: context.Background(), viewers: viewers, started: time.Now()}
-	s.tun, err = tunnel.NewServer(tunnel.ServerConfig{
+	tcfg := tunnel.ServerConfig{
 		Token: func(name string) ([]byte, bool) {
 			a, ok := rc.Agents[name]
 			return []byte(a.Token), ok
@@ -126,7 +146,16 @@ func New(cfg Config) (*Server, error) {
 		MaxUnauthenticated: cfg.MaxUnauthenticated,
 		ProbeTimeout:       cfg.ProbeTimeout,
 		Logger:             cfg.Logger,
-	})
+	}
+	for _, a := range rc.Agents {
+		if a.UDPPorts.Hi != 0 {
+			// Only then: the datagram reader is a goroutine per session.
+			tcfg.OnDatagram = s.onDatagram
+			tcfg.ProbeDialUDP = s.probeDialUDP
+			break
+		}
+	}
+	s.tun, err = tunnel.NewServer(tcfg)
 	if err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}

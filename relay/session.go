@@ -29,6 +29,7 @@ type session struct {
 
 	mu        sync.Mutex // guards the fields below
 	listeners map[uint16]*svcListener
+	udp       *udpForwarder // made at the first UDP service; nil before
 	closed    bool
 	lnWG      sync.WaitGroup // one per running listener Serve
 }
@@ -104,25 +105,38 @@ func (s *Server) register(ts *tunnel.ServerSession, want []proto.Service) []prot
 func (ss *session) register(want []proto.Service) []proto.ServiceResult {
 	agentCfg := ss.srv.cfg.Relay.Agents[ss.name]
 	var res []proto.ServiceResult
-	keep := map[uint16]proto.Service{}
+	keep := map[uint16]proto.Service{}    // TCP, by port
+	keepUDP := map[uint16]proto.Service{} // UDP, by port
 	seenName := map[string]bool{}
 	var policies = map[uint16]gateway.Policy{}
+	udpPolicies := map[uint16]gateway.Policy{}
 	for _, svc := range want {
 		r := proto.ServiceResult{Name: svc.Name, Port: svc.Port}
 		pol, perr := gateway.ParsePolicy(svc.Allow)
+		isUDP := svc.Proto == "udp"
 		switch {
 		case !validServiceName.MatchString(svc.Name):
 			r.Reason = "invalid service name"
 		case seenName[svc.Name]:
 			r.Reason = "duplicate service name"
-		case svc.Proto != "" && svc.Proto != "tcp":
-			r.Reason = fmt.Sprintf("protocol %q not supported (tcp only)", svc.Proto)
-		case !agentCfg.Ports.Contains(svc.Port):
+		case svc.Proto != "" && svc.Proto != "tcp" && !isUDP:
+			r.Reason = fmt.Sprintf("protocol %q not supported (tcp or udp)", svc.Proto)
+		case isUDP && agentCfg.UDPPorts.Hi == 0:
+			r.Reason = fmt.Sprintf("UDP port %d: this agent has no udp_ports in relay.yaml", svc.Port)
+		case isUDP && (svc.Port == 0 || !agentCfg.UDPPorts.Contains(svc.Port)):
+			r.Reason = fmt.Sprintf("UDP port %d is outside this agent's udp_ports %s in relay.yaml", svc.Port, agentCfg.UDPPorts)
+		case isUDP && keepUDP[svc.Port].Name != "":
+			r.Reason = fmt.Sprintf("UDP port %d is already used by service %s", svc.Port, keepUDP[svc.Port].Name)
+		case !isUDP && !agentCfg.Ports.Contains(svc.Port):
 			r.Reason = fmt.Sprintf("port %d is outside this agent's range %d-%d in relay.yaml", svc.Port, agentCfg.Ports.Lo, agentCfg.Ports.Hi)
-		case keep[svc.Port].Name != "":
+		case !isUDP && keep[svc.Port].Name != "":
 			r.Reason = fmt.Sprintf("port %d is already used by service %s", svc.Port, keep[svc.Port].Name)
 		case perr != nil:
 			r.Reason = perr.Error()
+		case isUDP:
+			r.Accepted = true
+			keepUDP[svc.Port] = svc
+			udpPolicies[svc.Port] = pol
 		default:
 			r.Accepted = true
 			keep[svc.Port] = svc
@@ -131,6 +145,7 @@ func (ss *session) register(want []proto.Service) []proto.ServiceResult {
 		seenName[svc.Name] = true
 		res = append(res, r)
 	}
+	ss.registerUDP(res, keepUDP, udpPolicies)
 
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
@@ -147,6 +162,9 @@ func (ss *session) register(want []proto.Service) []proto.ServiceResult {
 		if !r.Accepted {
 			ss.log.Warn("service refused", "service", r.Name, "port", r.Port, "reason", r.Reason)
 			continue
+		}
+		if keep[r.Port].Name != r.Name {
+			continue // a UDP service
 		}
 		if _, ok := ss.listeners[r.Port]; ok {
 			continue
@@ -178,6 +196,39 @@ func (ss *session) register(want []proto.Service) []proto.ServiceResult {
 	return res
 }
 
+// registerUDP opens and closes the session's UDP ports to match keep, marking
+// in res the ports that could not be bound as refused.
+func (ss *session) registerUDP(res []proto.ServiceResult, keep map[uint16]proto.Service, policies map[uint16]gateway.Policy) {
+	ss.mu.Lock()
+	if ss.closed {
+		ss.mu.Unlock()
+		return
+	}
+	f := ss.udp
+	if f == nil && len(keep) > 0 {
+		f = newUDPForwarder(ss.srv, ss.ts, ss.log)
+		ss.udp = f
+		ss.srv.udp.Store(ss.ts, f)
+	}
+	ss.mu.Unlock()
+	if f == nil {
+		return
+	}
+	errs := f.set(keep, policies)
+	for i, r := range res {
+		svc, ok := keep[r.Port]
+		if !r.Accepted || !ok || svc.Name != r.Name {
+			continue
+		}
+		if err := errs[r.Port]; err != nil {
+			res[i].Accepted = false
+			res[i].Reason = fmt.Sprintf("relay cannot listen on UDP port %d: %v", r.Port, err)
+			continue
+		}
+		ss.log.Info("WireGuard port forwarded", "service", svc.Name, "udp_port", svc.Port, "allow", strings.Join(svc.Allow, ","))
+	}
+}
+
 func sameService(a, b proto.Service) bool {
 	return a.Name == b.Name && a.Port == b.Port && a.Proto == b.Proto && strings.Join(a.Allow, ",") == strings.Join(b.Allow, ",")
 }
@@ -200,9 +251,14 @@ func (ss *session) close() {
 	ss.closed = true
 	ls := ss.listeners
 	ss.listeners = nil
+	udp := ss.udp
 	ss.mu.Unlock()
 	for _, l := range ls {
 		l.ln.Close()
+	}
+	if udp != nil {
+		ss.srv.udp.Delete(ss.ts)
+		udp.close()
 	}
 	go func() {
 		ss.lnWG.Wait()
@@ -237,6 +293,15 @@ func (ss *session) shutdown(timeout time.Duration) {
 // port it may use, so an agent can't make the relay dial anything else (its own
 // loopback, other hosts).
 func (s *Server) probeDial(ctx context.Context, ts *tunnel.ServerSession, addr string) (net.Conn, error) {
+	return s.dialProbe(ctx, ts, "tcp", addr)
+}
+
+// probeDialUDP is probeDial for the agent's WireGuard port: inside its udp_ports.
+func (s *Server) probeDialUDP(ctx context.Context, ts *tunnel.ServerSession, addr string) (net.Conn, error) {
+	return s.dialProbe(ctx, ts, "udp", addr)
+}
+
+func (s *Server) dialProbe(ctx context.Context, ts *tunnel.ServerSession, network, addr string) (net.Conn, error) {
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("bad probe address %q", addr)
@@ -244,12 +309,17 @@ func (s *Server) probeDial(ctx context.Context, ts *tunnel.ServerSession, addr s
 	if observed := ts.Observed().Addr(); ap.Addr().Unmap() != observed {
 		return nil, fmt.Errorf("probe address %s is not the agent's address as the relay sees it (%s)", ap.Addr(), observed)
 	}
-	if ports := s.cfg.Relay.Agents[ts.Name()].Ports; !ports.Contains(ap.Port()) {
+	agent := s.cfg.Relay.Agents[ts.Name()]
+	if network == "udp" {
+		if ports := agent.UDPPorts; ports.Hi == 0 || !ports.Contains(ap.Port()) {
+			return nil, fmt.Errorf("probe UDP port %d is outside this agent's udp_ports %s", ap.Port(), ports)
+		}
+	} else if ports := agent.Ports; !ports.Contains(ap.Port()) {
 		return nil, fmt.Errorf("probe port %d is outside this agent's range %s", ap.Port(), ports)
 	}
-	c, err := s.cfg.ProbeDial(ctx, "tcp", ap.String())
+	c, err := s.cfg.ProbeDial(ctx, network, ap.String())
 	if err != nil {
-		return nil, fmt.Errorf("dial %s from the relay: %w", ap, err)
+		return nil, fmt.Errorf("dial %s %s from the relay: %w", network, ap, err)
 	}
 	return c, nil
 }

@@ -33,6 +33,18 @@ type Service struct {
 	Name  string
 	Port  uint16
 	Allow []string // the access rule: CIDR prefixes, or ["any"]
+	// Proto is "tcp" (empty means tcp: viewer streams) or "udp": the WireGuard
+	// port, whose packets come and go as datagrams (Config.OnDatagram,
+	// SendDatagram), never as streams.
+	Proto string
+}
+
+// proto is s's protocol as registered: "tcp" or "udp".
+func (s Service) proto() string {
+	if s.Proto == "" {
+		return "tcp"
+	}
+	return s.Proto
 }
 
 // StreamHandler serves one viewer stream the relay opened for a service the relay
@@ -434,7 +446,7 @@ func (c *Client) handshake(ctx context.Context, conn transport.Conn) (*clientCon
 	cn := &clientConn{conn: conn, ctrl: ctrl, exporter: exporter, services: map[string]bool{}, probes: map[uint64]chan *proto.ProbeResult{}}
 	reg := &proto.Register{Services: []proto.Service{}}
 	for _, s := range c.cfg.Services {
-		reg.Services = append(reg.Services, proto.Service{Name: s.Name, Port: s.Port, Proto: "tcp", Allow: s.Allow})
+		reg.Services = append(reg.Services, proto.Service{Name: s.Name, Port: s.Port, Proto: s.proto(), Allow: s.Allow})
 	}
 	if err := proto.WriteMessage(ctrl, reg); err != nil {
 		return nil, sess, err
@@ -453,7 +465,7 @@ func (c *Client) handshake(ctx context.Context, conn transport.Conn) (*clientCon
 			continue
 		}
 		for _, s := range c.cfg.Services {
-			if s.Name == r.Name && s.Port == r.Port {
+			if s.Name == r.Name && s.Port == r.Port && s.proto() == "tcp" {
 				cn.services[s.Name] = true
 			}
 		}
@@ -653,6 +665,17 @@ func (c *Client) serveStream(ctx context.Context, cn *clientConn, st transport.S
 // Probe asks the relay to verify the direct path to addr for service (see
 // proto.ProbeMagic). It returns the relay's verdict.
 func (c *Client) Probe(ctx context.Context, addr netip.AddrPort, service string) (*proto.ProbeResult, error) {
+	return c.probe(ctx, addr, service, "")
+}
+
+// ProbeUDP asks the relay to verify the direct path to the UDP port at addr of
+// service (the WireGuard port): the relay sends proto.UDPProbe there and expects
+// the answer of proto.UDPProbeReply.
+func (c *Client) ProbeUDP(ctx context.Context, addr netip.AddrPort, service string) (*proto.ProbeResult, error) {
+	return c.probe(ctx, addr, service, "udp")
+}
+
+func (c *Client) probe(ctx context.Context, addr netip.AddrPort, service, network string) (*proto.ProbeResult, error) {
 	c.mu.Lock()
 	cn := c.cur
 	c.probeSeq++
@@ -665,7 +688,7 @@ func (c *Client) Probe(ctx context.Context, addr netip.AddrPort, service string)
 	cn.pmu.Lock()
 	cn.probes[id] = ch
 	cn.pmu.Unlock()
-	if err := cn.send(&proto.ProbeRequest{ID: id, Addr: addr.String(), Service: service}); err != nil {
+	if err := cn.send(&proto.ProbeRequest{ID: id, Addr: addr.String(), Service: service, Proto: network}); err != nil {
 		cn.pmu.Lock()
 		delete(cn.probes, id)
 		cn.pmu.Unlock()

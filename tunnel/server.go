@@ -77,6 +77,10 @@ type ServerConfig struct {
 	// ProbeDial dials the target of a reachability probe, refusing targets this
 	// agent may not ask for. Nil refuses every probe.
 	ProbeDial func(ctx context.Context, s *ServerSession, addr string) (net.Conn, error)
+	// ProbeDialUDP is ProbeDial for probes of a UDP port (ProbeRequest.Proto
+	// "udp", the WireGuard port): a connected UDP socket to addr. Nil refuses
+	// them.
+	ProbeDialUDP func(ctx context.Context, s *ServerSession, addr string) (net.Conn, error)
 	// OnDisconnect is called once for every session OnConnect accepted, after its
 	// connection closed, with why. Nil: nothing.
 	OnDisconnect func(*ServerSession, error)
@@ -611,7 +615,15 @@ func (ss *ServerSession) startProbe(ctx context.Context, wg *sync.WaitGroup, req
 func (ss *ServerSession) probe(ctx context.Context, req *proto.ProbeRequest) *proto.ProbeResult {
 	res := &proto.ProbeResult{ID: req.ID}
 	start := time.Now()
-	err := ss.runProbe(ctx, req.Addr)
+	var err error
+	switch req.Proto {
+	case "", "tcp":
+		err = ss.runProbe(ctx, req.Addr)
+	case "udp":
+		err = ss.runUDPProbe(ctx, req.Addr)
+	default:
+		err = fmt.Errorf("probe protocol %q not supported (tcp or udp)", req.Proto)
+	}
 	res.Millis = int(time.Since(start) / time.Millisecond)
 	if err != nil {
 		res.Reason = err.Error()
@@ -633,9 +645,9 @@ func (ss *ServerSession) probe(ctx context.Context, req *proto.ProbeRequest) *pr
 		level = slog.LevelInfo
 	}
 	if err != nil {
-		ss.log.Log(ctx, level, "direct path probe failed", "addr", req.Addr, "service", req.Service, "err", err)
+		ss.log.Log(ctx, level, "direct path probe failed", "addr", req.Addr, "service", req.Service, "proto", req.Proto, "err", err)
 	} else {
-		ss.log.Log(ctx, level, "direct path verified", "addr", req.Addr, "service", req.Service, "ms", res.Millis)
+		ss.log.Log(ctx, level, "direct path verified", "addr", req.Addr, "service", req.Service, "proto", req.Proto, "ms", res.Millis)
 	}
 	return res
 }
@@ -668,4 +680,60 @@ func (ss *ServerSession) runProbe(ctx context.Context, addr string) error {
 		return fmt.Errorf("wrong answer to the challenge from %s: not this agent", addr)
 	}
 	return nil
+}
+
+// udpProbeTries is how many times a UDP probe is sent (UDP may lose one); the
+// tries are spread over the probe's timeout.
+const udpProbeTries = 4
+
+// runUDPProbe verifies a direct path to a UDP port: send proto.UDPProbe to addr
+// and wait for the reply carrying its nonce (see proto.UDPProbeReply).
+func (ss *ServerSession) runUDPProbe(ctx context.Context, addr string) error {
+	if ss.srv.cfg.ProbeDialUDP == nil {
+		return errors.New("this relay does not probe UDP ports")
+	}
+	ctx, cancel := context.WithTimeout(ctx, ss.srv.cfg.ProbeTimeout)
+	defer cancel()
+	c, err := ss.srv.cfg.ProbeDialUDP(ctx, ss, addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Now()) })
+	defer stop()
+	nonce := make([]byte, proto.ProbeNonceLen)
+	rand.Read(nonce)
+	probe := proto.UDPProbe(nonce)
+	every := ss.srv.cfg.ProbeTimeout / udpProbeTries
+	buf := make([]byte, 2*proto.UDPProbeLen)
+	others := 0
+	for try := 0; ctx.Err() == nil; try++ {
+		if try < udpProbeTries {
+			if _, err := c.Write(probe); err != nil {
+				return fmt.Errorf("send the UDP probe to %s: %w", addr, err)
+			}
+		}
+		c.SetReadDeadline(time.Now().Add(every))
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				if os.IsTimeout(err) {
+					break // send again
+				}
+				if ctx.Err() == nil {
+					// An ICMP unreachable: nothing listens there (yet); retry.
+					continue
+				}
+				break
+			}
+			if proto.IsUDPProbeReply(buf[:n], nonce) {
+				return nil
+			}
+			others++
+		}
+	}
+	if others > 0 {
+		return fmt.Errorf("no answer to the UDP probe from %s, but %d other packets (something else answers there, or the mapping leads elsewhere)", addr, others)
+	}
+	return fmt.Errorf("no answer to the UDP probe from %s (the mapping leads nowhere, or a firewall drops it)", addr)
 }

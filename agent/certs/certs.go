@@ -91,6 +91,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock; nil = time.Now.
 	Now func() time.Time
+	// OnFailure, if set, is called with the first failure of a run of ACME
+	// failures to obtain or renew (when it is logged); it must not block.
+	OnFailure func(error)
 }
 
 // Status describes the certificate viewers get now.
@@ -309,6 +312,9 @@ func (m *Manager) failed(err error) {
 	m.mu.Unlock()
 	if !first {
 		return
+	}
+	if m.cfg.OnFailure != nil {
+		m.cfg.OnFailure(err)
 	}
 	how := "check that " + m.cfg.CA + " is reachable, and that " + strings.Join(m.cfg.Hostnames, ", ") +
 		" resolves to this agent and its port 443 reaches the agent's TLS port (TLS-ALPN-01)"

@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -193,8 +194,9 @@ func TestCertFileLoadedAndReloaded(t *testing.T) {
 
 func TestACMEFailureKeepsServing(t *testing.T) {
 	var logs logBuf
+	var hooked atomic.Int32
 	m, err := New(Config{Hostnames: []string{"home.example.com"}, StateDir: t.TempDir(), Email: "me@example.com",
-		CA: "https://127.0.0.1:1/directory", Logger: logs.logger()})
+		CA: "https://127.0.0.1:1/directory", Logger: logs.logger(), OnFailure: func(error) { hooked.Add(1) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,6 +229,9 @@ func TestACMEFailureKeepsServing(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "fix=") {
 		t.Errorf("the failure line says nothing to do: %s", logs.String())
+	}
+	if n := hooked.Load(); n != 1 {
+		t.Errorf("OnFailure called %d times, want once per run of failures", n)
 	}
 }
 

@@ -71,11 +71,14 @@ const (
 type Service struct {
 	Name string
 	Port uint16
+	// UDP marks the WireGuard port (a UDP mapping and probe); false is TCP.
+	UDP bool
 }
 
 // Mapping is the router's state for one public port.
 type Mapping struct {
 	Port   uint16
+	UDP    bool   // a UDP mapping (the WireGuard port); false is TCP
 	Name   string // as the agent shows it, e.g. "tcp/10554"
 	Active bool
 	// Since is when the router last (re)made it; a probe older than this
@@ -199,18 +202,22 @@ func Decide(f Facts) Decision {
 	case !f.Home.IsValid() || len(f.Mappings) == 0:
 		return relay("no verified public address or mapping yet")
 	}
-	since := map[uint16]time.Time{}
+	type portKey struct {
+		port uint16
+		udp  bool
+	}
+	since := map[portKey]time.Time{}
 	for _, m := range f.Mappings {
 		if !m.Active {
 			return relay("mapping " + m.Name + " not active")
 		}
-		since[m.Port] = m.Since
+		since[portKey{m.Port, m.UDP}] = m.Since
 	}
 
 	var stale []Service
 	for _, s := range f.Services {
 		p, ok := f.Probes[s.Name]
-		if !ok || p.Home != f.Home || p.At.Before(since[s.Port]) ||
+		if !ok || p.Home != f.Home || p.At.Before(since[portKey{s.Port, s.UDP}]) ||
 			f.Now.Sub(p.At) >= reverify*9/10 || p.At.After(f.Now) {
 			stale = append(stale, s)
 		}

@@ -225,3 +225,23 @@ func equal(a, b Decision) bool {
 		a.TargetV6 == b.TargetV6 && a.RecheckIn == b.RecheckIn && slices.Equal(a.Probe, b.Probe) &&
 		a.ProbeFailed == b.ProbeFailed && a.RepairMappings == b.RepairMappings
 }
+
+// TestDecideUDPMappingOfSamePort: a WireGuard (UDP) mapping on a TCP service's
+// port number is its own mapping: remaking it asks for its probe, not the TCP
+// service's.
+func TestDecideUDPMappingOfSamePort(t *testing.T) {
+	f := ready()
+	wg := Service{Name: "wireguard", Port: 10554, UDP: true}
+	f.Services = append(f.Services, wg)
+	f.Mappings = append(f.Mappings, Mapping{Port: 10554, UDP: true, Name: "udp/10554", Active: true, Since: t0.Add(-time.Minute)})
+	f.Probes["wireguard"] = Probe{At: t0.Add(-2 * time.Second), Home: home, OK: true}
+	if d := Decide(f); d.Path != Direct {
+		t.Fatalf("all verified: %+v", d)
+	}
+	f.Mappings[2].Since = t0 // the router remade the UDP mapping after the probe
+	f.Probes["wireguard"] = Probe{At: t0.Add(-time.Second), Home: home, OK: true}
+	d := Decide(f)
+	if len(d.Probe) != 1 || d.Probe[0] != wg {
+		t.Fatalf("probes asked: %+v, want only the WireGuard port", d.Probe)
+	}
+}

@@ -93,11 +93,7 @@ func PeekAgentAdmin(path string) (AgentAdmin, error) {
 func ParseAgentAdmin(file string, data []byte, lookupEnv func(string) (string, bool)) (AgentAdmin, error) {
 	p := newParser(file, lookupEnv)
 	var out AgentAdmin
-	root := p.document(data)
-	if root == nil {
-		return out, p.result()
-	}
-	f := p.mapping(root, "", nil)
+	f := p.lenientRoot(data)
 	if f == nil {
 		return out, p.result()
 	}

@@ -27,10 +27,10 @@ var (
 )
 
 var (
-	agentKeys      = []string{"name", "state_dir", "relay", "services", "viewers", "tls", "direct", "publicip", "ddns", "limits", "admin"}
+	agentKeys      = []string{"name", "state_dir", "relay", "services", "viewers", "tls", "direct", "publicip", "ddns", "limits", "admin", "wireguard", "notify"}
 	agentRelayKeys = []string{"address", "token", "token_file", "transport"}
 	serviceKeys    = []string{"name", "kind", "target", "port", "allow", "first_byte_timeout", "viewers", "camera_login", "tls",
-		"mjpeg", "snapshot"} // in the contract, refused until supported (see serviceKind)
+		"mjpeg", "snapshot", "path", "low_path", "live_timeout"}
 	directKeys   = []string{"enabled", "listen", "protocols", "gateway"}
 	publicIPKeys = []string{"sources", "https", "dns", "min_agree", "accept", "interval", "ipv6", "ipv6_interface_id"}
 	ddnsKeys     = []string{"hostname", "ttl", "min_interval", "delete_on_exit", "provider"}
@@ -102,10 +102,14 @@ func (p *parser) agent(data []byte) (*Agent, error) {
 	if len(a.Services) > 0 && a.Relay == nil && !a.Direct.Enabled {
 		p.errorf(f.m["services"].key.Line, "services", "no way to reach them: configure relay or enable direct")
 	}
+	if wf := p.section(f, "wireguard", wireguardKeys); wf != nil {
+		a.WireGuard = p.wireguard(wf, a)
+	}
 	if tf := p.section(f, "tls", tlsKeys); tf != nil {
 		a.TLS = p.tlsSection(tf, a, f.has("ddns"))
 	}
 	p.tlsWarning(a, p.tlsLine, p.tlsKey)
+	a.Notify = p.notify(f)
 	a.Warnings = p.warningList()
 	if err := p.result(); err != nil {
 		return nil, err
@@ -183,26 +187,23 @@ func (p *parser) services(f *fields, viewers []string) (out []Service, listed bo
 			s.Name = name
 		}
 		p.serviceKind(sf, &s, viewers)
-		if target, line, ok := p.required(sf, "target", "the LAN host:port, e.g. 192.168.1.20:554"); ok {
+		if s.Kind == KindPortal {
+			if e, ok := sf.m["target"]; ok {
+				p.errorf(e.key.Line, sf.sub("target"), "a portal has no target: it shows the cameras of the http and rtsp services")
+			}
+		} else if target, line, ok := p.required(sf, "target", "the LAN host:port, e.g. 192.168.1.20:554"); ok {
 			p.hostPort(target, line, sf.sub("target"), false)
 			s.Target = target
 		}
-		if v, line, present, ok := p.integer(sf, "port"); ok {
-			switch {
-			case !present:
-				p.errorf(line, sf.sub("port"), "required: the public port (1-65535)")
-			case v < 1 || v > 65535:
-				p.errorf(line, sf.sub("port"), "%d is not a port (1-65535)", v)
-			default:
-				s.Port = uint16(v)
-				if BrowserBlocked(s.Port) && (s.Kind == KindHTTP || webTarget(s.Target)) {
-					p.warnf(line, sf.sub("port"), "web browsers refuse URLs on port %d (Chrome's and Firefox's unsafe-port list), and the service looks like a web page; pick another public port", v)
-				}
-				if prev, dup := ports[s.Port]; dup {
-					p.errorf(line, sf.sub("port"), "port %d already used by service %q (line %d)", v, prev.name, prev.line)
-				} else {
-					ports[s.Port] = seen{s.Name, line}
-				}
+		if port, line, ok := p.port(sf, "port", "the public port (1-65535)"); ok {
+			s.Port = port
+			if BrowserBlocked(port) && (s.Kind == KindHTTP || s.Kind == KindPortal || webTarget(s.Target)) {
+				p.warnf(line, sf.sub("port"), "web browsers refuse URLs on port %d (Chrome's and Firefox's unsafe-port list), and the service looks like a web page; pick another public port", port)
+			}
+			if prev, dup := ports[port]; dup {
+				p.errorf(line, sf.sub("port"), "port %d already used by service %q (line %d)", port, prev.name, prev.line)
+			} else {
+				ports[port] = seen{s.Name, line}
 			}
 		}
 		p.allow(sf, &s)

@@ -67,6 +67,7 @@ agents:
   home:
     token: ${HOME_TOKEN}        # or token_file: /etc/porthole/home.token
     ports: 10000-10099          # public ports this agent may use
+    udp_ports: 51820-51820      # public UDP ports (WireGuard) this agent may use
 `
 
 // hashAlice is a real argon2id hash (m=19456,t=2,p=1) of a random password;
@@ -125,7 +126,7 @@ func TestDesignRelayExample(t *testing.T) {
 		ViewerBind: "0.0.0.0",
 		PublicIP:   netip.MustParseAddr("198.51.100.7"),
 		StateDir:   "/var/lib/porthole-relay",
-		Agents:     map[string]RelayAgent{"home": {Token: tokA, Ports: PortRange{10000, 10099}}},
+		Agents:     map[string]RelayAgent{"home": {Token: tokA, Ports: PortRange{10000, 10099}, UDPPorts: PortRange{51820, 51820}}},
 		Admin:      DefaultRelayAdmin, AdminDefault: true,
 	}
 	if !reflect.DeepEqual(r, wantR) {
@@ -143,10 +144,11 @@ func TestDesignAgentExample(t *testing.T) {
 		Relay:    &AgentRelay{Address: "relay.example.com:7443", Token: tokA, Transport: "auto"},
 		Services: []Service{
 			{Name: "frontdoor-web", Kind: KindHTTP, Target: "192.168.1.20:80", Port: 10443, AllowAny: true,
-				Viewers: []string{"alice"}, CameraLogin: &CameraLogin{Username: "admin", Password: "cam-secret"}, TLS: true},
+				Viewers: []string{"alice"}, CameraLogin: &CameraLogin{Username: "admin", Password: "cam-secret"}, TLS: true,
+				LiveTimeout: DefaultLiveTimeout},
 			{Name: "frontdoor-rtsp", Kind: KindTCP, Target: "192.168.1.20:554", Port: 10554, AllowAny: true},
 		},
-		Viewers: map[string]Viewer{"alice": {hashAlice}, "bob": {hashBob}},
+		Viewers: map[string]Viewer{"alice": {PasswordHash: hashAlice}, "bob": {PasswordHash: hashBob}},
 		TLS:     &TLS{ACMEEmail: "me@example.com", ACMECA: DefaultACMECA, Challenge: ChallengeDNS01},
 		Direct:  Direct{Enabled: true, Listen: "0.0.0.0", Protocols: []string{"upnp", "natpmp", "pcp"}},
 		PublicIP: PublicIP{
@@ -353,6 +355,21 @@ func TestRelayErrors(t *testing.T) {
     token: ` + tokB + `
     ports: 10100-10199
 `, []want{{7, "agents.b.ports", "10099 overlaps agent a's ports 10000-10099 (line 4)"}}},
+		{"udp ports", `agents:
+  a: {token: ` + tokA + `, ports: 1, udp_ports: 51820-51829}
+  b:
+    token: ` + tokB + `
+    ports: 2
+    udp_ports: 51829
+  c: {token: ` + tokB + `, ports: 3, udp_ports: 0}
+  d: {token: ` + tokB + `, ports: 4, udp_ports: 51830-51820}
+  e: {token: ` + tokB + `, ports: 5, udp_ports: [51820]}
+`, []want{
+			{6, "agents.b.udp_ports", "51829 overlaps agent a's udp_ports 51820-51829 (line 2)"},
+			{7, "agents.c.udp_ports", "expected a port"},
+			{8, "agents.d.udp_ports", "backwards"},
+			{9, "agents.e.udp_ports", "expected a single value, got a list"},
+		}},
 		{"tokens", `agents:
   a: {ports: 1}
   b: {token: password123, ports: 2}

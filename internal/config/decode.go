@@ -424,6 +424,34 @@ func (p *parser) boolean(f *fields, key string, def bool) bool {
 	return def
 }
 
+// port reads a required port number (1-65535); hint follows "required: "
+// when it is missing. ok says a valid port was read.
+func (p *parser) port(f *fields, key, hint string) (port uint16, line int, ok bool) {
+	v, line, present, ok := p.integer(f, key)
+	switch {
+	case !ok:
+		return 0, line, false
+	case !present:
+		p.errorf(line, f.sub(key), "required: %s", hint)
+	case v < 1 || v > 65535:
+		p.errorf(line, f.sub(key), "%d is not a port (1-65535)", v)
+	default:
+		return uint16(v), line, true
+	}
+	return 0, line, false
+}
+
+// lenientRoot returns the document's root mapping without checking its keys
+// (for the Peek functions, which read a few keys of a config); nil after
+// recording why there is none.
+func (p *parser) lenientRoot(data []byte) *fields {
+	root := p.document(data)
+	if root == nil {
+		return nil
+	}
+	return p.mapping(root, "", nil)
+}
+
 // integer reads an optional integer key.
 func (p *parser) integer(f *fields, key string) (v int, line int, present, ok bool) {
 	e, present := f.m[key]

@@ -2,6 +2,8 @@ package config
 
 import (
 	"errors"
+	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -79,7 +81,9 @@ func FuzzParseAgent(f *testing.F) {
 		"name: h\npublicip: {sources: [dns], https: ['http://x'], min_agree: ${N:-1}}\nddns: {hostname: a.b, provider: {type: duckdns, token: $$}}\n",
 		"name: h\nrelay: {address: 'r:1', token: ${TOK}}\nservices: [{name: w, kind: http, target: 'c:80', port: 443, allow: [any], viewers: [a], camera_login: {username: u, password_file: p}, tls: off}]\n"+
 			"viewers: {a: {password_hash: '"+hashAlice+"'}, b: {password_hash_file: h.missing}}\nddns: {hostname: a.b, provider: {type: noip, username: u, password: p}}\ntls: {acme_email: a@b, challenge: auto}\n",
-		"name: h\nrelay: {address: 'r:1', token: ${TOK}}\nservices: [{name: w, kind: rtsp, target: 'c:1', port: 1, allow: [any], viewers: a}]\nviewers: {a: {password_hash: x}}\ntls: {cert_file: c, key_file: k.missing, acme_ca: 'https://x'}\n")
+		"name: h\nrelay: {address: 'r:1', token: ${TOK}}\nservices: [{name: w, kind: rtsp, target: 'c:1', port: 1, allow: [any], viewers: a}]\nviewers: {a: {password_hash: x}}\ntls: {cert_file: c, key_file: k.missing, acme_ca: 'https://x'}\n",
+		"name: h\nrelay: {address: 'r:1', token: ${TOK}}\nservices: [{name: c, target: '10.0.0.5:1', port: 1, allow: [any]}]\nwireguard: {port: 51820, address: 10.77.0.1/24, lan_addresses: on, endpoint: 'h.example.com:1'}\n",
+		"name: h\nddns: {hostname: a.b, provider: {type: duckdns, token: t}}\nnotify: [{type: ntfy, url: 'https://n/t', token_file: t}, {type: webhook, url: ${TOK}, headers: {X-A: b}}, {type: shoutrrr, url_file: u.missing}]\n")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		a, err := fuzzParser().agent(data)
 		checkResult(t, a, err)
@@ -121,6 +125,19 @@ func FuzzParseAgent(f *testing.F) {
 			if (tc.CertFile == "") != (tc.KeyFile == "") || acme && tc.CertFile != "" || acme != (tc.ACMECA != "") ||
 				acme != (tc.Challenge == ChallengeDNS01 || tc.Challenge == ChallengeTLSALPN01) || !acme && tc.ACMECARoot != "" {
 				t.Fatalf("inconsistent tls accepted: %+v", tc)
+			}
+		}
+		if w := a.WireGuard; w != nil {
+			pfx := w.Address
+			if w.Port == 0 || !pfx.IsValid() || pfx.Addr() == pfx.Masked().Addr() || pfx.Bits() > pfx.Addr().BitLen()-2 || a.PhoneEndpoint() == "" {
+				t.Fatalf("invalid wireguard accepted: %+v", w)
+			}
+			for _, s := range a.Services {
+				if host, _, err := net.SplitHostPort(s.Target); err == nil {
+					if ip, err := netip.ParseAddr(host); err == nil && pfx.Contains(ip.Unmap()) {
+						t.Fatalf("tunnel subnet %s holding target %s accepted", pfx, s.Target)
+					}
+				}
 			}
 		}
 		if a.PublicIP.MinAgree < 1 || a.PublicIP.Interval < MinPublicIPInterval {

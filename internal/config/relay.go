@@ -24,7 +24,7 @@ const (
 
 var (
 	relayKeys      = []string{"listen", "viewer_bind", "public_ip", "state_dir", "agents", "admin", "metrics", "limits"}
-	relayAgentKeys = []string{"token", "token_file", "ports"}
+	relayAgentKeys = []string{"token", "token_file", "ports", "udp_ports"}
 )
 
 // LoadRelay reads, parses and validates a relay config file.
@@ -116,7 +116,7 @@ func (p *parser) relayAgents(f *fields) map[string]RelayAgent {
 		return nil
 	}
 	agents := make(map[string]RelayAgent, len(af.m))
-	var ranges []agentRange
+	var ranges, udpRanges []agentRange
 	for _, name := range af.keys {
 		ae := af.m[name]
 		path := "agents." + name
@@ -135,8 +135,22 @@ func (p *parser) relayAgents(f *fields) map[string]RelayAgent {
 		} else {
 			p.errorf(m.line, m.sub("ports"), "required: a port range like 10000-10099")
 		}
+		if pe, ok := m.m["udp_ports"]; ok {
+			if r, ok := p.portRange(pe.val, m.sub("udp_ports")); ok {
+				a.UDPPorts = r
+				udpRanges = append(udpRanges, agentRange{name: name, line: resolve(pe.val).Line, r: r})
+			}
+		}
 		agents[name] = a
 	}
+	p.overlaps(ranges, "ports")
+	p.overlaps(udpRanges, "udp_ports")
+	return agents
+}
+
+// overlaps reports agents whose port ranges (of key, "ports" or "udp_ports")
+// overlap, at the later one's line.
+func (p *parser) overlaps(ranges []agentRange, key string) {
 	sort.Slice(ranges, func(i, j int) bool {
 		if ranges[i].r.Lo != ranges[j].r.Lo {
 			return ranges[i].r.Lo < ranges[j].r.Lo
@@ -149,10 +163,9 @@ func (p *parser) relayAgents(f *fields) map[string]RelayAgent {
 			if a.line > b.line {
 				a, b = b, a
 			}
-			p.errorf(b.line, "agents."+b.name+".ports", "%s overlaps agent %s's ports %s (line %d)", b.r, a.name, a.r, a.line)
+			p.errorf(b.line, "agents."+b.name+"."+key, "%s overlaps agent %s's %s %s (line %d)", b.r, a.name, key, a.r, a.line)
 		}
 	}
-	return agents
 }
 
 // String formats r as "lo-hi", or "lo" for a single port.

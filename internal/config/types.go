@@ -44,6 +44,9 @@ type RelayAgent struct {
 	Token string `yaml:"-"`
 	// Ports is the range of public ports the agent may register.
 	Ports PortRange `yaml:"-"`
+	// UDPPorts is the range of public UDP ports (WireGuard) the agent may
+	// register; zero (udp_ports absent) allows none.
+	UDPPorts PortRange `yaml:"-"`
 }
 
 // PortRange is an inclusive range of TCP/UDP ports.
@@ -70,7 +73,7 @@ type Agent struct {
 	PublicIP PublicIP
 	// DDNS is nil when no hostname is managed.
 	DDNS *DDNS
-	// Viewers are the people who may log in to http (and later rtsp)
+	// Viewers are the people who may log in to http and rtsp
 	// services, by name (viewers: in agent.yaml). A map, like Relay.Agents:
 	// the gateway looks viewers up by name; sort the keys for a stable order.
 	// Nil when the section is absent.
@@ -79,6 +82,9 @@ type Agent struct {
 	// tls: section is absent: services with TLS on then use a self-signed
 	// certificate (and loading warns).
 	TLS *TLS
+	// WireGuard is nil when the wireguard: section is absent (no phones as
+	// WireGuard peers).
+	WireGuard *WireGuard
 	// Limits bound the viewer connections of the agent's direct listeners;
 	// zero = defaults (see Limits).
 	Limits Limits
@@ -89,6 +95,8 @@ type Agent struct {
 	// AdminDefault says Admin is the default, not written in the config: the
 	// agent then runs on without the endpoint if that address is taken.
 	AdminDefault bool
+	// Notify are where the agent sends its events (notify:); nil = nowhere.
+	Notify []NotifyTarget
 	// Warnings are non-fatal problems found while loading ("file:line: key:
 	// msg"), e.g. a plain http:// URL; the program should log them.
 	Warnings []string
@@ -123,32 +131,50 @@ type Service struct {
 	// zero = the limits: value.
 	FirstByteTimeout time.Duration
 	// Kind is how the gateway handles the service: KindTCP (default: bytes as
-	// they are, the camera's own login faces the viewer) or KindHTTP (a
-	// reverse proxy behind the viewers' login). Always set by the parser; ""
+	// they are, the camera's own login faces the viewer), KindHTTP (a
+	// reverse proxy behind the viewers' login) or KindRTSP (an RTSP proxy
+	// behind the viewers' login, one camera session for all viewers). Always set by the parser; ""
 	// in a Service built in Go means tcp.
 	Kind string
-	// Viewers names who may watch an http service, each a key of
+	// Viewers names who may watch an http or rtsp service, each a key of
 	// Agent.Viewers. Nil = every viewer (see Agent.ServiceViewers); always nil
 	// for tcp.
 	Viewers []string
 	// CameraLogin is the camera's own login, used by the agent only and never
 	// shown to viewers. Nil when not set; always nil for tcp.
 	CameraLogin *CameraLogin
-	// TLS says the public port speaks HTTPS. Default true for http; always
+	// TLS says the public port speaks HTTPS (RTSPS for rtsp). Default true
+	// for http and rtsp; always
 	// false for tcp (the camera's bytes pass as they are).
 	TLS bool
 	// MJPEG and Snapshot are the camera's MJPEG stream and snapshot URL paths
 	// (http only; "" = none): viewers get them, at a chosen frame rate and
 	// width, as /.porthole/mjpeg and /.porthole/snapshot.jpg.
 	MJPEG, Snapshot string
+	// Path is the camera's RTSP stream path with its query if any (rtsp
+	// only; required there), e.g. /Streaming/Channels/101: viewers open
+	// rtsp(s)://host:port/<Name>.
+	Path string
+	// LowPath is the camera's sub-stream path (rtsp only; "" = none), served
+	// to viewers at <Name>/low.
+	LowPath string
+	// LiveTimeout ends a viewer's live stream (MJPEG, RTSP) after this long
+	// (live_timeout:, http and rtsp). The parser sets DefaultLiveTimeout
+	// when absent; live_timeout: off and a Service built in Go with zero
+	// mean no limit.
+	LiveTimeout time.Duration
 }
+
+// DefaultLiveTimeout is live_timeout: when absent: a phone left on stops
+// streaming after half an hour; the viewer taps to go on.
+const DefaultLiveTimeout = 30 * time.Minute
 
 // Service kinds (services[].kind).
 const (
 	KindTCP    = "tcp"
 	KindHTTP   = "http"
-	KindRTSP   = "rtsp"   // in the contract, not supported by this version yet
-	KindPortal = "portal" // in the contract, not supported by this version yet
+	KindRTSP   = "rtsp"
+	KindPortal = "portal"
 )
 
 // CameraLogin is a service's camera_login: the credentials the agent uses
@@ -167,6 +193,10 @@ type Viewer struct {
 	// as printed by porthole-agent passwd, from password_hash or
 	// password_hash_file. Required.
 	PasswordHash string
+	// DailyCap is the most data (bytes, both directions, every service) the
+	// viewer may use in a day (daily_cap: 500MB; units B, KB, MB, GB, TB or
+	// KiB..TiB); the day ends at the agent's local midnight. 0 = no cap.
+	DailyCap int64
 }
 
 // TLS is the tls: section: where the agent's http/rtsp services get their

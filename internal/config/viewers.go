@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"github.com/porthole-dev/porthole/internal/gateway/access"
+	"github.com/porthole-dev/porthole/internal/gateway/meter"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -16,12 +18,16 @@ import (
 var ServiceKinds = []string{KindTCP, KindHTTP, KindRTSP, KindPortal}
 
 // supportedKinds are the kinds this version handles; the others in
-// ServiceKinds are refused as "not supported yet". Accepting rtsp or portal
-// is one more entry here (and their keys in the switch of serviceKind).
-var supportedKinds = map[string]bool{KindTCP: true, KindHTTP: true}
+// ServiceKinds are refused as "not supported yet".
+var supportedKinds = map[string]bool{KindTCP: true, KindHTTP: true, KindRTSP: true, KindPortal: true}
 
-// loginKinds are the kinds whose viewers log in (viewers, camera_login, tls).
-var loginKinds = map[string]bool{KindHTTP: true, KindRTSP: true}
+// loginKinds are the kinds whose viewers log in (viewers, tls; camera_login
+// but for portal).
+var loginKinds = map[string]bool{KindHTTP: true, KindRTSP: true, KindPortal: true}
+
+// cameraKinds are the kinds with a camera behind them (target, camera_login,
+// live_timeout): not portal, the page of the others.
+var cameraKinds = map[string]bool{KindTCP: true, KindHTTP: true, KindRTSP: true}
 
 // notYetKeys are service keys of the contract this version refuses.
 var notYetKeys []string
@@ -30,8 +36,12 @@ var notYetKeys []string
 // snapshot, served to viewers as /.porthole/mjpeg and /.porthole/snapshot.jpg.
 var cameraPathKeys = []string{"mjpeg", "snapshot"}
 
+// streamPathKeys are the rtsp service keys naming the camera's stream and
+// sub-stream, served to viewers as /<service> and /<service>/low.
+var streamPathKeys = []string{"path", "low_path"}
+
 var (
-	viewerKeys      = []string{"password_hash", "password_hash_file"}
+	viewerKeys      = []string{"password_hash", "password_hash_file", "daily_cap"}
 	cameraLoginKeys = []string{"username", "password", "password_file"}
 )
 
@@ -75,6 +85,16 @@ func (p *parser) viewers(f *fields) (out map[string]Viewer, declared []string) {
 			p.errorf(pf.line, path+".password_hash", "required (%s)", passwdHint)
 			continue
 		}
+		var capBytes int64
+		if e, ok := pf.m["daily_cap"]; ok {
+			if v, ok := p.scalar(e.val, pf.sub("daily_cap")); ok {
+				n, err := meter.ParseSize(v)
+				if err != nil {
+					p.errorf(e.val.Line, pf.sub("daily_cap"), "%v", err)
+				}
+				capBytes = n
+			}
+		}
 		hash, line, ok := p.fromFile(pf, "password_hash", true, false)
 		if !ok {
 			continue
@@ -91,7 +111,7 @@ func (p *parser) viewers(f *fields) (out map[string]Viewer, declared []string) {
 			p.errorf(line, pf.sub(k), "not a usable argon2id hash: %v (%s)", err, passwdHint)
 			continue
 		}
-		out[name] = Viewer{PasswordHash: hash}
+		out[name] = Viewer{PasswordHash: hash, DailyCap: capBytes}
 	}
 	if len(out) == 0 {
 		out = nil
@@ -211,6 +231,17 @@ func (p *parser) serviceKind(sf *fields, s *Service, viewers []string) {
 			s.Snapshot = v
 		}
 	}
+	p.streamPaths(sf, s)
+	if e, ok := sf.m["live_timeout"]; ok && kind != KindHTTP && kind != KindRTSP {
+		p.errorf(e.key.Line, sf.sub("live_timeout"), "only http/rtsp services serve live streams to end; kind %s has none", kind)
+	}
+	if kind == KindHTTP || kind == KindRTSP {
+		if v, _, ok := p.str(sf, "live_timeout", ""); ok && strings.EqualFold(strings.TrimSpace(v), "off") {
+			s.LiveTimeout = 0
+		} else {
+			s.LiveTimeout = p.duration(sf, "live_timeout", DefaultLiveTimeout, time.Minute)
+		}
+	}
 	if !loginKinds[kind] {
 		for _, k := range []struct{ key, msg string }{
 			{"viewers", "only http/rtsp services have logins; kind %s passes the camera's bytes as they are"},
@@ -228,7 +259,9 @@ func (p *parser) serviceKind(sf *fields, s *Service, viewers []string) {
 	} else {
 		s.Viewers = p.serviceViewers(sf, viewers)
 	}
-	if cf := p.section(sf, "camera_login", cameraLoginKeys); cf != nil {
+	if e, ok := sf.m["camera_login"]; ok && !cameraKinds[kind] {
+		p.errorf(e.key.Line, sf.sub("camera_login"), "kind %s has no camera to log in to: set camera_login on the camera's own service", kind)
+	} else if cf := p.section(sf, "camera_login", cameraLoginKeys); cf != nil {
 		c := &CameraLogin{}
 		c.Username, _, _ = p.required(cf, "username", "the camera account's name")
 		c.Password, _, _ = p.secret(cf, "password", true)
@@ -237,6 +270,33 @@ func (p *parser) serviceKind(sf *fields, s *Service, viewers []string) {
 	s.TLS = p.boolean(sf, "tls", true)
 	if !s.TLS {
 		p.warnf(sf.m["tls"].val.Line, sf.sub("tls"), "off: viewers' passwords and video cross the internet unencrypted; leave tls on")
+	}
+}
+
+// streamPaths reads an rtsp service's path: (required) and low_path:.
+func (p *parser) streamPaths(sf *fields, s *Service) {
+	if s.Kind != KindRTSP {
+		for _, k := range streamPathKeys {
+			if e, ok := sf.m[k]; ok {
+				p.errorf(e.key.Line, sf.sub(k), "only rtsp services name the camera's stream path; kind %s serves the camera's own paths", s.Kind)
+			}
+		}
+		return
+	}
+	for _, k := range streamPathKeys {
+		v, line, ok := p.str(sf, k, "")
+		switch {
+		case !ok:
+		case v == "" && k == "path":
+			p.errorf(line, sf.sub(k), "required for kind rtsp: the camera's stream path, e.g. /Streaming/Channels/101 (see the camera's manual or its ONVIF stream URI)")
+		case v == "":
+		case !strings.HasPrefix(v, "/") || strings.ContainsAny(v, " \t\r\n#"):
+			p.errorf(line, sf.sub(k), "want the camera's RTSP URL path starting with /, e.g. %s, got %q", map[string]string{"path": "/Streaming/Channels/101", "low_path": "/Streaming/Channels/102"}[k], v)
+		case k == "path":
+			s.Path = v
+		default:
+			s.LowPath = v
+		}
 	}
 }
 
@@ -249,6 +309,9 @@ func supportedList() string {
 	}
 	// Most useful first: the kinds with logins, then tcp.
 	slices.SortStableFunc(out, func(a, b string) int { return boolInt(loginKinds[b]) - boolInt(loginKinds[a]) })
+	if len(out) > 2 {
+		return strings.Join(out[:len(out)-1], ", ") + " or " + out[len(out)-1]
+	}
 	return strings.Join(out, " or ")
 }
 

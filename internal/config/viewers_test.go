@@ -43,9 +43,9 @@ func TestHTTPService(t *testing.T) {
 `+viewersAB), envOf("CAM", "cam-pass"))
 	checkErrs(t, err)
 	want := []Service{
-		{Name: "web", Kind: KindHTTP, Target: "192.168.1.20:80", Port: 10443, TLS: true,
+		{Name: "web", Kind: KindHTTP, Target: "192.168.1.20:80", Port: 10443, TLS: true, LiveTimeout: DefaultLiveTimeout,
 			Allow: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}},
-		{Name: "web2", Kind: KindHTTP, Target: "192.168.1.21:80", Port: 10444,
+		{Name: "web2", Kind: KindHTTP, Target: "192.168.1.21:80", Port: 10444, LiveTimeout: DefaultLiveTimeout,
 			Allow: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}, Viewers: []string{"bob"},
 			CameraLogin: &CameraLogin{Username: "admin", Password: "cam-pass"}},
 	}
@@ -61,17 +61,85 @@ func TestHTTPService(t *testing.T) {
 	if got := a.ServiceViewers(Service{Kind: KindTCP}); got != nil {
 		t.Errorf("ServiceViewers(tcp) = %q", got)
 	}
-	wantWarn := []string{
+	checkWarnings(t, a.Warnings, "cam-pass",
 		"a.yaml:5: services[0].kind: no certificate: set tls: acme_email",
-		"a.yaml:16: services[1].tls: off: viewers' passwords and video cross the internet unencrypted",
+		"a.yaml:16: services[1].tls: off: viewers' passwords and video cross the internet unencrypted")
+}
+
+// An rtsp service: path required, low_path optional (query kept), TLS on by
+// default, viewers and camera_login as for http.
+func TestRTSPService(t *testing.T) {
+	a, err := ParseAgent("a.yaml", []byte(svcHead+`  - name: frontdoor
+    kind: RTSP
+    target: 192.168.1.20:554
+    port: 10554
+    allow: [any]
+    path: /Streaming/Channels/101
+    low_path: "/cam/realmonitor?channel=1&subtype=1"
+    viewers: [alice]
+    camera_login: {username: admin, password: "${CAM}"}
+  - {name: yard, kind: rtsp, target: "192.168.1.21:554", port: 10555, allow: [any], path: /live, tls: off}
+`+viewersAB), envOf("CAM", "cam-pass"))
+	checkErrs(t, err)
+	want := []Service{
+		{Name: "frontdoor", Kind: KindRTSP, Target: "192.168.1.20:554", Port: 10554, TLS: true, AllowAny: true,
+			Path: "/Streaming/Channels/101", LowPath: "/cam/realmonitor?channel=1&subtype=1", Viewers: []string{"alice"},
+			CameraLogin: &CameraLogin{Username: "admin", Password: "cam-pass"}, LiveTimeout: DefaultLiveTimeout},
+		{Name: "yard", Kind: KindRTSP, Target: "192.168.1.21:554", Port: 10555, AllowAny: true, Path: "/live", LiveTimeout: DefaultLiveTimeout},
 	}
-	if len(a.Warnings) != len(wantWarn) {
-		t.Fatalf("warnings %q", a.Warnings)
+	if !reflect.DeepEqual(a.Services, want) {
+		t.Errorf("services\n%+v\nwant\n%+v", a.Services, want)
 	}
-	for i, w := range wantWarn {
-		if !strings.HasPrefix(a.Warnings[i], w) || strings.Contains(a.Warnings[i], "cam-pass") {
-			t.Errorf("warning %d = %q, want %q...", i, a.Warnings[i], w)
+	if got := a.ServiceViewers(a.Services[1]); !slices.Equal(got, []string{"alice", "bob"}) {
+		t.Errorf("ServiceViewers(yard) = %q, want every viewer", got)
+	}
+	checkWarnings(t, a.Warnings, "cam-pass",
+		"a.yaml:5: services[0].kind: no certificate: set tls: acme_email",
+		"a.yaml:13: services[1].tls: off: viewers' passwords and video cross the internet unencrypted")
+}
+
+// checkWarnings checks that got starts, one for one, with want and never
+// shows secret.
+func checkWarnings(t *testing.T, got []string, secret string, want ...string) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("warnings %q", got)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(got[i], w) || strings.Contains(got[i], secret) {
+			t.Errorf("warning %d = %q, want %q...", i, got[i], w)
 		}
+	}
+}
+
+// A portal: the phone page, no target, logins and TLS as http; viewers'
+// daily caps and the services' live_timeout.
+func TestPortalService(t *testing.T) {
+	a, err := ParseAgent("a.yaml", []byte(svcHead+`  - {name: yard, kind: http, target: "c:80", port: 10443, allow: [any], mjpeg: /v.mjpg, live_timeout: 10m}
+  - {name: hall, kind: http, target: "c:80", port: 10444, allow: [any], live_timeout: "off"}
+  - name: phone
+    kind: portal
+    port: 10400
+    allow: [any]
+    viewers: [alice]
+viewers:
+  alice: {password_hash: "`+hashAlice+`", daily_cap: 500MB}
+  bob: {password_hash: "`+hashBob+`", daily_cap: 1.5 GiB}
+`), envOf())
+	checkErrs(t, err)
+	want := []Service{
+		{Name: "yard", Kind: KindHTTP, Target: "c:80", Port: 10443, AllowAny: true, TLS: true, MJPEG: "/v.mjpg", LiveTimeout: 10 * time.Minute},
+		{Name: "hall", Kind: KindHTTP, Target: "c:80", Port: 10444, AllowAny: true, TLS: true},
+		{Name: "phone", Kind: KindPortal, Port: 10400, AllowAny: true, TLS: true, Viewers: []string{"alice"}},
+	}
+	if !reflect.DeepEqual(a.Services, want) {
+		t.Errorf("services\n%+v\nwant\n%+v", a.Services, want)
+	}
+	if a.Viewers["alice"].DailyCap != 500e6 || a.Viewers["bob"].DailyCap != 1.5*(1<<30) {
+		t.Errorf("daily caps %d, %d", a.Viewers["alice"].DailyCap, a.Viewers["bob"].DailyCap)
+	}
+	if got := a.ServiceViewers(a.Services[2]); !slices.Equal(got, []string{"alice"}) {
+		t.Errorf("ServiceViewers(phone) = %q", got)
 	}
 }
 
@@ -95,12 +163,41 @@ func TestServiceKindErrors(t *testing.T) {
 		yaml string
 		want []want
 	}{
-		{"rtsp not yet", svcHead + "  - {name: a, kind: rtsp, target: \"c:554\", port: 10554, allow: [any]}\n" + viewersAB,
-			[]want{{4, "services[0].kind", "kind rtsp is not supported by this version yet; use http or tcp"}}},
-		{"portal not yet", svcHead + "  - name: a\n    target: \"c:80\"\n    port: 10400\n    allow: [any]\n    kind: portal\n",
-			[]want{{8, "services[0].kind", "kind portal is not supported by this version yet; use http or tcp"}}},
+		{"rtsp without path", svcHead + "  - {name: a, kind: rtsp, target: \"c:554\", port: 10554, allow: [any]}\n" + viewersAB,
+			[]want{{4, "services[0].path", "required for kind rtsp: the camera's stream path, e.g. /Streaming/Channels/101"}}},
+		{"rtsp paths not paths", svcHead + "  - name: a\n    kind: rtsp\n    target: \"c:554\"\n    port: 10554\n    allow: [any]\n    path: Streaming/Channels/101\n    low_path: \"/low #2\"\n" + viewersAB,
+			[]want{{9, "services[0].path", `want the camera's RTSP URL path starting with /, e.g. /Streaming/Channels/101, got "Streaming/Channels/101"`},
+				{10, "services[0].low_path", `want the camera's RTSP URL path starting with /, e.g. /Streaming/Channels/102, got "/low #2"`}}},
+		{"rtsp with empty path", svcHead + "  - name: a\n    kind: rtsp\n    target: \"c:554\"\n    port: 10554\n    allow: [any]\n    path: \"\"\n" + viewersAB,
+			[]want{{9, "services[0].path", "required for kind rtsp"}}},
+		{"rtsp without viewers", svcHead + "  - {name: a, kind: rtsp, target: \"c:554\", port: 10554, allow: [any], path: /live}\n",
+			[]want{{4, "services[0].kind", "kind rtsp needs viewers: add one under viewers:"}}},
+		{"rtsp with mjpeg", svcHead + "  - {name: a, kind: rtsp, target: \"c:554\", port: 10554, allow: [any], path: /live, snapshot: /s.jpg}\n" + viewersAB,
+			[]want{{4, "services[0].snapshot", "only http services serve the camera's snapshot; kind rtsp passes"}}},
+		{"path on tcp and http", svcHead + "  - name: a\n    target: \"c:554\"\n    port: 10554\n    allow: [10.0.0.0/8]\n    path: /live\n  - name: b\n    kind: http\n    target: \"c:80\"\n    port: 10443\n    allow: [any]\n    low_path: /sub\n" + viewersAB,
+			[]want{{8, "services[0].path", "only rtsp services name the camera's stream path; kind tcp serves the camera's own paths"},
+				{14, "services[1].low_path", "only rtsp services name the camera's stream path; kind http"}}},
+		{"portal with camera keys", svcHead + "  - name: a\n    target: \"c:80\"\n    port: 10400\n    allow: [any]\n    kind: portal\n" +
+			"    camera_login: {username: a, password: b}\n    mjpeg: /v.mjpg\n    live_timeout: 5m\n" + viewersAB,
+			[]want{
+				{5, "services[0].target", "a portal has no target: it shows the cameras of the http and rtsp services"},
+				{9, "services[0].camera_login", "kind portal has no camera to log in to"},
+				{10, "services[0].mjpeg", "only http services serve the camera's mjpeg"},
+				{11, "services[0].live_timeout", "only http/rtsp services serve live streams to end; kind portal has none"},
+			}},
+		{"portal without viewers", svcHead + "  - {name: a, kind: portal, port: 10400, allow: [any]}\n",
+			[]want{{4, "services[0].kind", "kind portal needs viewers"}}},
+		{"bad live_timeout and daily_cap", svcHead + "  - {name: a, kind: http, target: \"c:80\", port: 10443, allow: [any], live_timeout: 10s}\n" +
+			"  - {name: b, kind: http, target: \"c:80\", port: 10444, allow: [any], live_timeout: soon}\n" +
+			"viewers:\n  alice: {password_hash: \"" + hashAlice + "\", daily_cap: 5 parsecs}\n  bob: {password_hash: \"" + hashBob + "\", daily_cap: 0}\n",
+			[]want{
+				{4, "services[0].live_timeout", "10s is too short: at least 1m0s"},
+				{5, "services[1].live_timeout", "expected a duration like 60s or 5m"},
+				{7, "viewers.alice.daily_cap", `unknown unit "parsecs"`},
+				{8, "viewers.bob.daily_cap", "out of range"},
+			}},
 		{"unknown kind", svcHead + "  - {name: a, kind: https, target: \"c:80\", port: 10400, allow: [any]}\n",
-			[]want{{4, "services[0].kind", `unknown kind "https": use http or tcp`}}},
+			[]want{{4, "services[0].kind", `unknown kind "https": use http, rtsp, portal or tcp`}}},
 		{"http without viewers", svcHead + "  - name: a\n    kind: http\n    target: \"c:80\"\n    port: 10443\n    allow: [any]\n",
 			[]want{{5, "services[0].kind", "kind http needs viewers: add one under viewers: (hash a password with `porthole-agent passwd`)"}}},
 		{"http with empty viewers", svcHead + "  - {name: a, kind: http, target: \"c:80\", port: 10443, allow: [any]}\nviewers: {}\n",

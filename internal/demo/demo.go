@@ -3,8 +3,10 @@
 // over QUIC; viewers reach the camera through the relay). The camera's web page is
 // an http service: HTTPS that ends at the agent (a self-signed certificate, since
 // no CA can reach loopback), a demo viewer with a fresh random password, and a
-// camera login (Digest) that only the agent knows. The RTSP stream is still a raw
-// tcp service.
+// camera login (Digest) that only the agent knows. The camera's RTSP stream is an
+// rtsp service: RTSPS that ends at the agent, the same demo viewer, one camera
+// session however many players watch.
+// The phone page (kind portal) shows the camera as a tile with live presets.
 package demo
 
 import (
@@ -32,12 +34,17 @@ import (
 // The demo's default public ports. The HTTP one must be a port browsers open
 // (10080, say, is on their unsafe list and the page would not load).
 const (
-	DefaultHTTPPort = 10088
-	DefaultRTSPPort = 10554
+	DefaultHTTPPort   = 10088
+	DefaultRTSPPort   = 10554
+	DefaultPortalPort = 10089
 )
 
 // Viewer is the name of the demo's viewer; its password is made at start.
 const Viewer = "demo"
+
+// RTSPService is the demo's rtsp service: players open
+// rtsps://127.0.0.1:<RTSPPort>/camera.
+const RTSPService = "camera"
 
 // The camera's own login, which the agent uses and viewers never see. Its
 // password is random too: nobody needs to type it.
@@ -45,9 +52,9 @@ const cameraUser = "admin"
 
 // Options are the demo's knobs; the zero value is the default demo.
 type Options struct {
-	// HTTPPort and RTSPPort are the public ports on the relay. Zero means
-	// DefaultHTTPPort and DefaultRTSPPort.
-	HTTPPort, RTSPPort uint16
+	// HTTPPort, RTSPPort and PortalPort are the public ports on the relay.
+	// Zero means DefaultHTTPPort, DefaultRTSPPort and DefaultPortalPort.
+	HTTPPort, RTSPPort, PortalPort uint16
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// Direct, when set, also opens the agent's own gateway listeners (what a
@@ -75,6 +82,9 @@ func Run(ctx context.Context, w io.Writer, opt Options) error {
 	}
 	if opt.RTSPPort == 0 {
 		opt.RTSPPort = DefaultRTSPPort
+	}
+	if opt.PortalPort == 0 {
+		opt.PortalPort = DefaultPortalPort
 	}
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
@@ -108,7 +118,7 @@ func Run(ctx context.Context, w io.Writer, opt Options) error {
 	}
 
 	token := config.NewToken()
-	lo, hi := min(opt.HTTPPort, opt.RTSPPort), max(opt.HTTPPort, opt.RTSPPort)
+	lo, hi := min(opt.HTTPPort, opt.RTSPPort, opt.PortalPort), max(opt.HTTPPort, opt.RTSPPort, opt.PortalPort)
 	rs, err := relay.New(relay.Config{
 		Relay: &config.Relay{
 			Listen: "127.0.0.1:0", ViewerBind: "127.0.0.1", StateDir: dir + "/relay",
@@ -128,9 +138,11 @@ func Run(ctx context.Context, w io.Writer, opt Options) error {
 		Services: []config.Service{
 			// Kind and TLS spelled out: the YAML parser defaults them, Go's zero values don't.
 			{Name: "camera-web", Kind: config.KindHTTP, TLS: true, Target: httpLn.Addr().String(),
-				Port: opt.HTTPPort, Allow: loopback,
+				Port: opt.HTTPPort, Allow: loopback, MJPEG: "/stream.mjpg", Snapshot: "/snapshot.jpg", LiveTimeout: config.DefaultLiveTimeout,
 				CameraLogin: &config.CameraLogin{Username: cameraUser, Password: camPassword}},
-			{Name: "camera-rtsp", Kind: config.KindTCP, Target: rtspLn.Addr().String(), Port: opt.RTSPPort, Allow: loopback},
+			{Name: RTSPService, Kind: config.KindRTSP, TLS: true, Target: rtspLn.Addr().String(), Path: camsim.RTSPPath,
+				Port: opt.RTSPPort, Allow: loopback},
+			{Name: "phone", Kind: config.KindPortal, TLS: true, Port: opt.PortalPort, Allow: loopback},
 		},
 		Viewers: map[string]config.Viewer{Viewer: {PasswordHash: hash}},
 	}
@@ -181,12 +193,16 @@ func Run(ctx context.Context, w io.Writer, opt Options) error {
 			fmt.Fprintf(w, "fingerprint: %s\n", c.Fingerprint)
 		}
 		fmt.Fprintf(w, "The camera asks for its own login (digest, user %s): only the agent knows it.\n", cameraUser)
-		fmt.Fprintln(w, "In VLC (a raw tcp service: the camera's bytes as they are):")
-		fmt.Fprintf(w, "rtsp://127.0.0.1:%d%s\n", opt.RTSPPort, camsim.RTSPPath)
+		fmt.Fprintln(w, "In VLC or an RTSP camera app (RTSP inside TLS, TCP transport; the same viewer and password):")
+		fmt.Fprintf(w, "rtsps://127.0.0.1:%d/%s\n", opt.RTSPPort, RTSPService)
+		fmt.Fprintln(w, "VLC asks for the login; ffplay and ffprobe take it in the URL, as viewer:password@ before the host.")
 		if d := opt.Direct; d != nil {
-			fmt.Fprintln(w, "The agent's own listener (the direct path):")
+			fmt.Fprintln(w, "The agent's own listeners (the direct path):")
 			fmt.Fprintf(w, "https://%s/\n", netip.AddrPortFrom(d.Listen, opt.HTTPPort))
+			fmt.Fprintf(w, "rtsps://%s/%s\n", netip.AddrPortFrom(d.Listen, opt.RTSPPort), RTSPService)
 		}
+		fmt.Fprintln(w, "On a phone, the camera page (every camera, low-data presets; same login):")
+		fmt.Fprintf(w, "https://127.0.0.1:%d/\n", opt.PortalPort)
 		fmt.Fprintln(w, "Press Ctrl-C to stop.")
 	}
 	wg.Wait()

@@ -35,8 +35,12 @@ func freePort(t *testing.T) uint16 {
 type printed struct {
 	lines []string
 	// URL is the first https:// line (through the relay), Direct the second
-	// (the agent's own listener, with Options.Direct).
-	URL, Direct, RTSP     string
+	// (the agent's own listener, with Options.Direct), Portal the phone
+	// page's (after its "On a phone" line).
+	URL, Direct, Portal string
+	// RTSP is the first rtsps:// line (through the relay), RTSPDirect the
+	// second (the agent's own listener).
+	RTSP, RTSPDirect      string
 	Viewer, Password, Fpr string
 }
 
@@ -52,7 +56,7 @@ func startDemo(t *testing.T, httpPort uint16, direct bool) printed {
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
-	opt := Options{HTTPPort: httpPort, RTSPPort: freePort(t)}
+	opt := Options{HTTPPort: httpPort, RTSPPort: freePort(t), PortalPort: freePort(t)}
 	if direct {
 		r, err := fakerouter.New(fakerouter.Config{})
 		if err != nil {
@@ -72,13 +76,18 @@ func startDemo(t *testing.T, httpPort uint16, direct bool) printed {
 	for lines.Scan() {
 		l := lines.Text()
 		p.lines = append(p.lines, l)
+		phone := len(p.lines) > 1 && strings.HasPrefix(p.lines[len(p.lines)-2], "On a phone")
 		switch {
+		case strings.HasPrefix(l, "https://") && phone:
+			p.Portal = l
 		case strings.HasPrefix(l, "https://") && p.URL == "":
 			p.URL = l
 		case strings.HasPrefix(l, "https://"):
 			p.Direct = l
-		case strings.HasPrefix(l, "rtsp://"):
+		case strings.HasPrefix(l, "rtsps://") && p.RTSP == "":
 			p.RTSP = l
+		case strings.HasPrefix(l, "rtsps://"):
+			p.RTSPDirect = l
 		case strings.HasPrefix(l, "viewer: "):
 			p.Viewer = strings.TrimPrefix(l, "viewer: ")
 		case strings.HasPrefix(l, "password: "):
@@ -130,11 +139,14 @@ func TestDemoPrintsURLsAndViewer(t *testing.T) {
 	if p.Viewer != Viewer || len(p.Password) < 12 {
 		t.Errorf("viewer %q password %q: want %q and a password of 12 characters or more", p.Viewer, p.Password, Viewer)
 	}
-	if !strings.HasPrefix(p.RTSP, "rtsp://127.0.0.1:") {
-		t.Errorf("no rtsp:// line in\n%s", strings.Join(p.lines, "\n"))
+	if !strings.HasPrefix(p.RTSP, "rtsps://127.0.0.1:") || !strings.HasSuffix(p.RTSP, "/"+RTSPService) {
+		t.Errorf("no rtsps://127.0.0.1:port/%s line in\n%s", RTSPService, strings.Join(p.lines, "\n"))
+	}
+	if !strings.HasPrefix(p.Portal, "https://127.0.0.1:") || p.Portal == p.URL {
+		t.Errorf("no phone page https:// line in\n%s", strings.Join(p.lines, "\n"))
 	}
 	for _, l := range p.lines {
-		if strings.Contains(l, "://") && !strings.HasPrefix(l, "https://") && !strings.HasPrefix(l, "rtsp://") {
+		if strings.Contains(l, "://") && !strings.HasPrefix(l, "https://") && !strings.HasPrefix(l, "rtsps://") {
 			t.Errorf("a URL not alone at the start of its line: %q", l)
 		}
 	}
@@ -267,6 +279,9 @@ func TestDirectNeedsAFakeRouter(t *testing.T) {
 func TestDefaultPortsOpenInBrowsers(t *testing.T) {
 	if config.BrowserBlocked(DefaultHTTPPort) {
 		t.Errorf("DefaultHTTPPort %d is on browsers' unsafe-port list", DefaultHTTPPort)
+	}
+	if config.BrowserBlocked(DefaultPortalPort) {
+		t.Errorf("DefaultPortalPort %d is on browsers' unsafe-port list", DefaultPortalPort)
 	}
 	if !config.BrowserBlocked(10080) {
 		t.Error("BrowserBlocked(10080) = false; the list is wrong")

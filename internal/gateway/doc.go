@@ -12,7 +12,8 @@
 //	sniff    Intercept (the agent answers the relay's probes), then the
 //	         first-byte deadline for protocols whose viewer speaks first
 //	TLS      where the service has it (Config.TLS): a first byte that is not
-//	         a handshake goes to Config.Plain (RedirectHTTPS: a 308 to https);
+//	         a handshake goes to Config.Plain (RedirectHTTPS: a 308 to https;
+//	         RedirectRTSPS: a 301 to rtsps);
 //	         the handshake finishes under the same deadline (default
 //	         DefaultHandshakeTimeout) or the viewer is reset; an ACME
 //	         TLS-ALPN-01 check ends after its handshake. The handler gets the

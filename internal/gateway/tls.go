@@ -44,9 +44,7 @@ func (l *Listener) handshake(ctx context.Context, c *conn, peeked []byte, deadli
 			// End the answer with a FIN before closing: a tunnel stream's
 			// Close resets what is still unsent (QUIC RESET_STREAM), and a
 			// relayed viewer would get a reset instead of the redirect.
-			if cw, ok := nc.(interface{ CloseWrite() error }); ok {
-				cw.CloseWrite()
-			}
+			CloseWrite(nc)
 		}
 		nc.Close()
 		return nil, ErrNotTLS

@@ -288,3 +288,76 @@ func FuzzRedirectHTTPS(f *testing.F) {
 		}
 	})
 }
+
+// RedirectRTSPS sends a plain RTSP request to rtsps:// on the same port,
+// keeping its CSeq, path and query.
+func TestRedirectRTSPS(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"OPTIONS rtsp://home.example.com:10554/frontdoor RTSP/1.0\r\nCSeq: 1\r\n\r\n",
+			"RTSP/1.0 301 This port speaks RTSPS: open rtsps://home.example.com:10554/frontdoor\r\nCSeq: 1\r\n" +
+				"Location: rtsps://home.example.com:10554/frontdoor\r\nContent-Length: 0\r\n\r\n"},
+		{"DESCRIBE rtsp://[::1]:8554/cam/low?x=1 RTSP/1.0\r\nCSeq: 7\r\n\r\n",
+			"RTSP/1.0 301 This port speaks RTSPS: open rtsps://[::1]:8554/cam/low?x=1\r\nCSeq: 7\r\n" +
+				"Location: rtsps://[::1]:8554/cam/low?x=1\r\nContent-Length: 0\r\n\r\n"},
+		{"OPTIONS rtsp://a@b/cam RTSP/1.0\r\nCSeq: 2\r\n\r\n",
+			"RTSP/1.0 400 This port speaks RTSPS: open rtsps://<host>:<port>/<service>\r\nCSeq: 2\r\nContent-Length: 0\r\n\r\n"},
+		{"OPTIONS * RTSP/1.0\r\n\r\n",
+			"RTSP/1.0 400 This port speaks RTSPS: open rtsps://<host>:<port>/<service>\r\nContent-Length: 0\r\n\r\n"},
+		{"GET / HTTP/1.1\r\nHost: x\r\n\r\n", ""},
+		{"OPTIONS rtsp://h/cam RTSP/1.0\r\n", ""}, // no end of head
+	} {
+		c := &recordConn{}
+		RedirectRTSPS(c, []byte(tc.in))
+		if got := c.out.String(); got != tc.want {
+			t.Errorf("RedirectRTSPS(%q) =\n%q\nwant\n%q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// FuzzRedirectRTSPS: whatever a viewer sends, the answer is nothing, a 400,
+// or a 301 to rtsps on a host made of host characters only, in one head
+// (no header splitting).
+func FuzzRedirectRTSPS(f *testing.F) {
+	f.Add([]byte("OPTIONS rtsp://home.example.com:10554/frontdoor RTSP/1.0\r\nCSeq: 1\r\n\r\n"))
+	f.Add([]byte("DESCRIBE rtsp://x/y%0d%0aLocation:%20z RTSP/1.0\r\nCSeq: 99999999999\r\n\r\n"))
+	f.Add([]byte("SETUP rtsp://a@b/c RTSP/1.0\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		c := &recordConn{}
+		RedirectRTSPS(c, in)
+		out := c.out.String()
+		if out == "" {
+			return
+		}
+		head, rest, ok := strings.Cut(out, "\r\n\r\n")
+		if !ok || rest != "" {
+			t.Fatalf("not one head: %q", out)
+		}
+		lines := strings.Split(head, "\r\n")
+		switch {
+		case strings.HasPrefix(lines[0], "RTSP/1.0 400 "):
+		case strings.HasPrefix(lines[0], "RTSP/1.0 301 "):
+			var loc string
+			for _, l := range lines[1:] {
+				if v, ok := strings.CutPrefix(l, "Location: "); ok {
+					loc = v
+				}
+			}
+			rest, ok := strings.CutPrefix(loc, "rtsps://")
+			host, _, _ := strings.Cut(rest, "/")
+			host, _, _ = strings.Cut(host, "?")
+			if !ok || !validHost(host) {
+				t.Fatalf("Location %q", loc)
+			}
+		default:
+			t.Fatalf("status line %q", lines[0])
+		}
+		for _, l := range lines {
+			if strings.ContainsAny(l, "\r\n") {
+				t.Fatalf("line %q", l)
+			}
+		}
+		if len(lines) > 4 {
+			t.Fatalf("headers %q", lines)
+		}
+	})
+}

@@ -70,6 +70,7 @@ type AgentConfig struct {
 
 // Service is one entry of agent.yaml's services.
 type Service struct {
+	// Target is the camera's host:port; empty leaves it out (kind portal).
 	Name, Target string
 	Port         int
 	// Allow is a YAML flow list; empty means [any].
@@ -101,7 +102,10 @@ func (c AgentConfig) YAML() string {
 		if s.Kind != "" {
 			fmt.Fprintf(&b, "    kind: %s\n", s.Kind)
 		}
-		fmt.Fprintf(&b, "    target: %s\n    port: %d\n    allow: %s\n", s.Target, s.Port, allow)
+		if s.Target != "" { // a portal has none
+			fmt.Fprintf(&b, "    target: %s\n", s.Target)
+		}
+		fmt.Fprintf(&b, "    port: %d\n    allow: %s\n", s.Port, allow)
 		b.WriteString(indent(s.Extra, "    "))
 	}
 	return b.String()

@@ -27,6 +27,9 @@ const (
 	Router Role = "rtr"
 	// LAN is the home host where the agent (and cameras) run.
 	LAN Role = "lan"
+	// Phone is a phone on mobile data, behind WAN (Options.Phone): it
+	// reaches the relay and the home's public address through WAN.
+	Phone Role = "phone"
 )
 
 // Addresses and ports of the lab (documentation and CGNAT ranges only).
@@ -38,6 +41,8 @@ const (
 	RouterWANCGNAT = "100.64.0.2"    // router WAN/10 behind CGNAT
 	RouterLANAddr  = "192.168.77.1"  // router LAN/24, gateway of the LAN host
 	AgentAddr      = "192.168.77.10" // the LAN host
+	PhoneAddr      = "198.51.100.2"  // the phone's eth0/24 (Options.Phone)
+	PhoneGateway   = "198.51.100.1"  // WAN's ph0/24, the phone's default route
 	STUNPort       = 3478            // STUN server on WANAddr (udp)
 	UPnPHTTPPort   = 5000            // miniupnpd HTTP (rootDesc.xml, SOAP) on RouterLANAddr
 	NATPMPPort     = 5351            // miniupnpd NAT-PMP and PCP on RouterLANAddr (udp)
@@ -66,6 +71,8 @@ type Options struct {
 	// NoNATPMP turns NAT-PMP off, and PCP with it (enable_natpmp=no).
 	// With NoUPnP too, miniupnpd isn't started at all.
 	NoNATPMP bool
+	// Phone adds the Phone namespace (PhoneAddr), routed through WAN.
+	Phone bool
 	// RouterConfig holds extra miniupnpd.conf lines, added before the
 	// permission rules (e.g. "clean_ruleset_interval=5").
 	RouterConfig []string
@@ -116,6 +123,9 @@ func Up(t testing.TB, opts Options) *Lab {
 	if opts.CGNAT {
 		l.ns[ISP] = l.ID + "-isp"
 	}
+	if opts.Phone {
+		l.ns[Phone] = l.ID + "-phone"
+	}
 	t.Cleanup(func() {
 		if err := l.Down(); err != nil {
 			t.Errorf("lab: %v", err)
@@ -164,6 +174,9 @@ func (l *Lab) describeVariant() string {
 		v = append(v, "no NAT-PMP/PCP")
 	} else {
 		v = append(v, "NAT-PMP/PCP")
+	}
+	if l.opts.Phone {
+		v = append(v, "phone")
 	}
 	return strings.Join(v, ", ")
 }
@@ -220,6 +233,9 @@ func (l *Lab) build(ctx context.Context) error {
 	if l.opts.CGNAT {
 		roles = []Role{WAN, ISP, Router, LAN}
 	}
+	if l.opts.Phone {
+		roles = append(roles, Phone)
+	}
 	for _, r := range roles {
 		if err := l.addNS(ctx, r); err != nil {
 			return err
@@ -251,6 +267,10 @@ func (l *Lab) build(ctx context.Context) error {
 	veth(Router, "lan0", RouterLANAddr+"/24", LAN, "eth0", AgentAddr+"/24")
 	// the default route also carries SSDP multicast (239.255.255.250)
 	ipn(LAN, "route", "add", "default", "via", RouterLANAddr)
+	if l.opts.Phone {
+		veth(WAN, "ph0", PhoneGateway+"/24", Phone, "eth0", PhoneAddr+"/24")
+		ipn(Phone, "route", "add", "default", "via", PhoneGateway)
+	}
 	for _, s := range steps {
 		if _, err := ipCmd(ctx, s...); err != nil {
 			return err
@@ -259,6 +279,9 @@ func (l *Lab) build(ctx context.Context) error {
 	forward := []Role{Router}
 	if l.opts.CGNAT {
 		forward = append(forward, ISP)
+	}
+	if l.opts.Phone {
+		forward = append(forward, WAN)
 	}
 	for _, r := range forward {
 		if _, err := l.ExecContext(ctx, r, "sysctl", "-qw", "net.ipv4.ip_forward=1"); err != nil {
@@ -323,7 +346,7 @@ func (l *Lab) down() error {
 			errs = append(errs, err)
 		}
 	}
-	for _, r := range []Role{LAN, Router, ISP, WAN} {
+	for _, r := range []Role{Phone, LAN, Router, ISP, WAN} {
 		ns, ok := l.ns[r]
 		if !ok || !(hostNS{}).exists(ns) {
 			continue

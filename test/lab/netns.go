@@ -169,6 +169,16 @@ func (l *Lab) dial(ctx context.Context, r Role, laddr net.Addr, network, address
 	return c, nil
 }
 
+// Do runs fn on a thread inside namespace r: the sockets fn opens stay in r
+// (for example a wireguard-go device's, opened by its Up).
+func (l *Lab) Do(r Role, fn func() error) error {
+	ns, err := l.nsName(r)
+	if err != nil {
+		return err
+	}
+	return inNetns(ns, fn)
+}
+
 // Listen listens inside namespace r (for in-process servers in a test).
 func (l *Lab) Listen(r Role, network, address string) (net.Listener, error) {
 	ns, err := l.nsName(r)

@@ -8,6 +8,11 @@
 //	porthole-agent passwd [NAME] < password    hash a viewer's password for viewers:
 //	porthole-agent -config agent.yaml link NAME [-note TEXT]   a URL token for NAME
 //	porthole-agent -config agent.yaml link -list | -revoke ID
+//	porthole-agent discover [-host 192.168.1.0/24] [-user admin -password-file F]   cameras on the LAN
+//	porthole-agent -config agent.yaml invite NAME -viewer VIEWER [-png FILE]   a phone's WireGuard config
+//	porthole-agent -config agent.yaml invite -list | -revoke NAME
+//	porthole-agent -config agent.yaml notify-test   send a test event to each notify: target
+//	porthole-agent -config agent.yaml doctor        check relay, clock, state_dir, cameras, router, DNS
 package main
 
 import (
@@ -65,7 +70,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "usage: porthole-agent [-config agent.yaml] [-check|-once|-v] | -version\n"+
 			"       porthole-agent [-config agent.yaml] status [-json] [-addr host:port]\n"+
 			"       porthole-agent passwd [NAME] < password\n"+
-			"       porthole-agent [-config agent.yaml] link NAME [-note TEXT] | link -list | link -revoke ID\n")
+			"       porthole-agent [-config agent.yaml] link NAME [-note TEXT] | link -list | link -revoke ID\n"+
+			"       porthole-agent discover [-iface NAME] [-host IP|CIDR] [-user NAME -password-file FILE] [-json]\n"+
+			"       porthole-agent [-config agent.yaml] invite NAME -viewer VIEWER [-png FILE] | invite -list | invite -revoke NAME\n"+
+			"       porthole-agent [-config agent.yaml] notify-test | doctor [-time-url URL]\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -85,8 +93,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return passwdCmd(ctx, fs.Args()[1:], stdout, stderr)
 		case "link":
 			return linkCmd(fs.Args()[1:], *cfgPath, stdout, stderr)
+		case "discover":
+			return discoverCmd(ctx, fs.Args()[1:], stdout, stderr)
+		case "invite":
+			return inviteCmd(fs.Args()[1:], *cfgPath, stdout, stderr)
+		case "notify-test":
+			return notifyTestCmd(ctx, fs.Args()[1:], *cfgPath, stdout, stderr)
+		case "doctor":
+			return doctorCmd(ctx, fs.Args()[1:], *cfgPath, stdout, stderr)
 		default:
-			fmt.Fprintf(stderr, "porthole-agent: unknown command %q (commands: status, passwd, link); without a command it runs the agent\n", cmd)
+			fmt.Fprintf(stderr, "porthole-agent: unknown command %q (commands: status, passwd, link, invite, discover, notify-test, doctor); without a command it runs the agent\n", cmd)
 			return 2
 		}
 	}
@@ -97,6 +113,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	for _, w := range append(ac.Warnings, agent.ConfigWarnings(ac)...) {
 		fmt.Fprintln(stderr, "warning:", w)
+	}
+	if probs := agent.NotifyProblems(ac, *cfgPath); len(probs) > 0 {
+		for _, p := range probs {
+			fmt.Fprintln(stderr, p)
+		}
+		return 1
 	}
 	if *check {
 		fmt.Fprintf(stdout, "%s: ok (%d services)\n", *cfgPath, len(ac.Services))
@@ -379,25 +401,11 @@ func linkCmd(args []string, cfgPath string, stdout, stderr io.Writer) int {
 			"       porthole-agent link [-config agent.yaml] -revoke ID\n")
 		fs.PrintDefaults()
 	}
-	// NAME may come before or after the flags.
-	var names []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return 2
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		names = append(names, fs.Arg(0))
-		args = fs.Args()[1:]
+	names, err := parseNames(fs, args)
+	if err != nil {
+		return 2
 	}
-	modes := 0
-	for _, on := range []bool{*list, *revoke != "", len(names) > 0} {
-		if on {
-			modes++
-		}
-	}
-	if modes != 1 || len(names) > 1 {
+	if countTrue(*list, *revoke != "", len(names) > 0) != 1 || len(names) > 1 {
 		fmt.Fprintln(stderr, "porthole-agent link: give one of NAME, -list or -revoke ID")
 		fs.Usage()
 		return 2
@@ -473,6 +481,33 @@ func linkCmd(args []string, cfgPath string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "Revoke it with: porthole-agent link -revoke %s\n", l.ID)
 	return 0
+}
+
+// parseNames parses a subcommand's flags with its NAME arguments before,
+// between or after them, and returns the names.
+func parseNames(fs *flag.FlagSet, args []string) ([]string, error) {
+	var names []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return names, nil
+		}
+		names = append(names, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// countTrue is how many of the modes a command line asks for.
+func countTrue(modes ...bool) int {
+	n := 0
+	for _, on := range modes {
+		if on {
+			n++
+		}
+	}
+	return n
 }
 
 // linkConfig is the part of agent.yaml the link command reads.

@@ -80,6 +80,18 @@ type Config struct {
 	// Audit gets one record per login, failure, lockout, logout and link use
 	// (never a password or token); nil = discard.
 	Audit *slog.Logger
+	// OnLockout, if set, is called once when a source or a name gets locked
+	// out (when the lockout is audited). It is called with the Store's lock
+	// held: it must return at once (queue, don't send).
+	OnLockout func(Lockout)
+}
+
+// Lockout says who was locked out: a source address, or a name as typed
+// (truncated, not necessarily a viewer's).
+type Lockout struct {
+	Source     netip.Addr // valid for a source's lockout
+	Name       string     // set for a name's lockout
+	RetryAfter time.Duration
 }
 
 const (
@@ -128,6 +140,8 @@ type Store struct {
 	hashes atomic.Int64     // argon2 verifications run, for tests
 	onHash func(netip.Addr) // tests: called inside each verification's slot
 
+	onLockout func(Lockout) // Config.OnLockout
+
 	mu        sync.Mutex // guards the fields below
 	sources   map[netip.Prefix]*failures
 	names     map[string]*nameState      // viewers: never evicted
@@ -166,6 +180,7 @@ func New(cfg Config) (*Store, error) {
 		basic:      make(map[[32]byte]basicEntry),
 		lim:        defaultLimits,
 		turns:      make(map[netip.Prefix]*turn),
+		onLockout:  cfg.OnLockout,
 	}
 	if s.sessionTTL <= 0 {
 		s.sessionTTL = defaultSessionTTL
@@ -447,6 +462,9 @@ func (s *Store) lockedLocked(name string, sk netip.Prefix, src netip.Addr, now t
 			if !f.reported {
 				f.reported = true
 				s.audit.Info("locked_out", "src", src.String(), "retry_after", d.Round(time.Second).String())
+				if s.onLockout != nil {
+					s.onLockout(Lockout{Source: src, RetryAfter: d})
+				}
 			}
 			return &LockedError{Delay: d}
 		}
@@ -459,6 +477,9 @@ func (s *Store) lockedLocked(name string, sk netip.Prefix, src netip.Addr, now t
 		if !ns.reported {
 			ns.reported = true
 			s.audit.Info("locked_out", "name", clean(name), "retry_after", d.Round(time.Second).String())
+			if s.onLockout != nil {
+				s.onLockout(Lockout{Name: clean(name), RetryAfter: d})
+			}
 		}
 		return &LockedError{Delay: d}
 	}

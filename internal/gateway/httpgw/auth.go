@@ -68,7 +68,7 @@ func (h *Handler) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	src := vc.v.Addr.Addr()
-	live := r.URL.Path == MJPEGPath || r.URL.Path == SnapshotPath
+	live := h.cfg.Site == nil && (r.URL.Path == MJPEGPath || r.URL.Path == SnapshotPath)
 	if strings.HasPrefix(r.URL.Path, Prefix) && !live {
 		h.servePorthole(w, r, src)
 		return
@@ -89,15 +89,23 @@ func (h *Handler) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			Logout:  id.session != ""})
 		return
 	}
-	if vc.identify(id.viewer) {
+	if vc.identify(id) {
 		h.audit.Info("open", "viewer", id.viewer, "service", h.cfg.Service, "src", src)
 	}
-	if live {
-		h.serveLive(w, r, vc)
+	id.host = r.Host
+	r = r.WithContext(context.WithValue(r.Context(), identityKey{}, id))
+	if h.cfg.Site != nil {
+		h.cfg.Site.ServeHTTP(w, r)
 		return
 	}
-	id.host = r.Host
-	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, id)))
+	if h.overCap(w, r, id.viewer) {
+		return
+	}
+	if live {
+		h.serveLive(w, r, vc, id.viewer)
+		return
+	}
+	h.proxy.ServeHTTP(w, r)
 }
 
 // identify finds the request's viewer: a link token, the session cookie or
@@ -186,6 +194,7 @@ func (h *Handler) servePorthole(w http.ResponseWriter, r *http.Request, src neti
 			viewer, _ := h.cfg.Auth.Session(c.Value)
 			h.cfg.Auth.Logout(c.Value)
 			h.jars.drop("session\x00" + c.Value)
+			h.cfg.Meter.EndSession(c.Value)
 			h.audit.Info("logout", "viewer", viewer, "service", h.cfg.Service, "src", src)
 		}
 		http.SetCookie(w, h.cookie("", time.Unix(0, 0)))

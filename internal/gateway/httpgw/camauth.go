@@ -131,3 +131,10 @@ func (a *cameraAuth) learn(h http.Header, s sent) bool {
 	}
 	return false
 }
+
+// CameraTransport returns a RoundTripper that logs in to a camera as its
+// 401 asks (Basic or Digest) with user and pass, like the handler does: for
+// checks of a camera_login outside a handler (porthole-agent doctor).
+func CameraTransport(next http.RoundTripper, user, pass string) http.RoundTripper {
+	return &cameraAuth{next: next, user: user, pass: pass}
+}

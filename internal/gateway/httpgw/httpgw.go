@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/porthole-dev/porthole/internal/gateway"
+	"github.com/porthole-dev/porthole/internal/gateway/meter"
 )
 
 // Auth checks viewers: names and passwords, sessions, lockout and link tokens.
@@ -42,8 +43,21 @@ type Config struct {
 	Service string
 	// Target is the camera's host:port on the LAN (agent.yaml target:). The
 	// camera gets it as Host, Origin and Referer; redirects to it are
-	// rewritten to the public host. Required.
+	// rewritten to the public host. Required, unless Site is set.
 	Target string
+	// Site, when set, serves every authenticated request outside /.porthole/
+	// instead of a camera (the phone page, kind portal): ViewerOf tells it
+	// who asks. Target, the proxy and the live paths are then unused.
+	Site http.Handler
+	// Meter counts each viewer's bytes on this service (per login session
+	// too) and holds the daily caps: a viewer over the cap gets 429 for
+	// anything that costs camera data, and their live streams end. Nil =
+	// not counted, no caps.
+	Meter *meter.Meter
+	// LiveTimeout ends a live MJPEG stream after this long (a phone left on
+	// must not burn its data plan); the viewer starts it again. Zero = no
+	// limit (the agent's default is DefaultLiveTimeout).
+	LiveTimeout time.Duration
 	// DialContext reaches Target. Nil = the gateway's backend dialer of the
 	// viewer whose request needs the connection (Viewer.DialBackend, bounded
 	// by the listener's DialTimeout): the agent wires it to the camera. Its
@@ -160,10 +174,10 @@ func New(cfg Config) (*Handler, error) {
 		return nil, errors.New("httpgw: Service is required")
 	case cfg.Auth == nil:
 		return nil, fmt.Errorf("httpgw: service %s: Auth is required", cfg.Service)
-	case cfg.Target == "":
+	case cfg.Target == "" && cfg.Site == nil:
 		return nil, fmt.Errorf("httpgw: service %s: Target is required", cfg.Service)
 	}
-	if _, _, err := net.SplitHostPort(cfg.Target); err != nil {
+	if _, _, err := net.SplitHostPort(cfg.Target); err != nil && cfg.Site == nil {
 		return nil, fmt.Errorf("httpgw: service %s: Target %q: %w", cfg.Service, cfg.Target, err)
 	}
 	if cfg.DialTimeout == 0 {
@@ -258,7 +272,7 @@ func New(cfg Config) (*Handler, error) {
 // when that connection is closed (the viewer left, idle or header timeout, ctx
 // ended, Close).
 func (h *Handler) Serve(ctx context.Context, v *gateway.Viewer) error {
-	vc := &viewerConn{Conn: v.Conn, v: v, done: make(chan struct{}), start: h.cfg.Now()}
+	vc := &viewerConn{Conn: v.Conn, v: v, done: make(chan struct{}), start: h.cfg.Now(), meter: h.cfg.Meter, svc: h.cfg.Service}
 	if len(v.Peeked) > 0 {
 		vc.peeked = v.Peeked
 	}
@@ -352,6 +366,10 @@ type viewerConn struct {
 	once sync.Once
 	done chan struct{}
 
+	meter *meter.Meter
+	svc   string
+	acct  atomic.Pointer[identity] // the first authenticated viewer: counted to them from then on
+
 	mu     sync.Mutex // guards viewer
 	viewer string     // the first authenticated viewer on this conn, for audit
 }
@@ -369,6 +387,9 @@ func (c *viewerConn) Read(b []byte) (int, error) {
 	if n > 0 {
 		c.in.Add(int64(n))
 		c.v.Count(int64(n), 0)
+		if id := c.acct.Load(); id != nil {
+			c.meter.Add(id.viewer, c.svc, id.session, int64(n), 0)
+		}
 	}
 	return n, err
 }
@@ -380,6 +401,9 @@ func (c *viewerConn) Write(b []byte) (int, error) {
 	if n > 0 {
 		c.out.Add(int64(n))
 		c.v.Count(0, int64(n))
+		if id := c.acct.Load(); id != nil {
+			c.meter.Add(id.viewer, c.svc, id.session, 0, int64(n))
+		}
 	}
 	return n, err
 }
@@ -394,7 +418,7 @@ func (c *viewerConn) Close() error {
 	var err error
 	c.once.Do(func() {
 		if c.wmu.TryLock() {
-			closeWrite(c.Conn)
+			gateway.CloseWrite(c.Conn)
 			c.wmu.Unlock()
 		}
 		err = c.Conn.Close()
@@ -403,31 +427,19 @@ func (c *viewerConn) Close() error {
 	return err
 }
 
-// closeWrite ends c's write side and that of every connection under it: the
-// TLS close_notify, then the stream's or socket's FIN (*tls.Conn's CloseWrite
-// does not pass it down).
-func closeWrite(c net.Conn) {
-	for c != nil {
-		if cw, ok := c.(interface{ CloseWrite() error }); ok {
-			_ = cw.CloseWrite()
-		}
-		u, ok := c.(interface{ NetConn() net.Conn })
-		if !ok {
-			return
-		}
-		c = u.NetConn()
-	}
-}
-
 // identify records the conn's viewer at its first authenticated request and
-// reports whether it was the first.
-func (c *viewerConn) identify(name string) bool {
+// reports whether it was the first. From then on the conn's bytes count
+// towards that viewer in the meter, those before (the login) included.
+func (c *viewerConn) identify(id identity) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.viewer != "" {
 		return false
 	}
-	c.viewer = name
+	c.viewer = id.viewer
+	// Requests on a conn are served one at a time: no write runs now.
+	c.acct.Store(&identity{viewer: id.viewer, session: id.session})
+	c.meter.Add(id.viewer, c.svc, id.session, c.in.Load(), c.out.Load())
 	return true
 }
 

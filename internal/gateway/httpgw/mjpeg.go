@@ -65,7 +65,7 @@ func parseLive(q url.Values, fps bool) (liveParams, error) {
 }
 
 // serveLive answers MJPEGPath and SnapshotPath for an authenticated viewer.
-func (h *Handler) serveLive(w http.ResponseWriter, r *http.Request, vc *viewerConn) {
+func (h *Handler) serveLive(w http.ResponseWriter, r *http.Request, vc *viewerConn, viewer string) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		h.page(w, r, http.StatusMethodNotAllowed, messageData{Title: "Method not allowed", Message: r.Method + " is not used here."})
@@ -78,7 +78,7 @@ func (h *Handler) serveLive(w http.ResponseWriter, r *http.Request, vc *viewerCo
 		return
 	}
 	if stream {
-		h.serveMJPEG(w, r, vc, p)
+		h.serveMJPEG(w, r, vc, viewer, p)
 	} else {
 		h.serveSnapshot(w, r, vc, p)
 	}
@@ -127,13 +127,26 @@ func (h *Handler) firstFrame(ctx context.Context, s *sub) (*frame, error) {
 	}
 }
 
-// serveMJPEG streams the shared camera stream to one viewer.
-func (h *Handler) serveMJPEG(w http.ResponseWriter, r *http.Request, vc *viewerConn, p liveParams) {
+// serveMJPEG streams the shared camera stream to one viewer, until they
+// leave, LiveTimeout passes or they reach their daily cap.
+func (h *Handler) serveMJPEG(w http.ResponseWriter, r *http.Request, vc *viewerConn, viewer string, p liveParams) {
 	if h.mjpeg == nil {
 		h.notConfigured(w, r, "MJPEG stream", "mjpeg")
 		return
 	}
 	ctx := r.Context()
+	start := time.Now()
+	if d := h.cfg.LiveTimeout; d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	defer func() {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) && r.Context().Err() == nil {
+			h.audit.Info("live_end", "viewer", viewer, "service", h.cfg.Service, "reason", "live_timeout",
+				"live_timeout", h.cfg.LiveTimeout, "duration", time.Since(start).Round(time.Millisecond))
+		}
+	}()
 	s, err := h.mjpeg.subscribe(vc, p.interval, h.cfg.QueueFrames)
 	if err != nil {
 		h.page(w, r, http.StatusServiceUnavailable, messageData{Title: "Shutting down", Message: "Porthole is stopping this service."})
@@ -166,6 +179,11 @@ func (h *Handler) serveMJPEG(w http.ResponseWriter, r *http.Request, vc *viewerC
 		return
 	}
 	for {
+		if over, _ := h.cfg.Meter.Over(viewer); over {
+			h.audit.Info("live_end", "viewer", viewer, "service", h.cfg.Service, "reason", "daily_cap",
+				"duration", time.Since(start).Round(time.Millisecond))
+			return
+		}
 		b, err := fr.sized(ctx, h.rz, p.width, false)
 		if err == nil {
 			// Deadlines are not supported by every gateway conn (tunnel streams).

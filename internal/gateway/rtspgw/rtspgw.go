@@ -15,6 +15,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4"
 
 	"github.com/porthole-dev/porthole/internal/gateway"
+	"github.com/porthole-dev/porthole/internal/gateway/meter"
 )
 
 // Auth checks viewers' names and passwords. The access package's *Store
@@ -91,8 +92,18 @@ type Config struct {
 	// service, src) at its first authenticated request and "close" (viewer,
 	// service, src, bytes_out sent to the viewer, bytes_in, packets_dropped
 	// from its full queue, duration); also
-	// "login_failed" (name, service, src, locked). Nil discards.
+	// "login_failed" (name, service, src, locked); "live_end" (viewer,
+	// service, reason live_timeout or daily_cap) when Porthole ends a
+	// stream. Nil discards.
 	Audit *slog.Logger
+	// Meter counts each viewer's bytes and holds the daily caps: a viewer
+	// over the cap gets 453 Not Enough Bandwidth (saying when it resets) and
+	// their playing streams end. Nil = not counted, no caps.
+	Meter *meter.Meter
+	// LiveTimeout ends a viewer's connection this long after it started
+	// playing (a phone left on must not burn its data plan); players may
+	// reconnect. Zero = no limit.
+	LiveTimeout time.Duration
 }
 
 // Paths a viewer may ask for, below /<Service>.
@@ -222,7 +233,7 @@ func New(cfg Config) (*Handler, error) {
 // ended, Close).
 func (h *Handler) Serve(ctx context.Context, v *gateway.Viewer) error {
 	vc := &viewerConn{Conn: v.Conn, v: v, peeked: v.Peeked, done: make(chan struct{}), start: time.Now(),
-		remote: net.TCPAddrFromAddrPort(v.Addr), idle: h.cfg.ReadTimeout}
+		remote: net.TCPAddrFromAddrPort(v.Addr), idle: h.cfg.ReadTimeout, h: h}
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -304,9 +315,15 @@ type viewerConn struct {
 	dropped atomic.Int64 // packets the viewer's full queue lost
 	playing atomic.Int32 // sessions playing on this conn
 	idle    time.Duration
+	h       *Handler
+
+	acct      atomic.Pointer[string] // the viewer bytes count to, once logged in
+	playSince atomic.Int64           // UnixNano of the first PLAY, 0 before
+	nextCheck atomic.Int64           // UnixNano of the next cap and timeout check
 
 	once sync.Once
 	done chan struct{}
+	wmu  sync.Mutex // held during a write: Close ends the write side only between writes
 
 	mu       sync.Mutex // guards the fields below
 	viewer   string     // the viewer who logged in on this conn
@@ -340,22 +357,71 @@ func (c *viewerConn) Read(b []byte) (int, error) {
 	if n > 0 {
 		c.in.Add(int64(n))
 		c.v.Count(int64(n), 0)
+		if name := c.acct.Load(); name != nil {
+			c.h.cfg.Meter.Add(*name, c.h.cfg.Service, "", int64(n), 0)
+		}
 	}
 	return n, err
 }
 
 func (c *viewerConn) Write(b []byte) (int, error) {
+	if c.mustEnd() {
+		c.Close()
+		return 0, net.ErrClosed
+	}
+	c.wmu.Lock()
 	n, err := c.Conn.Write(b)
+	c.wmu.Unlock()
 	if n > 0 {
 		c.out.Add(int64(n))
 		c.v.Count(0, int64(n))
+		if name := c.acct.Load(); name != nil {
+			c.h.cfg.Meter.Add(*name, c.h.cfg.Service, "", 0, int64(n))
+		}
 	}
 	return n, err
 }
 
+// mustEnd reports, at most once a second, whether a playing conn has run
+// past LiveTimeout or its viewer past the daily cap (audited once).
+func (c *viewerConn) mustEnd() bool {
+	since := c.playSince.Load()
+	name := c.acct.Load()
+	if since == 0 || name == nil {
+		return false
+	}
+	now := time.Now().UnixNano()
+	next := c.nextCheck.Load()
+	if now < next || !c.nextCheck.CompareAndSwap(next, now+int64(time.Second)) {
+		return false
+	}
+	reason := ""
+	if over, _ := c.h.cfg.Meter.Over(*name); over {
+		reason = "daily_cap"
+	} else if d := c.h.cfg.LiveTimeout; d > 0 && now-since >= int64(d) {
+		reason = "live_timeout"
+	}
+	if reason == "" {
+		return false
+	}
+	c.h.audit.Info("live_end", "viewer", *name, "service", c.h.cfg.Service, "reason", reason,
+		"duration", time.Duration(now-since).Round(time.Millisecond))
+	return true
+}
+
+// Close ends the connection. With no write in flight (gortsplib closing
+// after an answer, e.g. the 401 to wrong credentials) it first ends the write
+// side, so that the answer arrives: a relayed viewer's tunnel stream is
+// aborted by a bare Close (RESET_STREAM), and with tls: off nothing else
+// would end it cleanly. During a write (a viewer cut while playing) it
+// aborts.
 func (c *viewerConn) Close() error {
 	var err error
 	c.once.Do(func() {
+		if c.wmu.TryLock() {
+			gateway.CloseWrite(c.Conn)
+			c.wmu.Unlock()
+		}
 		err = c.Conn.Close()
 		close(c.done)
 	})
@@ -379,6 +445,10 @@ func (c *viewerConn) identify(name, auth string) bool {
 	defer c.mu.Unlock()
 	first := c.viewer == ""
 	c.viewer, c.authHdr = name, auth
+	if first {
+		c.acct.Store(&name)
+		c.h.cfg.Meter.Add(name, c.h.cfg.Service, "", c.in.Load(), c.out.Load())
+	}
 	return first
 }
 

@@ -113,6 +113,7 @@ func (s *serverHandler) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Res
 	if j, ok := ctx.Session.UserData().(*joined); ok && j.playing == nil {
 		if vc, ok := ctx.Conn.UserData().(*viewerConn); ok {
 			vc.playing.Add(1)
+			vc.playSince.CompareAndSwap(0, time.Now().UnixNano())
 			j.playing = vc
 		}
 	}
@@ -162,8 +163,8 @@ func (h *Handler) authorize(sc *gortsplib.ServerConn, req *base.Request) (*base.
 	if len(hv) != 1 {
 		return h.challenge("Porthole viewer login required"), nil
 	}
-	if _, ok := vc.loggedIn(hv[0]); ok {
-		return nil, nil
+	if name, ok := vc.loggedIn(hv[0]); ok {
+		return h.overCap(name)
 	}
 	var a headers.Authorization
 	if err := a.Unmarshal(hv); err != nil || a.Method != headers.AuthMethodBasic || a.Username == "" {
@@ -191,7 +192,18 @@ func (h *Handler) authorize(sc *gortsplib.ServerConn, req *base.Request) (*base.
 	if vc.identify(name, hv[0]) {
 		h.audit.Info("open", "viewer", name, "service", h.cfg.Service, "src", src)
 	}
-	return nil, nil
+	return h.overCap(name)
+}
+
+// overCap is the answer to a viewer over the daily cap: 453 Not Enough
+// Bandwidth, saying when video starts again; nil under it.
+func (h *Handler) overCap(viewer string) (*base.Response, error) {
+	over, resets := h.cfg.Meter.Over(viewer)
+	if !over {
+		return nil, nil
+	}
+	return &base.Response{StatusCode: base.StatusNotEnoughBandwidth,
+		StatusMessage: "Daily data cap reached, video starts again at " + resets.Format("15:04 MST")}, errRefused
 }
 
 // challenge is a 401 asking for a Porthole viewer login.
