@@ -138,14 +138,14 @@ func (r *agentRig) direct() netip.AddrPort {
 // userspace stack, talking UDP to endpoint.
 type phone struct {
 	dev  *device.Device
-	tnet *netTUN
+	tnet *Netstack
 	key  Key
 	ip   netip.Addr
 }
 
 func newPhone(t testing.TB, key Key, ip netip.Addr, agent Key, endpoint netip.AddrPort) *phone {
 	t.Helper()
-	tnet, err := newNetTUN([]netip.Addr{ip}, MTU)
+	tnet, err := NewNetstack([]netip.Addr{ip}, MTU)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,10 +37,12 @@ const (
 	tunBatch = 128
 )
 
-// netTUN is the device's userspace network: a gVisor stack whose interface is
-// WireGuard (a tun.Device): what the stack sends, WireGuard encrypts; what
-// WireGuard decrypts, the stack receives.
-type netTUN struct {
+// Netstack is a userspace network for wireguard-go: a gVisor stack whose
+// interface is WireGuard (a tun.Device): what the stack sends, WireGuard
+// encrypts; what WireGuard decrypts, the stack receives. The Device uses one;
+// tests and the bench make their phones with one too (a real phone has its
+// kernel's stack instead).
+type Netstack struct {
 	ep     *channel.Endpoint
 	stack  *stack.Stack
 	events chan tun.Event
@@ -51,10 +53,11 @@ type netTUN struct {
 	closeOnce sync.Once
 }
 
-var _ tun.Device = (*netTUN)(nil)
+var _ tun.Device = (*Netstack)(nil)
 
-// newNetTUN makes a stack answering at addrs with the given MTU.
-func newNetTUN(addrs []netip.Addr, mtu int) (*netTUN, error) {
+// NewNetstack makes a stack answering at addrs with the given MTU; give it to
+// device.NewDevice, and Close it through the device.
+func NewNetstack(addrs []netip.Addr, mtu int) (*Netstack, error) {
 	s := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
@@ -71,8 +74,8 @@ func newNetTUN(addrs []netip.Addr, mtu int) (*netTUN, error) {
 		return nil, fmt.Errorf("tcp SACK: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	t := &netTUN{ep: channel.New(nicQueueLen, uint32(mtu), ""), stack: s, events: make(chan tun.Event, 1), mtu: mtu, ctx: ctx, cancel: cancel}
-	fail := func(format string, args ...any) (*netTUN, error) {
+	t := &Netstack{ep: channel.New(nicQueueLen, uint32(mtu), ""), stack: s, events: make(chan tun.Event, 1), mtu: mtu, ctx: ctx, cancel: cancel}
+	fail := func(format string, args ...any) (*Netstack, error) {
 		t.Close()
 		return nil, fmt.Errorf(format, args...)
 	}
@@ -102,17 +105,17 @@ func newNetTUN(addrs []netip.Addr, mtu int) (*netTUN, error) {
 	return t, nil
 }
 
-func (t *netTUN) Name() (string, error) { return "porthole", nil }
-func (t *netTUN) File() *os.File        { return nil }
-func (t *netTUN) Events() <-chan tun.Event {
+func (t *Netstack) Name() (string, error) { return "porthole", nil }
+func (t *Netstack) File() *os.File        { return nil }
+func (t *Netstack) Events() <-chan tun.Event {
 	return t.events
 }
-func (t *netTUN) MTU() (int, error) { return t.mtu, nil }
-func (t *netTUN) BatchSize() int    { return tunBatch }
+func (t *Netstack) MTU() (int, error) { return t.mtu, nil }
+func (t *Netstack) BatchSize() int    { return tunBatch }
 
 // Read hands WireGuard what the stack sends: it waits for one packet, then
 // takes what else is queued, up to the batch.
-func (t *netTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+func (t *Netstack) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	pkt := t.ep.ReadContext(t.ctx)
 	if pkt == nil {
 		return 0, os.ErrClosed
@@ -134,7 +137,7 @@ func (t *netTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 }
 
 // Write hands the stack what WireGuard decrypted.
-func (t *netTUN) Write(bufs [][]byte, offset int) (int, error) {
+func (t *Netstack) Write(bufs [][]byte, offset int) (int, error) {
 	for _, b := range bufs {
 		pkt := b[offset:]
 		if len(pkt) == 0 {
@@ -156,7 +159,7 @@ func (t *netTUN) Write(bufs [][]byte, offset int) (int, error) {
 }
 
 // Close stops the stack; WireGuard's reader returns.
-func (t *netTUN) Close() error {
+func (t *Netstack) Close() error {
 	t.closeOnce.Do(func() {
 		t.cancel()
 		t.stack.RemoveNIC(1)
@@ -168,13 +171,13 @@ func (t *netTUN) Close() error {
 }
 
 // ListenTCPAddrPort listens inside the tunnel at addr.
-func (t *netTUN) ListenTCPAddrPort(addr netip.AddrPort) (*gonet.TCPListener, error) {
+func (t *Netstack) ListenTCPAddrPort(addr netip.AddrPort) (*gonet.TCPListener, error) {
 	fa, pn := fullAddr(addr)
 	return gonet.ListenTCP(t.stack, fa, pn)
 }
 
 // DialContextTCPAddrPort connects from inside the tunnel to addr.
-func (t *netTUN) DialContextTCPAddrPort(ctx context.Context, addr netip.AddrPort) (*gonet.TCPConn, error) {
+func (t *Netstack) DialContextTCPAddrPort(ctx context.Context, addr netip.AddrPort) (*gonet.TCPConn, error) {
 	fa, pn := fullAddr(addr)
 	return gonet.DialContextTCP(ctx, t.stack, fa, pn)
 }

@@ -94,7 +94,7 @@ type Device struct {
 	cfg  Config
 	log  *slog.Logger
 	dev  *device.Device
-	tnet *netTUN
+	tnet *Netstack
 	bind *bind
 	port uint16
 	lns  []*listener
@@ -150,7 +150,7 @@ func New(cfg Config) (*Device, error) {
 			locals = append(locals, s.LAN.Addr().Unmap())
 		}
 	}
-	tnet, err := newNetTUN(locals, MTU)
+	tnet, err := NewNetstack(locals, MTU)
 	if err != nil {
 		return nil, fmt.Errorf("wg: netstack: %w", err)
 	}
