@@ -42,12 +42,14 @@ type Scale struct {
 	Floods FloodScale
 	// HTTPS sizes the "https" and "login-storm" steps.
 	HTTPS HTTPSScale
+	// WireGuard sizes the "wireguard" step.
+	WireGuard WireGuardScale
 	// Only, if set, names the steps to run (see Steps); empty runs all.
 	Only []string
 }
 
 // Steps are the names of Run's measurements, in order, for Scale.Only.
-var Steps = []string{"throughput", "latency", "viewers", "memory", "idle-viewers", "restart", "agent-killed", "udp-buffers", "floods", "https", "login-storm"}
+var Steps = []string{"throughput", "latency", "viewers", "memory", "idle-viewers", "restart", "agent-killed", "udp-buffers", "floods", "https", "login-storm", "wireguard"}
 
 // Full is the scale of `make bench`, the figures of the issue.
 var Full = Scale{
@@ -58,6 +60,7 @@ var Full = Scale{
 	Floods: FloodScale{Window: 5 * time.Second, IdleConns: 4000, Handshakes: 1000},
 	HTTPS: HTTPSScale{FirstFrames: 50, Viewers: 100, ViewerTime: 10 * time.Second, FPS: 10, DownloadMiB: 128, Downloads: 6,
 		StormAttempts: 1000, StormParallel: 50},
+	WireGuard: WireGuardScale{Seconds: 5, Pings: 2000, Peers: 20},
 }
 
 // Smoke is small enough for CI; its numbers only show that everything runs.
@@ -68,6 +71,7 @@ var Smoke = Scale{
 	Floods: FloodScale{Window: 500 * time.Millisecond, IdleConns: 200, Handshakes: 50},
 	HTTPS: HTTPSScale{FirstFrames: 3, Viewers: 3, ViewerTime: time.Second, FPS: 10, DownloadMiB: 4, Downloads: 1,
 		StormAttempts: 20, StormParallel: 5},
+	WireGuard: WireGuardScale{Seconds: 1, Pings: 100, Peers: 2},
 }
 
 // Run builds the binaries, measures every figure at scale s and prints the
@@ -109,6 +113,7 @@ func Run(ctx context.Context, s Scale, w, progress io.Writer) error {
 	step("floods", func() []Figure { return Floods(ctx, bins, s.Floods) })
 	step("https", func() []Figure { return HTTPS(ctx, bins, s.HTTPS) })
 	step("login-storm", func() []Figure { return LoginStorm(ctx, bins, s.HTTPS.StormAttempts, s.HTTPS.StormParallel) })
+	step("wireguard", func() []Figure { return WireGuard(ctx, bins, s.WireGuard) })
 	fmt.Fprintf(w, "Porthole bench, %s; load average before the run: %s\n", started.UTC().Format("2006-01-02 15:04 MST"), load)
 	if err := WriteTable(w, figs); err != nil {
 		return err
