@@ -186,3 +186,16 @@ func BenchmarkFloods(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkWireGuard(b *testing.B) {
+	bs := mustBins(b)
+	for range b.N {
+		figs := WireGuard(context.Background(), bs, Smoke.WireGuard)
+		check(b, figs...)
+		for _, f := range figs {
+			if f.Unit == "Mbit/s" && !f.Skipped {
+				b.ReportMetric(f.Value, "Mbit/s-"+strings.Fields(f.Name)[1])
+			}
+		}
+	}
+}
