@@ -23,13 +23,13 @@ func startEchoProcess(ctx context.Context, bins Bins) (*framework.Process, strin
 }
 
 // startBackendProcess runs the framework's backend in mode (echo, readall,
-// ...) as a process of its own.
-func startBackendProcess(ctx context.Context, bins Bins, mode string) (*framework.Process, string, error) {
+// ...) as a process of its own, with more flags in args.
+func startBackendProcess(ctx context.Context, bins Bins, mode string, args ...string) (*framework.Process, string, error) {
 	port, err := framework.FreePort("tcp")
 	if err != nil {
 		return nil, "", err
 	}
-	p, err := framework.Start(framework.Spec{Name: mode, Path: bins.Backend, Args: []string{"-listen", framework.Addr(port), "-mode", mode}})
+	p, err := framework.Start(framework.Spec{Name: mode, Path: bins.Backend, Args: append([]string{"-listen", framework.Addr(port), "-mode", mode}, args...)})
 	if err != nil {
 		return nil, "", fmt.Errorf("bench: %w", err)
 	}

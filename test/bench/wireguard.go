@@ -36,8 +36,9 @@ type WireGuardScale struct {
 // Tunnel addresses of the step: the agent and its phones.
 var wgTunnel = netip.MustParsePrefix("10.77.0.1/24")
 
-// WireGuard measures TCP from a phone to a camera through WireGuard: the
-// camera is a sink process (readall backend) behind the agent, the phone is
+// WireGuard measures TCP from a phone to a camera through WireGuard, and
+// back: the camera is a sink process (readall backend), or a source, behind
+// the agent, the phone is
 // wireguard-go with agent/wg's userspace stack in this process (a real phone
 // has its kernel's stack), configured from `porthole-agent invite`. Via the
 // relay, the phone sends to the relay's UDP port, which forwards to the agent
@@ -60,7 +61,12 @@ func WireGuard(ctx context.Context, bins Bins, s WireGuardScale) []Figure {
 		return fail(err)
 	}
 	defer echo.Kill()
-	st, err := startWGStack(ctx, bins, sinkAddr, echoAddr)
+	source, sourceAddr, err := startBackendProcess(ctx, bins, "source", "-size", strconv.FormatInt(1<<50, 10))
+	if err != nil {
+		return fail(err)
+	}
+	defer source.Kill()
+	st, err := startWGStack(ctx, bins, sinkAddr, echoAddr, sourceAddr)
 	if err != nil {
 		return fail(err)
 	}
@@ -78,6 +84,13 @@ func WireGuard(ctx context.Context, bins Bins, s WireGuardScale) []Figure {
 	directTCP, err := bulk(ctx, func(ctx context.Context) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", sinkAddr)
+	}, s.Seconds)
+	if err != nil {
+		return fail(fmt.Errorf("direct TCP: %w", err))
+	}
+	directDown, err := download(ctx, func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", sourceAddr)
 	}, s.Seconds)
 	if err != nil {
 		return fail(fmt.Errorf("direct TCP: %w", err))
@@ -122,6 +135,18 @@ func WireGuard(ctx context.Context, bins Bins, s WireGuardScale) []Figure {
 				res.bytes>>20, res.elapsed.Seconds(), (a1-a0).Seconds()/gb)
 		}
 		figs = append(figs, f)
+		downName := strings.Replace(names[p.name], "phone -> camera", "camera -> phone", 1)
+		r0, a0, _ = st.cpu()
+		res, err = download(ctx, ph.dialer(st.ports[2]), s.Seconds)
+		r1, a1, _ = st.cpu()
+		if err != nil {
+			figs = append(figs, errorFigure(downName, err))
+		} else {
+			gb = float64(res.bytes) / 1e9
+			figs = append(figs, Figure{Name: downName, Value: res.mbps(), Unit: "Mbit/s", Direct: directDown.mbps(), Ratio: res.mbps() / directDown.mbps(),
+				Note: fmt.Sprintf("%d MiB in %.1fs from a source process; CPU per GB: agent %.2f s, relay %.2f s (zero on the direct path); direct = plain TCP from the same source",
+					res.bytes>>20, res.elapsed.Seconds(), (a1-a0).Seconds()/gb, (r1-r0).Seconds()/gb)})
+		}
 		c, err := ph.dialer(st.ports[1])(ctx)
 		var rtts []time.Duration
 		if err == nil {
@@ -142,6 +167,29 @@ func WireGuard(ctx context.Context, bins Bins, s WireGuardScale) []Figure {
 		figs = append(figs, st.relayPerPeer(ctx, s.Peers))
 	}
 	return figs
+}
+
+// download reads from a source for seconds and closes.
+func download(ctx context.Context, dial func(context.Context) (net.Conn, error), seconds float64) (bulkResult, error) {
+	c, err := dial(ctx)
+	if err != nil {
+		return bulkResult{}, fmt.Errorf("dial: %w", err)
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
+	buf := make([]byte, 64<<10)
+	var n int64
+	start := time.Now()
+	end := start.Add(time.Duration(seconds * float64(time.Second)))
+	for time.Now().Before(end) {
+		k, err := c.Read(buf)
+		n += int64(k)
+		if err != nil {
+			return bulkResult{}, fmt.Errorf("receive: %w", err)
+		}
+	}
+	return bulkResult{bytes: n, elapsed: time.Since(start)}, nil
 }
 
 // bulkResult is one timed one-way transfer.
@@ -196,7 +244,7 @@ func bulk(ctx context.Context, dial func(context.Context) (net.Conn, error), sec
 type wgStack struct {
 	relay, agent *framework.Process
 	dir          string
-	ports        [2]int // the sink's and the echo's public ports
+	ports        [3]int // the sink's, the echo's and the source's public ports
 	agentKey     wg.Key
 	agentCfg     string
 	bins         Bins
@@ -213,7 +261,7 @@ type phoneInvite struct {
 	addr        netip.Addr
 }
 
-func startWGStack(ctx context.Context, bins Bins, sinkAddr, echoAddr string) (*wgStack, error) {
+func startWGStack(ctx context.Context, bins Bins, sinkAddr, echoAddr, sourceAddr string) (*wgStack, error) {
 	dir, err := os.MkdirTemp("", "porthole-bench-wg-")
 	if err != nil {
 		return nil, err
@@ -243,7 +291,7 @@ func startWGStack(ctx context.Context, bins Bins, sinkAddr, echoAddr string) (*w
 		relayHost, prefix = nsIP, []string{"ip", "netns", "exec", ns}
 	}
 	tok := config.NewToken()
-	lo, hi := min(st.ports[0], st.ports[1]), max(st.ports[0], st.ports[1])
+	lo, hi := min(st.ports[0], st.ports[1], st.ports[2]), max(st.ports[0], st.ports[1], st.ports[2])
 	rc := framework.RelayConfig{Listen: net.JoinHostPort(relayHost, strconv.Itoa(rport)), ViewerBind: relayHost, StateDir: filepath.Join(dir, "relay-state"),
 		Agents: []framework.RelayAgent{{Name: "home", Token: tok, Lo: lo, Hi: hi, Extra: fmt.Sprintf("udp_ports: %d\n", wgPort)}}}
 	relayCfg, err := framework.WriteFile(dir, "relay.yaml", rc.YAML())
@@ -251,7 +299,8 @@ func startWGStack(ctx context.Context, bins Bins, sinkAddr, echoAddr string) (*w
 		return fail(err)
 	}
 	ac := framework.AgentConfig{Name: "home", StateDir: filepath.Join(dir, "agent-state"), Relay: rc.Listen, Token: tok,
-		Services: []framework.Service{{Name: "cam", Target: sinkAddr, Port: st.ports[0]}, {Name: "echo", Target: echoAddr, Port: st.ports[1]}},
+		Services: []framework.Service{{Name: "cam", Target: sinkAddr, Port: st.ports[0]}, {Name: "echo", Target: echoAddr, Port: st.ports[1]},
+			{Name: "source", Target: sourceAddr, Port: st.ports[2]}},
 		Extra: "viewers:\n  alice: {password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g\"}\n" +
 			fmt.Sprintf("wireguard:\n  port: %d\n  address: %s\n  endpoint: 127.0.0.1:%d\n", wgPort, wgTunnel, wgPort)}
 	if st.agentCfg, err = framework.WriteFile(dir, "agent.yaml", ac.YAML()); err != nil {
