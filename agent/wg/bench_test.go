@@ -20,10 +20,7 @@ import (
 func BenchmarkThroughput(b *testing.B) {
 	alice := mustKey(b)
 	r := newAgentRig(b, []Peer{{Name: "a", PublicKey: alice.PublicKey(), AllowedIP: aliceIP, Viewer: "alice"}})
-	for _, tc := range []struct {
-		path string
-		ep   func() netip.AddrPort
-	}{{pathDirect, r.direct}, {pathRelay, r.relay.addr}} {
+	for _, tc := range r.legs() {
 		b.Run(tc.path, func(b *testing.B) {
 			p := newPhone(b, alice, aliceIP, r.priv, tc.ep())
 			defer p.dev.Close()

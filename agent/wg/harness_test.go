@@ -129,6 +129,16 @@ func newAgentRig(t testing.TB, peers []Peer) *agentRig {
 	return r
 }
 
+// leg is one of the agent's two ways in: the path's name and where a phone
+// sends.
+type leg struct {
+	path string
+	ep   func() netip.AddrPort
+}
+
+// legs are the direct leg and the relay leg, for tests run on each.
+func (r *agentRig) legs() []leg { return []leg{{pathDirect, r.direct}, {pathRelay, r.relay.addr}} }
+
 // direct is the agent's UDP leg.
 func (r *agentRig) direct() netip.AddrPort {
 	return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), r.dev.Port())

@@ -194,7 +194,14 @@ func BenchmarkWireGuard(b *testing.B) {
 		check(b, figs...)
 		for _, f := range figs {
 			if f.Unit == "Mbit/s" && !f.Skipped {
-				b.ReportMetric(f.Value, "Mbit/s-"+strings.Fields(f.Name)[1])
+				path, dir := "direct", "down"
+				if strings.Contains(f.Name, "relay") {
+					path = "relay"
+				}
+				if strings.Contains(f.Name, "phone ->") {
+					dir = "up"
+				}
+				b.ReportMetric(f.Value, "Mbit/s-"+path+"-"+dir)
 			}
 		}
 	}

@@ -81,17 +81,11 @@ func WireGuard(ctx context.Context, bins Bins, s WireGuardScale) []Figure {
 	}
 
 	var figs []Figure
-	directTCP, err := bulk(ctx, func(ctx context.Context) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp", sinkAddr)
-	}, s.Seconds)
+	directTCP, err := bulk(ctx, tcpDialer(sinkAddr), s.Seconds, true)
 	if err != nil {
 		return fail(fmt.Errorf("direct TCP: %w", err))
 	}
-	directDown, err := download(ctx, func(ctx context.Context) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp", sourceAddr)
-	}, s.Seconds)
+	directDown, err := bulk(ctx, tcpDialer(sourceAddr), s.Seconds, false)
 	if err != nil {
 		return fail(fmt.Errorf("direct TCP: %w", err))
 	}
@@ -118,7 +112,7 @@ func WireGuard(ctx context.Context, bins Bins, s WireGuardScale) []Figure {
 			continue
 		}
 		r0, a0, _ := st.cpu()
-		res, err := bulk(ctx, ph.dialer(st.ports[0]), s.Seconds)
+		res, err := bulk(ctx, ph.dialer(st.ports[0]), s.Seconds, true)
 		r1, a1, _ := st.cpu()
 		if err != nil {
 			ph.close()
@@ -137,7 +131,7 @@ func WireGuard(ctx context.Context, bins Bins, s WireGuardScale) []Figure {
 		figs = append(figs, f)
 		downName := strings.Replace(names[p.name], "phone -> camera", "camera -> phone", 1)
 		r0, a0, _ = st.cpu()
-		res, err = download(ctx, ph.dialer(st.ports[2]), s.Seconds)
+		res, err = bulk(ctx, ph.dialer(st.ports[2]), s.Seconds, false)
 		r1, a1, _ = st.cpu()
 		if err != nil {
 			figs = append(figs, errorFigure(downName, err))
@@ -169,27 +163,12 @@ func WireGuard(ctx context.Context, bins Bins, s WireGuardScale) []Figure {
 	return figs
 }
 
-// download reads from a source for seconds and closes.
-func download(ctx context.Context, dial func(context.Context) (net.Conn, error), seconds float64) (bulkResult, error) {
-	c, err := dial(ctx)
-	if err != nil {
-		return bulkResult{}, fmt.Errorf("dial: %w", err)
+// tcpDialer dials addr over plain TCP (the baseline).
+func tcpDialer(addr string) func(context.Context) (net.Conn, error) {
+	return func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
 	}
-	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
-	defer stop()
-	buf := make([]byte, 64<<10)
-	var n int64
-	start := time.Now()
-	end := start.Add(time.Duration(seconds * float64(time.Second)))
-	for time.Now().Before(end) {
-		k, err := c.Read(buf)
-		n += int64(k)
-		if err != nil {
-			return bulkResult{}, fmt.Errorf("receive: %w", err)
-		}
-	}
-	return bulkResult{bytes: n, elapsed: time.Since(start)}, nil
 }
 
 // bulkResult is one timed one-way transfer.
@@ -200,9 +179,10 @@ type bulkResult struct {
 
 func (r bulkResult) mbps() float64 { return float64(r.bytes) * 8 / r.elapsed.Seconds() / 1e6 }
 
-// bulk sends zeros for seconds to a readall sink, half-closes and waits for
-// its count: the time runs until the sink has read every byte.
-func bulk(ctx context.Context, dial func(context.Context) (net.Conn, error), seconds float64) (bulkResult, error) {
+// bulk moves data one way for seconds on a connection from dial. up: it sends
+// zeros to a readall sink, half-closes and waits for its count (the time runs
+// until the sink has read every byte); down: it reads from a source.
+func bulk(ctx context.Context, dial func(context.Context) (net.Conn, error), seconds float64, up bool) (bulkResult, error) {
 	c, err := dial(ctx)
 	if err != nil {
 		return bulkResult{}, fmt.Errorf("dial: %w", err)
@@ -210,16 +190,23 @@ func bulk(ctx context.Context, dial func(context.Context) (net.Conn, error), sec
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
 	defer stop()
+	move, what := c.Read, "receive"
+	if up {
+		move, what = c.Write, "send"
+	}
 	buf := make([]byte, 64<<10)
 	var n int64
 	start := time.Now()
 	end := start.Add(time.Duration(seconds * float64(time.Second)))
 	for time.Now().Before(end) {
-		k, err := c.Write(buf)
+		k, err := move(buf)
 		n += int64(k)
 		if err != nil {
-			return bulkResult{}, fmt.Errorf("send: %w", err)
+			return bulkResult{}, fmt.Errorf("%s: %w", what, err)
 		}
+	}
+	if !up {
+		return bulkResult{bytes: n, elapsed: time.Since(start)}, nil
 	}
 	cw, ok := c.(interface{ CloseWrite() error })
 	if !ok {
