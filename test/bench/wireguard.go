@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -66,13 +67,22 @@ func WireGuard(ctx context.Context, bins Bins, s WireGuardScale) []Figure {
 		return fail(err)
 	}
 	defer source.Kill()
-	st, err := startWGStack(ctx, bins, sinkAddr, echoAddr, sourceAddr)
+	iperfAddr := "127.0.0.1:9" // nothing there: no iperf3, no real phone figures
+	if bins.Iperf3 != "" {
+		srv, err := startIperfServer(ctx, bins.Iperf3)
+		if err != nil {
+			return fail(err)
+		}
+		defer srv.close()
+		iperfAddr = srv.addr
+	}
+	st, err := startWGStack(ctx, bins, sinkAddr, echoAddr, sourceAddr, iperfAddr)
 	if err != nil {
 		return fail(err)
 	}
 	defer st.close()
 	// every invite first: the running agent picks them up at once
-	for i := range 2 + s.Peers {
+	for i := range 3 + s.Peers {
 		inv, err := st.invite(ctx, i)
 		if err != nil {
 			return fail(err)
@@ -157,6 +167,7 @@ func WireGuard(ctx context.Context, bins Bins, s WireGuardScale) []Figure {
 		figs = append(figs, Figure{Name: name, Value: micros(t - d), Unit: "µs", Direct: micros(d), Ratio: float64(t) / float64(d),
 			Note: fmt.Sprintf("through %.0f µs vs direct TCP RTT; %d samples each; p99 %.0f µs through", micros(t), len(rtts), micros(percentile(rtts, 99)))})
 	}
+	figs = append(figs, st.kernelPhone(ctx, s, 2)...)
 	if st.relayEP.IsValid() {
 		figs = append(figs, st.relayPerPeer(ctx, s.Peers))
 	}
@@ -231,13 +242,15 @@ func bulk(ctx context.Context, dial func(context.Context) (net.Conn, error), sec
 type wgStack struct {
 	relay, agent *framework.Process
 	dir          string
-	ports        [3]int // the sink's, the echo's and the source's public ports
+	ports        [4]int // the sink's, the echo's, the source's and iperf3's public ports
 	agentKey     wg.Key
 	agentCfg     string
 	bins         Bins
 	relayEP      netip.AddrPort // the relay's WireGuard port; invalid without root
 	directEP     netip.AddrPort // the agent's
 	noRelay      error          // why relayEP is invalid
+	relayNS      string         // the relay's network namespace
+	iperfAddr    string         // the iperf3 server behind the agent
 	cleanup      []func()
 	invites      []phoneInvite
 }
@@ -248,12 +261,12 @@ type phoneInvite struct {
 	addr        netip.Addr
 }
 
-func startWGStack(ctx context.Context, bins Bins, sinkAddr, echoAddr, sourceAddr string) (*wgStack, error) {
+func startWGStack(ctx context.Context, bins Bins, sinkAddr, echoAddr, sourceAddr, iperfAddr string) (*wgStack, error) {
 	dir, err := os.MkdirTemp("", "porthole-bench-wg-")
 	if err != nil {
 		return nil, err
 	}
-	st := &wgStack{dir: dir, bins: bins}
+	st := &wgStack{dir: dir, bins: bins, iperfAddr: iperfAddr}
 	fail := func(err error) (*wgStack, error) { st.close(); return nil, fmt.Errorf("bench: wireguard: %w", err) }
 	rport, err := framework.FreePort("both")
 	if err != nil {
@@ -275,10 +288,10 @@ func startWGStack(ctx context.Context, bins Bins, sinkAddr, echoAddr, sourceAddr
 		st.noRelay = err
 	} else {
 		st.cleanup = append(st.cleanup, cleanup)
-		relayHost, prefix = nsIP, []string{"ip", "netns", "exec", ns}
+		st.relayNS, relayHost, prefix = ns, nsIP, []string{"ip", "netns", "exec", ns}
 	}
 	tok := config.NewToken()
-	lo, hi := min(st.ports[0], st.ports[1], st.ports[2]), max(st.ports[0], st.ports[1], st.ports[2])
+	lo, hi := slices.Min(st.ports[:]), slices.Max(st.ports[:])
 	rc := framework.RelayConfig{Listen: net.JoinHostPort(relayHost, strconv.Itoa(rport)), ViewerBind: relayHost, StateDir: filepath.Join(dir, "relay-state"),
 		Agents: []framework.RelayAgent{{Name: "home", Token: tok, Lo: lo, Hi: hi, Extra: fmt.Sprintf("udp_ports: %d\n", wgPort)}}}
 	relayCfg, err := framework.WriteFile(dir, "relay.yaml", rc.YAML())
@@ -287,7 +300,7 @@ func startWGStack(ctx context.Context, bins Bins, sinkAddr, echoAddr, sourceAddr
 	}
 	ac := framework.AgentConfig{Name: "home", StateDir: filepath.Join(dir, "agent-state"), Relay: rc.Listen, Token: tok,
 		Services: []framework.Service{{Name: "cam", Target: sinkAddr, Port: st.ports[0]}, {Name: "echo", Target: echoAddr, Port: st.ports[1]},
-			{Name: "source", Target: sourceAddr, Port: st.ports[2]}},
+			{Name: "source", Target: sourceAddr, Port: st.ports[2]}, {Name: "iperf3", Target: iperfAddr, Port: st.ports[3]}},
 		Extra: "viewers:\n  alice: {password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g\"}\n" +
 			fmt.Sprintf("wireguard:\n  port: %d\n  address: %s\n  endpoint: 127.0.0.1:%d\n", wgPort, wgTunnel, wgPort)}
 	if st.agentCfg, err = framework.WriteFile(dir, "agent.yaml", ac.YAML()); err != nil {
@@ -316,42 +329,45 @@ func startWGStack(ctx context.Context, bins Bins, sinkAddr, echoAddr, sourceAddr
 	return st, nil
 }
 
+// netnsID names this run's namespaces and picks their subnets.
+var netnsID = os.Getpid() % 10000
+
 // relayNetns makes a network namespace joined to this one by a veth pair and
 // returns its name and address; root only.
 func relayNetns(ctx context.Context) (ns, addr string, cleanup func(), err error) {
 	if os.Geteuid() != 0 {
 		return "", "", nil, errors.New("the relay path needs root (a network namespace for the relay: relay and agent share the WireGuard port number)")
 	}
-	ipPath, err := exec.LookPath("ip")
-	if err != nil {
-		return "", "", nil, errors.New("the relay path needs the ip command (iproute2)")
-	}
-	id := os.Getpid() % 10000
+	id, sub := netnsID, 1+netnsID%250
 	ns, host, peer := fmt.Sprintf("pbwg%d", id), fmt.Sprintf("pbwg%dh", id), fmt.Sprintf("pbwg%dn", id)
-	sub := 1 + id%250
 	hostIP, nsIP := fmt.Sprintf("10.231.%d.1", sub), fmt.Sprintf("10.231.%d.2", sub)
-	cleanup = func() {
-		exec.Command(ipPath, "netns", "del", ns).Run()
-		exec.Command(ipPath, "link", "del", host).Run()
-	}
+	cleanup = func() { ipQuiet("netns", "del", ns); ipQuiet("link", "del", host) }
 	cleanup() // a previous run's leftovers
-	for _, args := range [][]string{
-		{"netns", "add", ns},
-		{"link", "add", host, "type", "veth", "peer", "name", peer},
-		{"link", "set", peer, "netns", ns},
-		{"addr", "add", hostIP + "/30", "dev", host},
-		{"link", "set", host, "up"},
-		{"-n", ns, "addr", "add", nsIP + "/30", "dev", peer},
-		{"-n", ns, "link", "set", peer, "up"},
-		{"-n", ns, "link", "set", "lo", "up"},
-	} {
-		if out, err := exec.CommandContext(ctx, ipPath, args...).CombinedOutput(); err != nil {
+	err = ipRun(ctx, cleanup,
+		[]string{"netns", "add", ns},
+		[]string{"link", "add", host, "type", "veth", "peer", "name", peer},
+		[]string{"link", "set", peer, "netns", ns},
+		[]string{"addr", "add", hostIP + "/30", "dev", host},
+		[]string{"link", "set", host, "up"},
+		[]string{"-n", ns, "addr", "add", nsIP + "/30", "dev", peer},
+		[]string{"-n", ns, "link", "set", peer, "up"},
+		[]string{"-n", ns, "link", "set", "lo", "up"})
+	return ns, nsIP, cleanup, err
+}
+
+// ipRun runs ip with each argument list in turn; on a failure it calls
+// cleanup and says which.
+func ipRun(ctx context.Context, cleanup func(), cmds ...[]string) error {
+	for _, args := range cmds {
+		if out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput(); err != nil {
 			cleanup()
-			return "", "", nil, fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+			return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out)
 		}
 	}
-	return ns, nsIP, cleanup, nil
+	return nil
 }
+
+func ipQuiet(args ...string) { exec.Command("ip", args...).Run() }
 
 func (st *wgStack) cpu() (relay, agent time.Duration, err error) {
 	r, err1 := st.relay.CPUTime()
@@ -478,7 +494,7 @@ func (st *wgStack) relayPerPeer(ctx context.Context, n int) Figure {
 		}
 	}()
 	for i := range n {
-		p, err := st.phone(ctx, 2+i, st.relayEP)
+		p, err := st.phone(ctx, 3+i, st.relayEP)
 		if err != nil {
 			return errorFigure(name, err)
 		}
@@ -501,4 +517,127 @@ func (st *wgStack) relayPerPeer(ctx context.Context, n int) Figure {
 	return Figure{Name: name, Value: per, Unit: "KiB", Direct: NoBaseline, Ratio: NoBaseline,
 		Note: fmt.Sprintf("VmRSS %d -> %d KiB; relay CPU %.1f ms per phone for its handshake, a connection and 10 round trips (%.1fs for all)",
 			before, after, float64((r1-r0).Microseconds())/1e3/float64(n), time.Since(start).Seconds())}
+}
+
+// kernelPhone measures with the faithful phone: Debian's wireguard-go in a
+// network namespace of its own, with the kernel's TCP, configured from invite
+// i, running iperf3 through the tunnel to an iperf3 server behind the agent,
+// each way, direct (to the agent's port over a veth pair to this namespace)
+// and via the relay (over a veth pair to the relay's namespace). Root, iperf3,
+// wireguard-go and wg.
+func (st *wgStack) kernelPhone(ctx context.Context, s WireGuardScale, i int) []Figure {
+	const name = "WireGuard, real wireguard-go phone (kernel TCP), iperf3"
+	_, err1 := exec.LookPath("wireguard-go")
+	_, err2 := exec.LookPath("wg")
+	switch {
+	case st.relayNS == "":
+		return []Figure{skipFigure(name, st.noRelay)}
+	case st.bins.Iperf3 == "" || err1 != nil || err2 != nil:
+		return []Figure{skipFigure(name, errors.New("needs iperf3, wireguard-go and wg (apt-get install iperf3 wireguard-go wireguard-tools)"))}
+	}
+	id, sub := netnsID, 1+netnsID%250
+	ns, hostEnd, phoneEnd := fmt.Sprintf("pbwg%dp", id), fmt.Sprintf("pbwg%dph", id), fmt.Sprintf("pbwg%dpn", id)
+	phoneR, relayEnd := fmt.Sprintf("pbwg%dpr", id), fmt.Sprintf("pbwg%drp", id)
+	hostIP, phoneIP := fmt.Sprintf("10.232.%d.1", sub), fmt.Sprintf("10.232.%d.2", sub)
+	prIP, rpIP := fmt.Sprintf("10.233.%d.1", sub), fmt.Sprintf("10.233.%d.2", sub)
+	iface := fmt.Sprintf("wgpb%d", id) // its UAPI socket is on the host's /var/run/wireguard: unique
+	cleanup := func() { ipQuiet("netns", "del", ns); ipQuiet("link", "del", hostEnd) }
+	cleanup()
+	defer cleanup()
+	if err := ipRun(ctx, cleanup,
+		[]string{"netns", "add", ns},
+		[]string{"-n", ns, "link", "set", "lo", "up"},
+		[]string{"link", "add", hostEnd, "type", "veth", "peer", "name", phoneEnd},
+		[]string{"link", "set", phoneEnd, "netns", ns},
+		[]string{"addr", "add", hostIP + "/30", "dev", hostEnd},
+		[]string{"link", "set", hostEnd, "up"},
+		[]string{"-n", ns, "addr", "add", phoneIP + "/30", "dev", phoneEnd},
+		[]string{"-n", ns, "link", "set", phoneEnd, "up"},
+		[]string{"link", "add", phoneR, "type", "veth", "peer", "name", relayEnd},
+		[]string{"link", "set", phoneR, "netns", ns},
+		[]string{"link", "set", relayEnd, "netns", st.relayNS},
+		[]string{"-n", ns, "addr", "add", prIP + "/30", "dev", phoneR},
+		[]string{"-n", ns, "link", "set", phoneR, "up"},
+		[]string{"-n", st.relayNS, "addr", "add", rpIP + "/30", "dev", relayEnd},
+		[]string{"-n", st.relayNS, "link", "set", relayEnd, "up"},
+		[]string{"-n", ns, "route", "add", st.relayEP.Addr().String() + "/32", "via", rpIP},
+	); err != nil {
+		return []Figure{errorFigure(name, err)}
+	}
+	inNS := []string{"ip", "netns", "exec", ns}
+	wgp, err := framework.Start(framework.Spec{Name: "wireguard-go", Path: "wireguard-go", Args: []string{"-f", iface}, Prefix: inNS, MaxOutput: 1 << 20})
+	if err != nil {
+		return []Figure{errorFigure(name, err)}
+	}
+	defer wgp.Kill()
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := framework.PollContext(wctx, 20*time.Millisecond, func() bool {
+		return exec.Command("ip", "-n", ns, "link", "show", iface).Run() == nil
+	}); err != nil {
+		return []Figure{errorFigure(name, fmt.Errorf("wireguard-go did not make %s: %w\n%s", iface, err, wgp.Output()))}
+	}
+	inv := st.invites[i]
+	conf := fmt.Sprintf("[Interface]\nPrivateKey = %s\n\n[Peer]\nPublicKey = %s\nAllowedIPs = %s\n", inv.priv, inv.agent, wgTunnel.Masked())
+	confPath, err := framework.WriteFile(st.dir, "phone.conf", conf)
+	if err != nil {
+		return []Figure{errorFigure(name, err)}
+	}
+	if err := ipRun(ctx, func() {},
+		[]string{"netns", "exec", ns, "wg", "setconf", iface, confPath},
+		[]string{"-n", ns, "addr", "add", inv.addr.String() + "/32", "dev", iface},
+		[]string{"-n", ns, "link", "set", iface, "mtu", strconv.Itoa(wg.MTU), "up"},
+		[]string{"-n", ns, "route", "add", wgTunnel.Masked().String(), "dev", iface},
+	); err != nil {
+		return []Figure{errorFigure(name, err)}
+	}
+	target := net.JoinHostPort(wgTunnel.Addr().String(), strconv.Itoa(st.ports[3]))
+	var figs []Figure
+	var baseline [2]float64 // plain iperf3 to the same server, each way
+	for i, reverse := range []bool{false, true} {
+		res, err := iperfRun(ctx, st.bins.Iperf3, st.iperfAddr, s.Seconds, 1, reverse)
+		if err != nil {
+			return []Figure{errorFigure(name, fmt.Errorf("direct iperf3: %w", err))}
+		}
+		baseline[i] = res.gbps * 1000
+	}
+	for _, p := range []struct{ path, ep string }{
+		{"relay", st.relayEP.String()},
+		{"direct", netip.AddrPortFrom(netip.MustParseAddr(hostIP), st.directEP.Port()).String()},
+	} {
+		if err := ipRun(ctx, func() {}, []string{"netns", "exec", ns, "wg", "set", iface, "peer", inv.agent.String(), "endpoint", p.ep}); err != nil {
+			return append(figs, errorFigure(name, err))
+		}
+		for d, reverse := range []bool{false, true} {
+			fname := fmt.Sprintf("WireGuard %s, real wireguard-go phone -> camera, iperf3", p.path)
+			if reverse {
+				fname = fmt.Sprintf("WireGuard %s, camera -> real wireguard-go phone, iperf3 -R", p.path)
+			}
+			r0, a0, _ := st.cpu()
+			w0, _ := wgp.CPUTime()
+			res, err := iperfRunIn(ctx, inNS, st.bins.Iperf3, target, s.Seconds, 1, reverse)
+			r1, a1, _ := st.cpu()
+			w1, _ := wgp.CPUTime()
+			if err != nil {
+				figs = append(figs, errorFigure(fname, err))
+				continue
+			}
+			gb := float64(res.bytes) / 1e9
+			cpu := fmt.Sprintf("agent %.2f s", (a1-a0).Seconds()/gb)
+			if p.path == "relay" {
+				cpu += fmt.Sprintf(", relay %.2f s", (r1-r0).Seconds()/gb)
+			}
+			f := Figure{Name: fname, Value: res.gbps * 1000, Unit: "Mbit/s", Direct: baseline[d], Ratio: res.gbps * 1000 / baseline[d],
+				Note: fmt.Sprintf("%d MiB in %.1fs; CPU per GB: %s, the phone's wireguard-go %.2f s; iperf3 client in the phone's namespace, server on loopback behind the agent; direct = plain iperf3 to the same server",
+					res.bytes>>20, res.secs, cpu, (w1-w0).Seconds()/gb)}
+			if !reverse {
+				f.Target, f.Pass = ">= 300 Mbit/s", f.Value >= 300
+				if p.path == "direct" {
+					f.Target, f.Pass = ">= 500 Mbit/s", f.Value >= 500
+				}
+			}
+			figs = append(figs, f)
+		}
+	}
+	return figs
 }
