@@ -201,6 +201,9 @@ func BenchmarkWireGuard(b *testing.B) {
 				if strings.Contains(f.Name, "phone ->") {
 					dir = "up"
 				}
+				if strings.Contains(f.Name, "real wireguard-go") {
+					path = "real-" + path
+				}
 				b.ReportMetric(f.Value, "Mbit/s-"+path+"-"+dir)
 			}
 		}
