@@ -268,9 +268,9 @@ func TestDeployCompose(t *testing.T) {
 		}
 	}
 	r, a := loadExamples(t, creds)
-	published := func(p uint16) bool {
+	published := func(p uint16, proto string) bool {
 		for _, spec := range relay.Ports {
-			m := regexp.MustCompile(`^(\d+)(?:-(\d+))?:(\d+)(?:-(\d+))?/tcp$`).FindStringSubmatch(spec)
+			m := regexp.MustCompile(`^(\d+)(?:-(\d+))?:(\d+)(?:-(\d+))?/` + proto + `$`).FindStringSubmatch(spec)
 			if m == nil || m[1] != m[3] || m[2] != m[4] {
 				continue
 			}
@@ -286,11 +286,14 @@ func TestDeployCompose(t *testing.T) {
 		return false
 	}
 	ports := r.Agents[a.Name].Ports
-	if !published(ports.Lo) || !published(ports.Hi) {
+	if !published(ports.Lo, "tcp") || !published(ports.Hi, "tcp") {
 		t.Errorf("relay compose publishes %q, not the example agent's range %s (TCP, same numbers inside and out)", relay.Ports, ports)
 	}
+	if u := r.Agents[a.Name].UDPPorts; u.Lo == 0 || !published(u.Lo, "udp") || !published(u.Hi, "udp") {
+		t.Errorf("relay compose publishes %q, not the example agent's udp_ports %s (UDP, WireGuard)", relay.Ports, u)
+	}
 	for _, s := range a.Services {
-		if !published(s.Port) {
+		if !published(s.Port, "tcp") {
 			t.Errorf("relay compose doesn't publish service %s's port %d/tcp", s.Name, s.Port)
 		}
 	}
@@ -354,6 +357,12 @@ func TestDeployCloudInit(t *testing.T) {
 	want := []string{"ufw allow 22/tcp", "ufw allow 7443/udp", "ufw allow 7443/tcp", "ufw --force enable", "systemctl enable --now porthole-relay"}
 	for name, ag := range r.Agents {
 		want = append(want, fmt.Sprintf("ufw allow %d:%d/tcp", ag.Ports.Lo, ag.Ports.Hi))
+		switch u := ag.UDPPorts; {
+		case u.Lo != 0 && u.Lo == u.Hi:
+			want = append(want, fmt.Sprintf("ufw allow %d/udp", u.Lo))
+		case u.Lo != 0:
+			want = append(want, fmt.Sprintf("ufw allow %d:%d/udp", u.Lo, u.Hi))
+		}
 		t.Logf("agent %s: ports %s", name, ag.Ports)
 	}
 	for _, w := range want {

@@ -52,8 +52,10 @@ type Config struct {
 	// DialRelayQUIC replaces the tunnel's QUIC dial (tests: a smaller stream
 	// budget); nil = the real one.
 	DialRelayQUIC tunnel.DialFunc
-	// WireGuardPort is the WireGuard UDP port (wireguard.port in agent.yaml);
-	// zero: no WireGuard, or WireGuard.Port when WireGuard is set. When set it
+	// WireGuardPort is the public WireGuard UDP port (wireguard.port in
+	// agent.yaml); zero: no WireGuard, or WireGuard.Port when WireGuard is
+	// set (WireGuard.Port is the agent's own socket: wireguard.listen_port,
+	// which the router mapping leads to). When set it
 	// is registered with the relay as the UDP service WireGuardService
 	// (forwarded as datagrams, within the agent's udp_ports at the relay),
 	// mapped at the router with the TCP services, and verified by the relay's
@@ -267,14 +269,12 @@ func New(cfg Config) (_ *Agent, err error) {
 		if cfg.WireGuard, err = wireGuardFromConfig(ac, cfg.Logger); err != nil {
 			return nil, err
 		}
-	}
-	if w := cfg.WireGuard; w != nil {
-		switch {
-		case cfg.WireGuardPort == 0:
-			cfg.WireGuardPort = w.Port
-		case w.Port != cfg.WireGuardPort:
-			return nil, fmt.Errorf("agent: WireGuardPort %d is not WireGuard.Port %d", cfg.WireGuardPort, w.Port)
+		if cfg.WireGuardPort == 0 {
+			cfg.WireGuardPort = ac.WireGuard.Port // the public one; WireGuard.Port is listen_port
 		}
+	}
+	if w := cfg.WireGuard; w != nil && cfg.WireGuardPort == 0 {
+		cfg.WireGuardPort = w.Port
 	}
 	cams := newCameraLog()
 	dialCamera := cfg.DialLAN
@@ -573,7 +573,11 @@ func (a *Agent) startDirect(ctx context.Context, run func(string, func(context.C
 		maps = append(maps, portmap.Mapping{Proto: "tcp", ExternalPort: s.Port, InternalPort: s.Port, Description: "porthole " + s.Name})
 	}
 	if p := a.cfg.WireGuardPort; p != 0 {
-		maps = append(maps, portmap.Mapping{Proto: "udp", ExternalPort: p, InternalPort: p, Description: "porthole " + WireGuardService})
+		internal := p
+		if d := a.wgDev.Load(); d != nil {
+			internal = d.Port() // wireguard.listen_port
+		}
+		maps = append(maps, portmap.Mapping{Proto: "udp", ExternalPort: p, InternalPort: internal, Description: "porthole " + WireGuardService})
 	}
 	if err := a.pm.SetMappings(maps); err != nil {
 		return err

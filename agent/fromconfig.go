@@ -147,13 +147,14 @@ func wireGuardFromConfig(ac *config.Agent, log *slog.Logger) (*WireGuardConfig, 
 		}
 		return out
 	}
-	return &WireGuardConfig{
-		PrivateKey: wg.Key(key), Port: w.Port, Address: w.Address, LANAddresses: w.LANAddresses,
+	cfg := &WireGuardConfig{
+		PrivateKey: wg.Key(key), Port: w.LocalPort(), Address: w.Address, LANAddresses: w.LANAddresses,
 		// No Peers at start: Watch delivers them at once, and a damaged
 		// peers file then means no phones (logged), not an agent that
 		// won't start for its cameras.
 		Watch: func(ctx context.Context, fn func([]wg.Peer)) error {
 			return store.Watch(ctx, func(ps []invite.Peer) { fn(peers(ps)) })
 		},
-	}, nil
+	}
+	return cfg, nil
 }

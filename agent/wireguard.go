@@ -18,7 +18,8 @@ import (
 type WireGuardConfig struct {
 	// PrivateKey is the agent's WireGuard key (secret).
 	PrivateKey wg.Key
-	// Port is the UDP port of the direct path (wireguard.port).
+	// Port is the agent's own UDP port, the direct path's
+	// (wireguard.listen_port, else wireguard.port).
 	Port uint16
 	// Address is the agent inside the tunnel with its subnet (wireguard.address).
 	Address netip.Prefix

@@ -83,6 +83,7 @@ func FuzzParseAgent(f *testing.F) {
 			"viewers: {a: {password_hash: '"+hashAlice+"'}, b: {password_hash_file: h.missing}}\nddns: {hostname: a.b, provider: {type: noip, username: u, password: p}}\ntls: {acme_email: a@b, challenge: auto}\n",
 		"name: h\nrelay: {address: 'r:1', token: ${TOK}}\nservices: [{name: w, kind: rtsp, target: 'c:1', port: 1, allow: [any], viewers: a}]\nviewers: {a: {password_hash: x}}\ntls: {cert_file: c, key_file: k.missing, acme_ca: 'https://x'}\n",
 		"name: h\nrelay: {address: 'r:1', token: ${TOK}}\nservices: [{name: c, target: '10.0.0.5:1', port: 1, allow: [any]}]\nwireguard: {port: 51820, address: 10.77.0.1/24, lan_addresses: on, endpoint: 'h.example.com:1'}\n",
+		"name: h\nrelay: {address: 'r:1', token: ${TOK}}\nwireguard: {port: 51820, listen_port: 51821, address: 10.77.0.1/24, endpoint: 'h.example.com:1'}\n",
 		"name: h\nddns: {hostname: a.b, provider: {type: duckdns, token: t}}\nnotify: [{type: ntfy, url: 'https://n/t', token_file: t}, {type: webhook, url: ${TOK}, headers: {X-A: b}}, {type: shoutrrr, url_file: u.missing}]\n")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		a, err := fuzzParser().agent(data)

@@ -25,6 +25,12 @@ type WireGuard struct {
 	// reachable inside the tunnel too, for vendor apps that only know it;
 	// only the configured targets, never the rest of the LAN. Default false.
 	LANAddresses bool
+	// ListenPort is the agent's own UDP socket when it differs from Port:
+	// the router maps Port to it, and the relay still forwards Port. Zero
+	// (listen_port absent) = Port. For a relay on the same machine as the
+	// agent (both can't bind one port), or a router that maps to another
+	// internal port.
+	ListenPort uint16
 	// Endpoint is the host:port phones dial. Empty = ddns.hostname and Port
 	// (see PhoneEndpoint); required when there is no ddns section.
 	Endpoint string
@@ -44,7 +50,7 @@ func (a *Agent) PhoneEndpoint() string {
 	return ""
 }
 
-var wireguardKeys = []string{"port", "address", "lan_addresses", "endpoint"}
+var wireguardKeys = []string{"port", "listen_port", "address", "lan_addresses", "endpoint"}
 
 // cgnat is 100.64.0.0/10 (RFC 6598), which netip's IsPrivate leaves out; it
 // is private to the carrier, and phones on mobile data often sit in it.
@@ -57,6 +63,9 @@ func (p *parser) wireguard(f *fields, a *Agent) *WireGuard {
 	w.Port, _, _ = p.port(f, "port", "the public UDP port phones dial (relay and router), e.g. 51820")
 	if s, line, ok := p.required(f, "address", "the agent's tunnel address with the subnet's length, e.g. 10.77.0.1/24"); ok {
 		w.Address = p.tunnelAddress(s, line, f.sub("address"), a)
+	}
+	if _, ok := f.m["listen_port"]; ok {
+		w.ListenPort, _, _ = p.port(f, "listen_port", "the agent's own UDP port, when the router maps port to another one")
 	}
 	w.LANAddresses = p.boolean(f, "lan_addresses", false)
 	if ep, line, ok := p.str(f, "endpoint", ""); ok && ep != "" {
@@ -214,4 +223,12 @@ func ParseAgentWireGuard(file string, data []byte, lookupEnv func(string) (strin
 		out.Endpoint = a.PhoneEndpoint()
 	}
 	return out, p.result()
+}
+
+// LocalPort is the agent's own UDP port: ListenPort, or Port without it.
+func (w *WireGuard) LocalPort() uint16 {
+	if w.ListenPort != 0 {
+		return w.ListenPort
+	}
+	return w.Port
 }

@@ -45,6 +45,15 @@ func TestWireGuardSection(t *testing.T) {
 		t.Errorf("PhoneEndpoint = %q", got)
 	}
 
+	a, err = ParseAgent("a.yaml", []byte(wgBase+"wireguard: {port: 51820, listen_port: 51900, address: 10.77.0.1/24}\n"), envOf())
+	checkErrs(t, err)
+	if a.WireGuard.ListenPort != 51900 || a.WireGuard.LocalPort() != 51900 || a.WireGuard.Port != 51820 || a.PhoneEndpoint() != "home.example.com:51820" {
+		t.Errorf("listen_port: %+v, endpoint %q", a.WireGuard, a.PhoneEndpoint())
+	}
+	if w := (&WireGuard{Port: 51820}); w.LocalPort() != 51820 {
+		t.Errorf("LocalPort without listen_port = %d", w.LocalPort())
+	}
+
 	a, err = ParseAgent("a.yaml", []byte(wgBase), envOf())
 	checkErrs(t, err)
 	if a.WireGuard != nil || a.PhoneEndpoint() != "" {
@@ -70,6 +79,9 @@ func TestWireGuardErrors(t *testing.T) {
 		}},
 		{"port zero", wgBase + "wireguard:\n  port: 0\n  address: 10.77.0.1/24\n", []want{
 			{8, "wireguard.port", "0 is not a port"},
+		}},
+		{"listen_port range", wgBase + "wireguard:\n  port: 51820\n  listen_port: 0\n  address: 10.77.0.1/24\n", []want{
+			{9, "wireguard.listen_port", "0 is not a port"},
 		}},
 		{"port text", wgBase + "wireguard:\n  port: wg\n  address: 10.77.0.1/24\n", []want{
 			{8, "wireguard.port", "expected a whole number"},

@@ -43,9 +43,11 @@ var wgTunnel = netip.MustParsePrefix("10.77.0.1/24")
 // wireguard-go with agent/wg's userspace stack in this process (a real phone
 // has its kernel's stack), configured from `porthole-agent invite`. Via the
 // relay, the phone sends to the relay's UDP port, which forwards to the agent
-// through its tunnel; direct, to the agent's own UDP port. Both share one
-// port number, so the relay runs in a network namespace of its own (root),
-// reached over a veth pair; without root only the direct path is measured.
+// through its tunnel; direct, to the agent's own UDP port. As root the relay
+// runs in a network namespace of its own behind a veth pair, both binding
+// the one port number, and a real wireguard-go phone is measured too
+// (kernelPhone); without root the relay shares the host and the agent takes
+// listen_port.
 // Beside them, a direct TCP connection to the same sink in the same run.
 func WireGuard(ctx context.Context, bins Bins, s WireGuardScale) []Figure {
 	names := map[string]string{"relay": "WireGuard via relay, phone -> camera TCP", "direct": "WireGuard direct, phone -> camera TCP"}
@@ -112,10 +114,6 @@ func WireGuard(ctx context.Context, bins Bins, s WireGuardScale) []Figure {
 		{"direct", ">= 500 Mbit/s", 500, st.directEP},
 	}
 	for i, p := range paths {
-		if !p.ep.IsValid() {
-			figs = append(figs, skipFigure(names[p.name], st.noRelay))
-			continue
-		}
 		ph, err := st.phone(ctx, i, p.ep)
 		if err != nil {
 			figs = append(figs, errorFigure(names[p.name], err))
@@ -246,9 +244,9 @@ type wgStack struct {
 	agentKey     wg.Key
 	agentCfg     string
 	bins         Bins
-	relayEP      netip.AddrPort // the relay's WireGuard port; invalid without root
+	relayEP      netip.AddrPort // the relay's WireGuard port
 	directEP     netip.AddrPort // the agent's
-	noRelay      error          // why relayEP is invalid
+	noNetns      error          // why the relay shares the host (no real phone then)
 	relayNS      string         // the relay's network namespace
 	iperfAddr    string         // the iperf3 server behind the agent
 	cleanup      []func()
@@ -281,11 +279,16 @@ func startWGStack(ctx context.Context, bins Bins, sinkAddr, echoAddr, sourceAddr
 			return fail(err)
 		}
 	}
-	relayHost := "127.0.0.1"
+	relayHost, listenPort := "127.0.0.1", wgPort
 	var prefix []string
 	ns, nsIP, cleanup, err := relayNetns(ctx)
 	if err != nil {
-		st.noRelay = err
+		// The relay shares the host: the agent takes a UDP port of its own
+		// (listen_port), as behind a router that maps port to another one.
+		st.noNetns = err
+		if listenPort, err = framework.FreePort("udp"); err != nil {
+			return fail(err)
+		}
 	} else {
 		st.cleanup = append(st.cleanup, cleanup)
 		st.relayNS, relayHost, prefix = ns, nsIP, []string{"ip", "netns", "exec", ns}
@@ -302,7 +305,7 @@ func startWGStack(ctx context.Context, bins Bins, sinkAddr, echoAddr, sourceAddr
 		Services: []framework.Service{{Name: "cam", Target: sinkAddr, Port: st.ports[0]}, {Name: "echo", Target: echoAddr, Port: st.ports[1]},
 			{Name: "source", Target: sourceAddr, Port: st.ports[2]}, {Name: "iperf3", Target: iperfAddr, Port: st.ports[3]}},
 		Extra: "viewers:\n  alice: {password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g\"}\n" +
-			fmt.Sprintf("wireguard:\n  port: %d\n  address: %s\n  endpoint: 127.0.0.1:%d\n", wgPort, wgTunnel, wgPort)}
+			fmt.Sprintf("wireguard:\n  port: %d\n  listen_port: %d\n  address: %s\n  endpoint: 127.0.0.1:%d\n", wgPort, listenPort, wgTunnel, wgPort)}
 	if st.agentCfg, err = framework.WriteFile(dir, "agent.yaml", ac.YAML()); err != nil {
 		return fail(err)
 	}
@@ -319,24 +322,23 @@ func startWGStack(ctx context.Context, bins Bins, sinkAddr, echoAddr, sourceAddr
 		Prefix: dropNetAdmin(), MaxOutput: 4 << 20}); err != nil {
 		return fail(err)
 	}
-	if st.noRelay == nil {
-		if err := st.relay.WaitOutput(wctx, "WireGuard port forwarded"); err != nil {
-			return fail(fmt.Errorf("relay: %w\nrelay:\n%s\nagent:\n%s", err, framework.TailLines(st.relay.Output(), 20), framework.TailLines(st.agent.Output(), 20)))
-		}
-		st.relayEP = netip.AddrPortFrom(netip.MustParseAddr(relayHost), uint16(wgPort))
+	if err := st.relay.WaitOutput(wctx, "WireGuard port forwarded"); err != nil {
+		return fail(fmt.Errorf("relay: %w\nrelay:\n%s\nagent:\n%s", err, framework.TailLines(st.relay.Output(), 20), framework.TailLines(st.agent.Output(), 20)))
 	}
-	st.directEP = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(wgPort))
+	st.relayEP = netip.AddrPortFrom(netip.MustParseAddr(relayHost), uint16(wgPort))
+	st.directEP = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(listenPort))
 	return st, nil
 }
 
 // netnsID names this run's namespaces and picks their subnets.
 var netnsID = os.Getpid() % 10000
 
-// relayNetns makes a network namespace joined to this one by a veth pair and
-// returns its name and address; root only.
+// relayNetns makes a network namespace for the relay, joined to this one by a
+// veth pair, and returns its name and address; root only. There relay and
+// agent bind the same WireGuard port number, as on two machines.
 func relayNetns(ctx context.Context) (ns, addr string, cleanup func(), err error) {
 	if os.Geteuid() != 0 {
-		return "", "", nil, errors.New("the relay path needs root (a network namespace for the relay: relay and agent share the WireGuard port number)")
+		return "", "", nil, errors.New("the real phone needs root (network namespaces for it and the relay)")
 	}
 	id, sub := netnsID, 1+netnsID%250
 	ns, host, peer := fmt.Sprintf("pbwg%d", id), fmt.Sprintf("pbwg%dh", id), fmt.Sprintf("pbwg%dn", id)
@@ -390,7 +392,6 @@ func (st *wgStack) close() {
 // invite runs `porthole-agent invite` for phone i and reads the config it
 // prints: the phone's key and address, the agent's key.
 func (st *wgStack) invite(ctx context.Context, i int) (inv phoneInvite, err error) {
-	priv, agent, addr := &inv.priv, &inv.agent, &inv.addr
 	out, err := exec.CommandContext(ctx, st.bins.Agent, "-config", st.agentCfg, "invite", fmt.Sprintf("phone%d", i), "-viewer", "alice").Output()
 	if err != nil {
 		var ee *exec.ExitError
@@ -399,25 +400,11 @@ func (st *wgStack) invite(ctx context.Context, i int) (inv phoneInvite, err erro
 		}
 		return inv, fmt.Errorf("invite: %w", err)
 	}
-	for line := range strings.SplitSeq(string(out), "\n") {
-		k, v, ok := strings.Cut(line, " = ")
-		if !ok {
-			continue
-		}
-		switch k {
-		case "PrivateKey":
-			*priv, err = wg.ParseKey(v)
-		case "PublicKey":
-			*agent, err = wg.ParseKey(v)
-		case "Address":
-			var p netip.Prefix
-			p, err = netip.ParsePrefix(v)
-			*addr = p.Addr()
-		}
-		if err != nil {
-			return inv, fmt.Errorf("invite's %s: %w", k, err)
-		}
+	q, err := framework.ParseWGQuick(string(out))
+	if err != nil {
+		return inv, fmt.Errorf("invite: %w", err)
 	}
+	inv = phoneInvite{priv: wg.Key(q.PrivateKey), agent: wg.Key(q.PeerKey), addr: q.Address.Addr()}
 	if inv.priv.IsZero() || inv.agent.IsZero() || !inv.addr.IsValid() {
 		return inv, fmt.Errorf("invite printed no PrivateKey, PublicKey and Address:\n%s", out)
 	}
@@ -531,7 +518,7 @@ func (st *wgStack) kernelPhone(ctx context.Context, s WireGuardScale, i int) []F
 	_, err2 := exec.LookPath("wg")
 	switch {
 	case st.relayNS == "":
-		return []Figure{skipFigure(name, st.noRelay)}
+		return []Figure{skipFigure(name, st.noNetns)}
 	case st.bins.Iperf3 == "" || err1 != nil || err2 != nil:
 		return []Figure{skipFigure(name, errors.New("needs iperf3, wireguard-go and wg (apt-get install iperf3 wireguard-go wireguard-tools)"))}
 	}
