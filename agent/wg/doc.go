@@ -7,8 +7,10 @@
 // wireguard-go's own endpoint roaming, and a Bind endpoint is either a UDP
 // address or a relay flow.
 //
-// Inside the tunnel a userspace TCP/IP stack (gVisor's netstack, through
-// wireguard-go's tun/netstack) holds the agent's tunnel address; every
+// Inside the tunnel a userspace TCP/IP stack (gVisor's netstack, as a
+// tun.Device of its own, Netstack: wireguard-go's tun/netstack handed packets
+// over one at a time and held gVisor's sender meanwhile) holds the agent's
+// tunnel address; every
 // service answers there on its public port, in plain (WireGuard already
 // encrypts), handed to the service's own gateway pipeline with the viewer
 // known from the peer's key (tunnel source address -> peer -> viewer). With

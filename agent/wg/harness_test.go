@@ -16,7 +16,6 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
-	"golang.zx2c4.com/wireguard/tun/netstack"
 
 	"github.com/porthole-dev/porthole/internal/gateway"
 	"github.com/porthole-dev/porthole/test/framework"
@@ -35,6 +34,7 @@ const (
 	portWeb  = 10443 // http backend, tcp kind
 	portEcho = 10022 // echo backend; also at camLAN
 	portWho  = 10080 // answers the viewer the gateway saw
+	portSink = 10099 // reads to the viewer's FIN, answers "<bytes> <sha256>" (framework.ReadAll)
 )
 
 func mustKey(t testing.TB) Key {
@@ -96,6 +96,7 @@ func newAgentRig(t testing.TB, peers []Peer) *agentRig {
 	}))
 	t.Cleanup(r.web.Close)
 	echo := framework.StartBackend(t, framework.Echo)
+	sink := framework.StartBackend(t, framework.ReadAll)
 	r.relay = newFakeRelay(t)
 	var log *slog.Logger
 	log, r.log = testLogger(t)
@@ -106,6 +107,7 @@ func newAgentRig(t testing.TB, peers []Peer) *agentRig {
 			{Name: "echo", Port: portEcho, Serve: gatewayServe(t, "echo", gateway.TCP{}, echo.Addr()),
 				LAN: camLAN, ServeLAN: gatewayServe(t, "echo-lan", gateway.TCP{}, echo.Addr()), Viewers: []string{"alice"}},
 			{Name: "who", Port: portWho, Serve: gatewayServe(t, "who", whoHandler{}, echo.Addr())},
+			{Name: "sink", Port: portSink, Serve: gatewayServe(t, "sink", gateway.TCP{}, sink.Addr())},
 		},
 		Logger: log,
 	}
@@ -127,6 +129,16 @@ func newAgentRig(t testing.TB, peers []Peer) *agentRig {
 	return r
 }
 
+// leg is one of the agent's two ways in: the path's name and where a phone
+// sends.
+type leg struct {
+	path string
+	ep   func() netip.AddrPort
+}
+
+// legs are the direct leg and the relay leg, for tests run on each.
+func (r *agentRig) legs() []leg { return []leg{{pathDirect, r.direct}, {pathRelay, r.relay.addr}} }
+
 // direct is the agent's UDP leg.
 func (r *agentRig) direct() netip.AddrPort {
 	return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), r.dev.Port())
@@ -136,18 +148,18 @@ func (r *agentRig) direct() netip.AddrPort {
 // userspace stack, talking UDP to endpoint.
 type phone struct {
 	dev  *device.Device
-	tnet *netstack.Net
+	tnet *Netstack
 	key  Key
 	ip   netip.Addr
 }
 
 func newPhone(t testing.TB, key Key, ip netip.Addr, agent Key, endpoint netip.AddrPort) *phone {
 	t.Helper()
-	tdev, tnet, err := netstack.CreateNetTUN([]netip.Addr{ip}, nil, MTU)
+	tnet, err := NewNetstack([]netip.Addr{ip}, MTU)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev := device.NewDevice(tdev, conn.NewStdNetBind(), device.NewLogger(device.LogLevelSilent, ""))
+	dev := device.NewDevice(tnet, conn.NewStdNetBind(), device.NewLogger(device.LogLevelSilent, ""))
 	uapi := fmt.Sprintf("private_key=%s\npublic_key=%s\nendpoint=%s\nallowed_ip=%s\n", key.hex(), agent.PublicKey().hex(), endpoint, tunnelNet.Masked())
 	for _, p := range PhoneAllowedIPs(tunnelNet, []netip.AddrPort{camLAN})[1:] {
 		uapi += "allowed_ip=" + p.String() + "\n"
@@ -251,6 +263,7 @@ func newFakeRelay(t testing.TB) *fakeRelay {
 	if err != nil {
 		t.Fatal(err)
 	}
+	pc.SetReadBuffer(4 << 20) // as a relay's UDP port has (bench udp-buffers): bulk tests drop nothing here
 	r := &fakeRelay{pc: pc, flows: map[netip.AddrPort]uint32{}, addrs: map[uint32]netip.AddrPort{}, next: 7}
 	done := make(chan struct{})
 	go func() {

@@ -2,7 +2,6 @@ package wg
 
 import (
 	"io"
-	"net/netip"
 	"testing"
 	"time"
 )
@@ -14,10 +13,7 @@ func TestThroughput(t *testing.T) {
 	alice := mustKey(t)
 	r := newAgentRig(t, []Peer{{Name: "a", PublicKey: alice.PublicKey(), AllowedIP: aliceIP, Viewer: "alice"}})
 	const size = 4 << 20
-	for _, tc := range []struct {
-		path string
-		ep   func() netip.AddrPort
-	}{{pathDirect, r.direct}, {pathRelay, r.relay.addr}} {
+	for _, tc := range r.legs() {
 		p := newPhone(t, alice, aliceIP, r.priv, tc.ep())
 		ctx := ctxFor(t, 2*failBound)
 		c, err := p.dial(ctx, portEcho)

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/device"
-	"golang.zx2c4.com/wireguard/tun/netstack"
 )
 
 // MTU is the MTU inside the tunnel: what phones are told to use, and what fits
@@ -95,7 +94,7 @@ type Device struct {
 	cfg  Config
 	log  *slog.Logger
 	dev  *device.Device
-	tnet *netstack.Net
+	tnet *Netstack
 	bind *bind
 	port uint16
 	lns  []*listener
@@ -151,13 +150,13 @@ func New(cfg Config) (*Device, error) {
 			locals = append(locals, s.LAN.Addr().Unmap())
 		}
 	}
-	tdev, tnet, err := netstack.CreateNetTUN(locals, nil, MTU)
+	tnet, err := NewNetstack(locals, MTU)
 	if err != nil {
 		return nil, fmt.Errorf("wg: netstack: %w", err)
 	}
 	d.tnet = tnet
 	d.bind = newBind(d)
-	d.dev = device.NewDevice(tdev, d.bind, wgLogger(log))
+	d.dev = device.NewDevice(tnet, d.bind, wgLogger(log))
 	fail := func(err error) (*Device, error) {
 		d.Close()
 		return nil, err

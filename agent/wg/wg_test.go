@@ -38,10 +38,7 @@ func ctxFor(t testing.TB, d time.Duration) context.Context {
 func TestPaths(t *testing.T) {
 	alice := mustKey(t)
 	r := newAgentRig(t, []Peer{{Name: "alice-phone", PublicKey: alice.PublicKey(), AllowedIP: aliceIP, Viewer: "alice"}})
-	for _, tc := range []struct {
-		path string
-		ep   func() netip.AddrPort
-	}{{pathDirect, r.direct}, {pathRelay, r.relay.addr}} {
+	for _, tc := range r.legs() {
 		t.Run(tc.path, func(t *testing.T) {
 			p := newPhone(t, alice, aliceIP, r.priv, tc.ep())
 			ctx := ctxFor(t, failBound)

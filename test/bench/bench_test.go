@@ -186,3 +186,26 @@ func BenchmarkFloods(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkWireGuard(b *testing.B) {
+	bs := mustBins(b)
+	for range b.N {
+		figs := WireGuard(context.Background(), bs, Smoke.WireGuard)
+		check(b, figs...)
+		for _, f := range figs {
+			if f.Unit == "Mbit/s" && !f.Skipped {
+				path, dir := "direct", "down"
+				if strings.Contains(f.Name, "relay") {
+					path = "relay"
+				}
+				if strings.Contains(f.Name, "phone ->") {
+					dir = "up"
+				}
+				if strings.Contains(f.Name, "real wireguard-go") {
+					path = "real-" + path
+				}
+				b.ReportMetric(f.Value, "Mbit/s-"+path+"-"+dir)
+			}
+		}
+	}
+}

@@ -19,11 +19,17 @@ import (
 
 // startEchoProcess runs the framework's echo backend as a process of its own.
 func startEchoProcess(ctx context.Context, bins Bins) (*framework.Process, string, error) {
+	return startBackendProcess(ctx, bins, "echo")
+}
+
+// startBackendProcess runs the framework's backend in mode (echo, readall,
+// ...) as a process of its own, with more flags in args.
+func startBackendProcess(ctx context.Context, bins Bins, mode string, args ...string) (*framework.Process, string, error) {
 	port, err := framework.FreePort("tcp")
 	if err != nil {
 		return nil, "", err
 	}
-	p, err := framework.Start(framework.Spec{Name: "echo", Path: bins.Backend, Args: []string{"-listen", framework.Addr(port), "-mode", "echo"}})
+	p, err := framework.Start(framework.Spec{Name: mode, Path: bins.Backend, Args: append([]string{"-listen", framework.Addr(port), "-mode", mode}, args...)})
 	if err != nil {
 		return nil, "", fmt.Errorf("bench: %w", err)
 	}

@@ -55,12 +55,17 @@ type iperfResult struct {
 // the relay's service port in front of it): reverse means the server sends,
 // which is the camera->viewer direction.
 func iperfRun(ctx context.Context, bin, addr string, secs float64, parallel int, reverse bool) (iperfResult, error) {
+	return iperfRunIn(ctx, nil, bin, addr, secs, parallel, reverse)
+}
+
+// iperfRunIn is iperfRun with the client run through prefix (ip netns exec NS).
+func iperfRunIn(ctx context.Context, prefix []string, bin, addr string, secs float64, parallel int, reverse bool) (iperfResult, error) {
 	// The server takes one test at a time and learns that the last one ended
 	// only when its connections close, which through the relay can lag the
 	// client's exit: retry while it says it is busy (or refuses, see iperfOnce).
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		r, err := iperfOnce(ctx, bin, addr, secs, parallel, reverse)
+		r, err := iperfOnce(ctx, prefix, bin, addr, secs, parallel, reverse)
 		if !errors.Is(err, errIperfBusy) || time.Now().After(deadline) {
 			return r, err
 		}
@@ -72,7 +77,7 @@ func iperfRun(ctx context.Context, bin, addr string, secs float64, parallel int,
 
 var errIperfBusy = errors.New("iperf3 server busy")
 
-func iperfOnce(ctx context.Context, bin, addr string, secs float64, parallel int, reverse bool) (iperfResult, error) {
+func iperfOnce(ctx context.Context, prefix []string, bin, addr string, secs float64, parallel int, reverse bool) (iperfResult, error) {
 	host, port, _ := strings.Cut(addr, ":")
 	args := []string{"-c", host, "-p", port, "-t", strconv.FormatFloat(secs, 'f', -1, 64), "-P", strconv.Itoa(parallel), "-J"}
 	if reverse {
@@ -80,7 +85,8 @@ func iperfOnce(ctx context.Context, bin, addr string, secs float64, parallel int
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs*float64(time.Second))+30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, args...).Output()
+	argv := append(append(append([]string{}, prefix...), bin), args...)
+	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).Output()
 	var doc struct {
 		Error string `json:"error"`
 		End   struct {

@@ -18,6 +18,11 @@ func pingPong(ctx context.Context, addr string, n int) ([]time.Duration, error) 
 		return nil, fmt.Errorf("bench: dial %s: %w", addr, err)
 	}
 	defer c.Close()
+	return pingPongConn(ctx, c, n)
+}
+
+// pingPongConn is pingPong on a connection of the caller's.
+func pingPongConn(ctx context.Context, c net.Conn, n int) ([]time.Duration, error) {
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
 	defer stop()
 	msg := make([]byte, 64)

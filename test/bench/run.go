@@ -44,12 +44,14 @@ type Scale struct {
 	HTTPS HTTPSScale
 	// RTSP sizes the "rtsp-viewers", "rtsp-slow" and "data-cost" steps.
 	RTSP RTSPScale
+	// WireGuard sizes the "wireguard" step.
+	WireGuard WireGuardScale
 	// Only, if set, names the steps to run (see Steps); empty runs all.
 	Only []string
 }
 
 // Steps are the names of Run's measurements, in order, for Scale.Only.
-var Steps = []string{"throughput", "latency", "viewers", "memory", "idle-viewers", "restart", "agent-killed", "udp-buffers", "floods", "https", "login-storm", "rtsp-viewers", "rtsp-slow", "data-cost"}
+var Steps = []string{"throughput", "latency", "viewers", "memory", "idle-viewers", "restart", "agent-killed", "udp-buffers", "floods", "https", "login-storm", "rtsp-viewers", "rtsp-slow", "data-cost", "wireguard"}
 
 // Full is the scale of `make bench`, the figures of the issue.
 var Full = Scale{
@@ -61,6 +63,7 @@ var Full = Scale{
 	HTTPS: HTTPSScale{FirstFrames: 50, Viewers: 100, ViewerTime: 10 * time.Second, FPS: 10, DownloadMiB: 128, Downloads: 6,
 		StormAttempts: 1000, StormParallel: 50},
 	RTSP: RTSPScale{Viewers: 20, Bitrate: 4_000_000, FPS: 25, Fast: 10, SlowBitrate: 1_000_000, SlowMax: 60 * time.Second, Window: 10 * time.Second, DataWindow: 20 * time.Second},
+	WireGuard: WireGuardScale{Seconds: 5, Pings: 2000, Peers: 20},
 }
 
 // Smoke is small enough for CI; its numbers only show that everything runs.
@@ -72,6 +75,7 @@ var Smoke = Scale{
 	HTTPS: HTTPSScale{FirstFrames: 3, Viewers: 3, ViewerTime: time.Second, FPS: 10, DownloadMiB: 4, Downloads: 1,
 		StormAttempts: 20, StormParallel: 5},
 	RTSP: RTSPScale{Viewers: 3, Bitrate: 4_000_000, FPS: 25, Fast: 2, SlowBitrate: 1_000_000, SlowMax: time.Second, Window: time.Second, DataWindow: 2 * time.Second},
+	WireGuard: WireGuardScale{Seconds: 1, Pings: 100, Peers: 2},
 }
 
 // Run builds the binaries, measures every figure at scale s and prints the
@@ -116,6 +120,7 @@ func Run(ctx context.Context, s Scale, w, progress io.Writer) error {
 	step("rtsp-viewers", func() []Figure { return RTSPViewers(ctx, bins, s.RTSP) })
 	step("rtsp-slow", func() []Figure { return RTSPSlow(ctx, bins, s.RTSP) })
 	step("data-cost", func() []Figure { return DataCost(ctx, bins, s.RTSP) })
+	step("wireguard", func() []Figure { return WireGuard(ctx, bins, s.WireGuard) })
 	fmt.Fprintf(w, "Porthole bench, %s; load average before the run: %s\n", started.UTC().Format("2006-01-02 15:04 MST"), load)
 	if err := WriteTable(w, figs); err != nil {
 		return err
