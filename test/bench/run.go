@@ -62,7 +62,7 @@ var Full = Scale{
 	Floods: FloodScale{Window: 5 * time.Second, IdleConns: 4000, Handshakes: 1000},
 	HTTPS: HTTPSScale{FirstFrames: 50, Viewers: 100, ViewerTime: 10 * time.Second, FPS: 10, DownloadMiB: 128, Downloads: 6,
 		StormAttempts: 1000, StormParallel: 50},
-	RTSP: RTSPScale{Viewers: 20, Bitrate: 4_000_000, FPS: 25, Fast: 10, SlowBitrate: 1_000_000, SlowMax: 60 * time.Second, Window: 10 * time.Second, DataWindow: 20 * time.Second},
+	RTSP:      RTSPScale{Viewers: 20, Bitrate: 4_000_000, FPS: 25, Fast: 10, SlowBitrate: 1_000_000, SlowMax: 60 * time.Second, Window: 10 * time.Second, DataWindow: 20 * time.Second},
 	WireGuard: WireGuardScale{Seconds: 5, Pings: 2000, Peers: 20},
 }
 
@@ -74,7 +74,7 @@ var Smoke = Scale{
 	Floods: FloodScale{Window: 500 * time.Millisecond, IdleConns: 200, Handshakes: 50},
 	HTTPS: HTTPSScale{FirstFrames: 3, Viewers: 3, ViewerTime: time.Second, FPS: 10, DownloadMiB: 4, Downloads: 1,
 		StormAttempts: 20, StormParallel: 5},
-	RTSP: RTSPScale{Viewers: 3, Bitrate: 4_000_000, FPS: 25, Fast: 2, SlowBitrate: 1_000_000, SlowMax: time.Second, Window: time.Second, DataWindow: 2 * time.Second},
+	RTSP:      RTSPScale{Viewers: 3, Bitrate: 4_000_000, FPS: 25, Fast: 2, SlowBitrate: 1_000_000, SlowMax: time.Second, Window: time.Second, DataWindow: 2 * time.Second},
 	WireGuard: WireGuardScale{Seconds: 1, Pings: 100, Peers: 2},
 }
 
