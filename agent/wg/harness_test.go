@@ -17,6 +17,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 
+	"github.com/porthole-dev/porthole/agent/wg/invite"
 	"github.com/porthole-dev/porthole/internal/gateway"
 	"github.com/porthole-dev/porthole/test/framework"
 )
@@ -161,7 +162,7 @@ func newPhone(t testing.TB, key Key, ip netip.Addr, agent Key, endpoint netip.Ad
 	}
 	dev := device.NewDevice(tnet, conn.NewStdNetBind(), device.NewLogger(device.LogLevelSilent, ""))
 	uapi := fmt.Sprintf("private_key=%s\npublic_key=%s\nendpoint=%s\nallowed_ip=%s\n", key.hex(), agent.PublicKey().hex(), endpoint, tunnelNet.Masked())
-	for _, p := range PhoneAllowedIPs(tunnelNet, []netip.AddrPort{camLAN})[1:] {
+	for _, p := range invite.AllowedIPs(tunnelNet, []netip.Addr{camLAN.Addr()})[1:] {
 		uapi += "allowed_ip=" + p.String() + "\n"
 	}
 	if err := dev.IpcSet(uapi); err != nil {

@@ -481,29 +481,6 @@ func (d *Device) listenPort() (uint16, error) {
 	return 0, errors.New("wg: no listen_port in the device's config")
 }
 
-// PhoneAllowedIPs is what a phone routes into the tunnel: the tunnel's subnet
-// and, when the camera targets are reachable inside, each of their addresses.
-func PhoneAllowedIPs(address netip.Prefix, lan []netip.AddrPort) []netip.Prefix {
-	out := []netip.Prefix{address.Masked()}
-	for _, ap := range lan {
-		p := netip.PrefixFrom(ap.Addr().Unmap(), ap.Addr().Unmap().BitLen())
-		if !ap.IsValid() || address.Contains(p.Addr()) || containsPrefix(out, p) {
-			continue
-		}
-		out = append(out, p)
-	}
-	return out
-}
-
-func containsPrefix(ps []netip.Prefix, p netip.Prefix) bool {
-	for _, q := range ps {
-		if q == p {
-			return true
-		}
-	}
-	return false
-}
-
 // logOnce logs a line at most once a minute, with how many were skipped.
 type logOnce struct {
 	last    atomic.Int64

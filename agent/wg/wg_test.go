@@ -299,24 +299,6 @@ func TestUDPProbe(t *testing.T) {
 	}
 }
 
-// TestPhoneAllowedIPs: the tunnel's subnet, then each camera address once.
-func TestPhoneAllowedIPs(t *testing.T) {
-	got := PhoneAllowedIPs(tunnelNet, []netip.AddrPort{camLAN, netip.MustParseAddrPort("192.0.2.20:80"),
-		netip.MustParseAddrPort("192.0.2.21:80"), netip.MustParseAddrPort("10.77.0.50:1"), {}})
-	want := "[10.77.0.0/24 192.0.2.20/32 192.0.2.21/32]"
-	if s := strings.Join(strings.Fields(strings.Trim(strings.ReplaceAll(fmtPrefixes(got), ",", " "), "[]")), " "); "["+s+"]" != want {
-		t.Fatalf("PhoneAllowedIPs = %v, want %s", got, want)
-	}
-}
-
-func fmtPrefixes(ps []netip.Prefix) string {
-	var s []string
-	for _, p := range ps {
-		s = append(s, p.String())
-	}
-	return "[" + strings.Join(s, " ") + "]"
-}
-
 // TestKeys: keys parse and print as WireGuard's tools do.
 func TestKeys(t *testing.T) {
 	// wg genkey | tee /dev/stderr | wg pubkey

@@ -3,6 +3,7 @@ package invite
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	qrcode "github.com/skip2/go-qrcode"
@@ -46,20 +47,11 @@ func AllowedIPs(address netip.Prefix, lan []netip.Addr) []netip.Prefix {
 	out := []netip.Prefix{address.Masked()}
 	for _, a := range lan {
 		p := netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
-		if !address.Masked().Contains(p.Addr()) && !containsPrefix(out, p) {
+		if !address.Masked().Contains(p.Addr()) && !slices.Contains(out, p) {
 			out = append(out, p)
 		}
 	}
 	return out
-}
-
-func containsPrefix(ps []netip.Prefix, p netip.Prefix) bool {
-	for _, q := range ps {
-		if q == p {
-			return true
-		}
-	}
-	return false
 }
 
 // Config is the phone's WireGuard config in wg-quick format, as the
