@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/porthole-dev/porthole/test/framework"
 )
 
 // request is what a receiver got.
@@ -230,7 +232,7 @@ func TestRetry(t *testing.T) {
 		t.Errorf("%d requests, want 3 (two 500s, then 200)", c)
 	}
 
-	var logs syncBuffer
+	var logs framework.LogBuffer
 	gone := newReceiver(t, func(int64) int { return 404 })
 	good := newReceiver(t, nil)
 	n = start(t, Config{Agent: "home", Backoff: time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil)),
@@ -261,7 +263,7 @@ func TestHangingTarget(t *testing.T) {
 	t.Cleanup(hang.Close)
 	t.Cleanup(func() { close(release) })
 	good := newReceiver(t, nil)
-	var logs syncBuffer
+	var logs framework.LogBuffer
 	n := start(t, Config{Agent: "home", Backoff: time.Millisecond, Timeout: 50 * time.Millisecond, Attempts: 2,
 		Logger:  slog.New(slog.NewTextHandler(&logs, nil)),
 		Targets: []Target{{Type: "webhook", URL: hang.URL}, {Type: "webhook", URL: good.URL}}})
@@ -312,23 +314,6 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestSendNow(t *testing.T) {
