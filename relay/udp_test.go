@@ -197,8 +197,12 @@ func TestUDPForwarding(t *testing.T) {
 	})
 	exchange(t, p1, []byte("still there"))
 
-	// The relay counts a packet just after sending it: the phone may be quicker.
-	waitFor(t, "the last echo counted", func() bool { return agentStatus(s, "home").UDP.PacketsOut >= 5 })
+	// The relay counts a packet just after sending it: the echo may be
+	// back at the phone before either direction's count.
+	waitFor(t, "the last packet and its echo counted", func() bool {
+		u := agentStatus(s, "home").UDP
+		return u.PacketsIn >= 5 && u.PacketsOut >= 5
+	})
 	u := agentStatus(s, "home").UDP
 	if u.Flows != 2 || u.PacketsIn < 5 || u.BytesIn < 1280+tunnel.MaxDatagramPayload || len(u.Ports) != 1 || u.Ports[0] != wg {
 		t.Errorf("status %+v", u)

@@ -465,6 +465,13 @@ func TestViewerLogins(t *testing.T) {
 			t.Fatalf("link alice: exit %d: %s", code, out)
 		}
 		token, id := parseLink(t, out)
+		// a running agent notices links.json's change within a second (it
+		// looks at most once a second, so that guesses cannot make it read
+		// the file at request rate)
+		eventually(t, 5*time.Second, func() bool {
+			r, err := w.client(w.paths(true)["direct"], "127.0.0.1").get(w.url("cam", "/stream.mjpg?porthole_token="+url.QueryEscape(token)), nil)
+			return err == nil && r.StatusCode != http.StatusForbidden
+		}, "the new link is not accepted")
 		for path, to := range w.paths(true) {
 			c := w.client(to, "127.0.0.1")
 			if err := c.mjpeg(w.url("cam", "/stream.mjpg?porthole_token="+url.QueryEscape(token)), nil); err != nil {
@@ -476,7 +483,6 @@ func TestViewerLogins(t *testing.T) {
 		}
 		for path, to := range w.paths(true) {
 			c := w.client(to, "127.0.0.1")
-			// a running agent notices links.json's change within a second
 			eventually(t, 5*time.Second, func() bool {
 				r, err := c.get(w.url("cam", "/stream.mjpg?porthole_token="+url.QueryEscape(token)), nil)
 				return err == nil && r.StatusCode == http.StatusForbidden
