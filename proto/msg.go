@@ -47,7 +47,14 @@ type Hello struct {
 	Version  int    `json:"v"`
 	Name     string `json:"name"`
 	Software string `json:"sw,omitempty"`
+	// Features the agent speaks beyond Version (FeatureBareDatagrams).
+	Features []string `json:"features,omitempty"`
 }
+
+// FeatureBareDatagrams: datagrams may travel as bare UDP packets beside the
+// QUIC connection (transport.BareDatagrams). Both sides must name it: the
+// agent in Hello, the relay in Welcome; an older peer ignores it.
+const FeatureBareDatagrams = "bare-datagrams"
 
 // RelayProof is the relay's proof of the token (relay -> agent), sent first.
 type RelayProof struct {
@@ -67,6 +74,9 @@ type Welcome struct {
 	HeartbeatMillis int `json:"hb_ms"`
 	// PublicIP is the relay's public address, if configured (DNS target in relayed mode).
 	PublicIP string `json:"public_ip,omitempty"`
+	// Features are those of the agent's Hello that the relay uses on this
+	// connection.
+	Features []string `json:"features,omitempty"`
 }
 
 // Refused ends a failed handshake or rejects a message (relay -> agent).

@@ -213,7 +213,7 @@ func New(cfg Config) (*Server, error) {
 // number. With port 0 (tests, the demo) it retries until a port is free for both.
 func bindBoth(addr string, tl net.Listener) (net.PacketConn, net.Listener, error) {
 	for try := 0; ; try++ {
-		pc, err := net.ListenPacket("udp", addr)
+		pc, err := quictransport.ListenUDP("udp", addr)
 		if err != nil {
 			return nil, nil, fmt.Errorf("relay: listen %s: %w", addr, err)
 		}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -133,6 +134,9 @@ type Session struct {
 	Heartbeat time.Duration
 	// Transport is "quic" or "tcp"; TransportWhy says why that one.
 	Transport, TransportWhy string
+	// BareDatagrams: datagrams travel as bare UDP packets beside the QUIC
+	// connection (transport.BareDatagrams), not inside it.
+	BareDatagrams bool
 }
 
 // Status is a snapshot for the status command.
@@ -381,7 +385,7 @@ func (c *Client) session(ctx context.Context, conn transport.Conn, why string) (
 	c.status.Transport, c.status.TransportWhy = sess.Transport, why
 	c.mu.Unlock()
 	c.quicWaitSaid = false
-	c.log.Info("tunnel up", "observed", sess.Observed, "transport", sess.Transport, "why", why)
+	c.log.Info("tunnel up", "observed", sess.Observed, "transport", sess.Transport, "why", why, "bare_datagrams", sess.BareDatagrams)
 	for _, r := range sess.Results {
 		switch {
 		case r.Accepted:
@@ -441,7 +445,12 @@ func Authenticate(ctx context.Context, conn transport.Conn, name, token, softwar
 		ctrl.SetDeadline(dl)
 		defer ctrl.SetDeadline(time.Time{})
 	}
-	if err := proto.WriteMessage(ctrl, &proto.Hello{Version: proto.Version, Name: name, Software: software}); err != nil {
+	hello := &proto.Hello{Version: proto.Version, Name: name, Software: software}
+	bare, _ := conn.(transport.BareDatagrams)
+	if bare != nil {
+		hello.Features = append(hello.Features, proto.FeatureBareDatagrams)
+	}
+	if err := proto.WriteMessage(ctrl, hello); err != nil {
 		return nil, nil, err
 	}
 	m, err := proto.ReadMessage(ctrl)
@@ -472,6 +481,9 @@ func Authenticate(ctx context.Context, conn transport.Conn, name, token, softwar
 	}
 	switch m := m.(type) {
 	case *proto.Welcome:
+		if bare != nil && slices.Contains(m.Features, proto.FeatureBareDatagrams) {
+			bare.EnableBareDatagrams()
+		}
 		return ctrl, m, nil
 	case *proto.Refused:
 		return nil, nil, fmt.Errorf("%w: relay says %s", ErrAuth, m.Reason)
@@ -491,6 +503,7 @@ func (c *Client) handshake(ctx context.Context, conn transport.Conn) (*clientCon
 	ctrl.SetDeadline(dl)
 	sess.Observed, _ = netip.ParseAddrPort(w.Observed)
 	sess.RelayPublicIP, _ = netip.ParseAddr(w.PublicIP)
+	sess.BareDatagrams = slices.Contains(w.Features, proto.FeatureBareDatagrams)
 	// Clamp what the relay asks for to something sane.
 	sess.Heartbeat = min(max(time.Duration(w.HeartbeatMillis)*time.Millisecond, 250*time.Millisecond), 15*time.Second)
 	exporter, err := proto.Exporter(conn)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -362,6 +363,12 @@ func (s *Server) authenticate(ctx context.Context, c transport.Conn) (*ServerSes
 	w := &proto.Welcome{Observed: observed.String(), HeartbeatMillis: int(s.cfg.Heartbeat / time.Millisecond)}
 	if s.cfg.PublicIP.IsValid() {
 		w.PublicIP = s.cfg.PublicIP.String()
+	}
+	// The relay reads bare datagrams from here on; the agent sends them
+	// once it has the Welcome.
+	if bare, ok := c.(transport.BareDatagrams); ok && slices.Contains(hello.Features, proto.FeatureBareDatagrams) {
+		bare.EnableBareDatagrams()
+		w.Features = append(w.Features, proto.FeatureBareDatagrams)
 	}
 	if err := proto.WriteMessage(ctrl, w); err != nil {
 		return fail(proto.CloseProtocol, "write", err)

@@ -275,9 +275,11 @@ func (d *discoverer) exchange(ctx context.Context, c *net.UDPConn, deadline time
 	})
 	defer wg.Wait()
 	defer close(done)
+	// The deadline first: set after, it would undo a cancel that came
+	// between (Run then waited out the whole timeout).
+	c.SetReadDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Now()) })
 	defer stop()
-	c.SetReadDeadline(deadline)
 	buf := make([]byte, maxDatagram)
 	for {
 		n, from, err := c.ReadFromUDPAddrPort(buf)

@@ -380,13 +380,27 @@ func (st *wgStack) cpu() (relay, agent time.Duration, err error) {
 func (st *wgStack) close() {
 	for _, p := range []*framework.Process{st.agent, st.relay} {
 		if p != nil {
-			p.Kill()
+			keepLog(p)
 		}
 	}
 	for _, f := range st.cleanup {
 		f()
 	}
 	os.RemoveAll(st.dir)
+}
+
+// keepLog stops p; it writes p's output to $PORTHOLE_BENCH_LOGS/NAME.log, if that is set:
+// a bench run's daemons' logs, for a figure that needs explaining.
+func keepLog(p *framework.Process) {
+	dir := os.Getenv("PORTHOLE_BENCH_LOGS")
+	if dir == "" {
+		p.Kill()
+		return
+	}
+	p.Stop() // a clean exit writes a profile (PORTHOLE_CPUPROFILE)
+	if err := os.WriteFile(filepath.Join(dir, p.Name+".log"), []byte(p.Output()), 0o600); err != nil {
+		fmt.Fprintln(os.Stderr, "bench: keep log:", err)
+	}
 }
 
 // invite runs `porthole-agent invite` for phone i and reads the config it

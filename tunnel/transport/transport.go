@@ -52,6 +52,24 @@ type Conn interface {
 	Transport() string
 }
 
+// BareDatagrams is implemented by transports that can carry datagrams as bare
+// UDP packets on the connection's own addresses, beside the connection rather
+// than inside it (QUIC: packets without QUIC's fixed bit, which its receiver
+// sets aside). The tunnel's datagrams are WireGuard packets, encrypted and
+// authenticated end to end by WireGuard; a second layer of encryption and
+// QUIC's per-packet send loop cost the relay and the agent each about 20 CPU
+// seconds per GB. Bare datagrams cost a UDP write and a read.
+//
+// A bare datagram is accepted only from the peer's current address, and only
+// after EnableBareDatagrams: both sides call it when the handshake says both
+// speak it, before the first ReceiveDatagram.
+type BareDatagrams interface {
+	// EnableBareDatagrams makes SendDatagram send bare UDP packets to the peer
+	// and ReceiveDatagram return the peer's bare packets too. Every datagram
+	// must start with a byte below 0x40 (proto's datagram header does).
+	EnableBareDatagrams()
+}
+
 // Stream is a bidirectional byte stream with TCP's half-close. It satisfies
 // the gateway's Conn (Read, Write, Close, CloseWrite).
 type Stream interface {

@@ -42,6 +42,7 @@ import (
 	"github.com/porthole-dev/porthole/internal/admin"
 	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/internal/gateway/access"
+	"github.com/porthole-dev/porthole/internal/profiling"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
@@ -51,8 +52,10 @@ const defaultConfig = "/etc/porthole/agent.yaml"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	stopProfile := profiling.Start()
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
+	stopProfile()
 	os.Exit(code)
 }
 

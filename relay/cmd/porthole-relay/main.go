@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/porthole-dev/porthole/internal/config"
+	"github.com/porthole-dev/porthole/internal/profiling"
 	"github.com/porthole-dev/porthole/relay"
 )
 
@@ -77,7 +78,10 @@ func main() {
 		log.Error("cannot start", "err", err)
 		os.Exit(1)
 	}
-	if err := srv.Run(ctx); err != nil {
+	stopProfile := profiling.Start()
+	err = srv.Run(ctx)
+	stopProfile()
+	if err != nil {
 		log.Error("relay failed", "err", err)
 		os.Exit(1)
 	}

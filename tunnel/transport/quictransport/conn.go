@@ -16,15 +16,23 @@ import (
 // Conn is a [transport.Conn] over one QUIC connection.
 type Conn struct {
 	qc  *quic.Conn
+	tr  *quic.Transport // qc's: bare datagrams go through its socket
 	ctx context.Context // done with qc; its cause mapped to the seam's errors
+
+	bareOn      atomic.Bool              // EnableBareDatagrams has run
+	bareIn      atomic.Pointer[bareRecv] // set once, by EnableBareDatagrams
+	bareDropped atomic.Uint64
 }
 
-var _ transport.Conn = (*Conn)(nil)
+var (
+	_ transport.Conn          = (*Conn)(nil)
+	_ transport.BareDatagrams = (*Conn)(nil)
+)
 
-func newConn(qc *quic.Conn) *Conn {
+func newConn(qc *quic.Conn, tr *quic.Transport) *Conn {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	context.AfterFunc(qc.Context(), func() { cancel(mapErr(context.Cause(qc.Context()))) })
-	return &Conn{qc: qc, ctx: ctx}
+	return &Conn{qc: qc, tr: tr, ctx: ctx}
 }
 
 // QUIC returns the underlying connection (statistics, connection state).
@@ -48,13 +56,17 @@ func (c *Conn) AcceptStream(ctx context.Context) (transport.Stream, error) {
 	return &stream{s: s}, nil
 }
 
-// SendDatagram queues b as one QUIC DATAGRAM frame (quic-go copies b). quic-go
+// SendDatagram queues b as one QUIC DATAGRAM frame (quic-go copies b), or
+// after EnableBareDatagrams writes it as one UDP packet. quic-go
 // drops datagrams when its queue is full. Until path MTU discovery has run (a
 // few round trips after the handshake) a path may refuse payloads above about
 // 1200 bytes: the error then matches transport.ErrDatagramTooLarge.
 func (c *Conn) SendDatagram(b []byte) error {
 	if len(b) > transport.MaxDatagram {
 		return fmt.Errorf("quictransport: send datagram of %d bytes: %w", len(b), transport.ErrDatagramTooLarge)
+	}
+	if c.bareOn.Load() {
+		return c.sendBare(b)
 	}
 	if err := c.qc.SendDatagram(b); err != nil {
 		return fmt.Errorf("quictransport: send datagram: %w", mapErr(err))
@@ -64,6 +76,9 @@ func (c *Conn) SendDatagram(b []byte) error {
 
 // ReceiveDatagram waits for the next datagram.
 func (c *Conn) ReceiveDatagram(ctx context.Context) ([]byte, error) {
+	if c.bareOn.Load() {
+		return c.receiveBare(ctx)
+	}
 	b, err := c.qc.ReceiveDatagram(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("quictransport: receive datagram: %w", mapErr(err))

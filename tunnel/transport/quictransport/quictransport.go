@@ -114,7 +114,7 @@ func Dial(ctx context.Context, pc net.PacketConn, raddr *net.UDPAddr, tlsConf *t
 		if raddr.IP.To4() == nil {
 			network, laddr = "udp6", &net.UDPAddr{IP: net.IPv6unspecified}
 		}
-		c, err := net.ListenUDP(network, laddr)
+		c, err := ListenUDP(network, laddr.String())
 		if err != nil {
 			return nil, fmt.Errorf("quictransport: dial: %w", err)
 		}
@@ -128,6 +128,7 @@ func Dial(ctx context.Context, pc net.PacketConn, raddr *net.UDPAddr, tlsConf *t
 		release = func() {
 			tr.Close()
 			pc.Close()
+			forget(pc)
 		}
 	} else {
 		tr = acquireShared(pc)
@@ -138,7 +139,7 @@ func Dial(ctx context.Context, pc net.PacketConn, raddr *net.UDPAddr, tlsConf *t
 		release()
 		return nil, fmt.Errorf("quictransport: dial %s: %w", raddr, mapErr(err))
 	}
-	c := newConn(qc)
+	c := newConn(qc, tr)
 	// The transport's reader goroutine lives as long as the connection.
 	context.AfterFunc(qc.Context(), release)
 	return c, nil
@@ -202,11 +203,7 @@ func Listen(cfg ListenConfig) (transport.Listener, error) {
 	l := &Listener{}
 	pc := cfg.PacketConn
 	if pc == nil {
-		ua, err := net.ResolveUDPAddr("udp", cfg.Addr)
-		if err != nil {
-			return nil, fmt.Errorf("quictransport: listen: %w", err)
-		}
-		c, err := net.ListenUDP("udp", ua)
+		c, err := ListenUDP("udp", cfg.Addr)
 		if err != nil {
 			return nil, fmt.Errorf("quictransport: listen: %w", err)
 		}
@@ -244,6 +241,9 @@ func Listen(cfg ListenConfig) (transport.Listener, error) {
 		return nil, fmt.Errorf("quictransport: listen: %w", err)
 	}
 	l.ln = ln
+	// The bare-datagram reader (and its steered socket) belong to the
+	// listener, not to the first agent that enables them.
+	muxFor(l.tr)
 	return l, nil
 }
 
@@ -259,7 +259,7 @@ func (l *Listener) Accept(ctx context.Context) (transport.Conn, error) {
 	if release, ok := qc.Context().Value(pendingKey{}).(func()); ok {
 		release()
 	}
-	return newConn(qc), nil
+	return newConn(qc, l.tr), nil
 }
 
 // Pending is the number of handshakes started and not yet accepted.

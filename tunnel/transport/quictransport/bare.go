@@ -1,0 +1,224 @@
+package quictransport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/porthole-dev/porthole/tunnel/transport"
+)
+
+// Bare datagrams (transport.BareDatagrams) are UDP packets sent with the
+// quic.Transport's socket to the connection's peer, beside the QUIC
+// connection. quic-go hands packets without QUIC's fixed bit to
+// Transport.ReadNonQUICPacket; one bareMux per quic.Transport reads them and
+// queues each on the connection whose peer sent it. Packets from any other
+// address are dropped unread: a stranger cannot inject into a tunnel without
+// also spoofing the peer's address and port, and what reaches the agent is a
+// WireGuard packet that WireGuard then authenticates.
+
+// bareQueue is how many bare datagrams wait for ReceiveDatagram per
+// connection; more are dropped, as a full UDP socket buffer would.
+const bareQueue = 256
+
+// bareRecv is a connection's receive side once bare datagrams are enabled.
+type bareRecv struct {
+	in chan []byte // bare packets from the peer
+
+	pumpOnce sync.Once
+	quicIn   chan []byte // QUIC DATAGRAM frames, pumped from quic-go; closed with the connection
+}
+
+// EnableBareDatagrams switches SendDatagram to bare UDP packets and lets
+// ReceiveDatagram return the peer's. From its return on, the peer's bare
+// datagrams are queued.
+func (c *Conn) EnableBareDatagrams() {
+	if c.bareOn.Load() {
+		return
+	}
+	r := &bareRecv{in: make(chan []byte, bareQueue), quicIn: make(chan []byte)}
+	if !c.bareIn.CompareAndSwap(nil, r) {
+		return
+	}
+	m, k := muxFor(c.tr), peerKey(c.qc.RemoteAddr())
+	m.add(k, c)
+	context.AfterFunc(c.ctx, func() { m.remove(k, c) })
+	c.bareOn.Store(true)
+}
+
+// BareDropped counts the peer's bare datagrams dropped because
+// ReceiveDatagram did not keep up.
+func (c *Conn) BareDropped() uint64 { return c.bareDropped.Load() }
+
+// sendBare writes b as one UDP packet to the peer.
+func (c *Conn) sendBare(b []byte) error {
+	if err := c.ctx.Err(); err != nil {
+		return fmt.Errorf("quictransport: send datagram: %w", context.Cause(c.ctx))
+	}
+	if _, err := c.tr.WriteTo(b, c.qc.RemoteAddr()); err != nil {
+		if errors.Is(err, syscall.EMSGSIZE) {
+			err = fmt.Errorf("%w: %w", transport.ErrDatagramTooLarge, err)
+		}
+		return fmt.Errorf("quictransport: send datagram: %w", err)
+	}
+	return nil
+}
+
+// receiveBare waits for the next datagram, bare or QUIC.
+func (c *Conn) receiveBare(ctx context.Context) ([]byte, error) {
+	r := c.bareIn.Load()
+	r.pumpOnce.Do(func() { go c.pumpQUIC(r) })
+	select {
+	case b := <-r.in:
+		return b, nil
+	default:
+	}
+	select {
+	case b := <-r.in:
+		return b, nil
+	case b, ok := <-r.quicIn:
+		if !ok {
+			return nil, fmt.Errorf("quictransport: receive datagram: %w", context.Cause(c.ctx))
+		}
+		return b, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("quictransport: receive datagram: %w", ctx.Err())
+	}
+}
+
+// pumpQUIC moves QUIC DATAGRAM frames (an older peer's, or sent before it
+// enabled bare datagrams) into r.quicIn until the connection ends. It starts
+// with the first ReceiveDatagram: a connection nobody reads costs no goroutine.
+func (c *Conn) pumpQUIC(r *bareRecv) {
+	defer close(r.quicIn)
+	for {
+		b, err := c.qc.ReceiveDatagram(c.ctx)
+		if err != nil {
+			return
+		}
+		select {
+		case r.quicIn <- b:
+		case <-c.ctx.Done():
+			return
+		}
+	}
+}
+
+// deliverBare queues b for ReceiveDatagram, or drops it.
+func (c *Conn) deliverBare(b []byte) {
+	select {
+	case c.bareIn.Load().in <- b:
+	default:
+		c.bareDropped.Add(1)
+	}
+}
+
+// bareMux reads one quic.Transport's bare datagrams and hands each to the
+// connection of its sender: from the sibling socket when the transport's
+// socket is steered (steer.go), and always from quic-go's non-QUIC queue
+// (packets that arrived before the sibling existed, or every bare packet when
+// there is no sibling).
+type bareMux struct {
+	tr  *quic.Transport
+	sib *net.UDPConn // nil without steering
+
+	mu    sync.Mutex // guards conns
+	conns map[netip.AddrPort]*Conn
+}
+
+var muxes sync.Map // *quic.Transport -> *bareMux
+
+// muxFor returns tr's mux, starting its readers on first use. They end when
+// tr closes.
+func muxFor(tr *quic.Transport) *bareMux {
+	if m, ok := muxes.Load(tr); ok {
+		return m.(*bareMux)
+	}
+	m := &bareMux{tr: tr, conns: map[netip.AddrPort]*Conn{}}
+	if v, loaded := muxes.LoadOrStore(tr, m); loaded {
+		return v.(*bareMux)
+	}
+	if m.sib = sibling(tr.Conn); m.sib != nil {
+		go m.readSibling()
+	}
+	// quic-go drops non-QUIC packets until the first ReadNonQUICPacket; make
+	// that call now, so that the peer's first bare datagram, sent as soon as
+	// EnableBareDatagrams returns on both sides, is kept.
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	buf := make([]byte, 2048)
+	if n, from, err := tr.ReadNonQUICPacket(done, buf); err == nil {
+		m.deliver(buf[:n], from)
+	}
+	go m.run()
+	return m
+}
+
+func peerKey(a net.Addr) netip.AddrPort {
+	ua, ok := a.(*net.UDPAddr)
+	if !ok {
+		return netip.AddrPort{}
+	}
+	ap := ua.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+func (m *bareMux) add(k netip.AddrPort, c *Conn) {
+	m.mu.Lock()
+	m.conns[k] = c
+	m.mu.Unlock()
+}
+
+func (m *bareMux) remove(k netip.AddrPort, c *Conn) {
+	m.mu.Lock()
+	if m.conns[k] == c {
+		delete(m.conns, k)
+	}
+	m.mu.Unlock()
+}
+
+// deliver hands a packet from `from` to its connection; strangers' packets
+// and oversize ones are dropped.
+func (m *bareMux) deliver(b []byte, from net.Addr) {
+	if len(b) > transport.MaxDatagram {
+		return
+	}
+	m.mu.Lock()
+	c := m.conns[peerKey(from)]
+	m.mu.Unlock()
+	if c != nil {
+		c.deliverBare(append([]byte(nil), b...))
+	}
+}
+
+// run reads quic-go's non-QUIC queue until tr closes, then closes the sibling.
+func (m *bareMux) run() {
+	defer func() {
+		muxes.Delete(m.tr)
+		forget(m.tr.Conn)
+		if m.sib != nil {
+			m.sib.Close()
+		}
+	}()
+	buf := make([]byte, 2048)
+	for {
+		n, from, err := m.tr.ReadNonQUICPacket(context.Background(), buf)
+		if err != nil {
+			return // the transport closed
+		}
+		m.deliver(buf[:n], from)
+	}
+}
+
+// readSibling reads the sibling socket in batches until run closes it.
+func (m *bareMux) readSibling() {
+	r := newBatchReader(m.sib, 32)
+	for r.read(m.deliver) == nil {
+	}
+}
