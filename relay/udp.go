@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/ipv4"
 	"golang.org/x/time/rate"
 
 	"github.com/porthole-dev/porthole/internal/gateway"
@@ -45,7 +46,8 @@ const (
 	DefaultUDPAnsweredPPS    = 50000
 	udpNewFlowBurst          = 20
 	udpMaxSources            = 4 * DefaultMaxUDPFlows
-	udpReadBuf               = 64 << 10
+	udpReadBuf               = 2048
+	udpReadBatch             = 32
 	udpLogEvery              = time.Minute
 	udpDropTooBig            = "too_big"
 	udpDropNotAllowed        = "not_allowed"
@@ -251,43 +253,77 @@ func (f *udpForwarder) close() {
 
 // readLoop forwards one port's packets to the agent until its socket closes.
 func (f *udpForwarder) readLoop(sk *udpSock) {
-	buf := make([]byte, udpReadBuf)
+	// A batch per system call (recvmmsg where the platform has it), sent to
+	// the agent with one more (sendmmsg with bare datagrams). Buffers are
+	// larger than any datagram the tunnel carries: a longer packet reads as
+	// udpReadBuf bytes and is dropped as too big.
+	r := ipv4.NewPacketConn(sk.pc)
+	msgs := make([]ipv4.Message, udpReadBatch)
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{make([]byte, udpReadBuf)}
+	}
+	ds := make([]tunnel.Datagram, 0, udpReadBatch)
+	srcs := make([]netip.AddrPort, 0, udpReadBatch)
 	port := sk.spec.Port
 	for {
-		n, from, err := sk.pc.ReadFromUDPAddrPort(buf)
+		n, err := r.ReadBatch(msgs, 0)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			continue // an ICMP error from an earlier send, or a truncated read
+			continue // an ICMP error from an earlier send
 		}
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		if !sk.policy.Allows(from.Addr()) {
-			f.drop(udpDropNotAllowed, from, n, "a packet from outside the service's allow rule dropped")
-			continue
-		}
-		if n > tunnel.MaxDatagramPayload {
-			f.drop(udpDropTooBig, from, n, fmt.Sprintf("a UDP packet above %d bytes cannot cross the tunnel and was dropped: set MTU 1280 in the phone's WireGuard config", tunnel.MaxDatagramPayload))
-			continue
-		}
-		fl, why := f.flow(sk, port, from)
-		if fl == nil {
-			f.drop(why, from, n, "")
-			continue
-		}
-		fl.last.Store(time.Now().UnixNano())
-		err = f.ts.SendDatagram(proto.DatagramHeader{Kind: proto.DatagramWireGuard, Flow: fl.id}, buf[:n])
-		if err != nil {
-			reason, msg := udpDropTunnel, ""
-			if errors.Is(err, transport.ErrDatagramTooLarge) {
-				reason = udpDropTooBig
-				msg = "a UDP packet too large for the tunnel's path was dropped (the path between relay and agent carries less than the phone sends): set MTU 1280 in the phone's WireGuard config"
+		now := time.Now().UnixNano()
+		ds, srcs = ds[:0], srcs[:0]
+		for _, m := range msgs[:n] {
+			ua, ok := m.Addr.(*net.UDPAddr)
+			if !ok {
+				continue
 			}
-			f.drop(reason, from, n, msg)
-			continue
+			from := ua.AddrPort()
+			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+			if !sk.policy.Allows(from.Addr()) {
+				f.drop(udpDropNotAllowed, from, m.N, "a packet from outside the service's allow rule dropped")
+				continue
+			}
+			if m.N > tunnel.MaxDatagramPayload {
+				f.drop(udpDropTooBig, from, m.N, fmt.Sprintf("a UDP packet above %d bytes cannot cross the tunnel and was dropped: set MTU 1280 in the phone's WireGuard config", tunnel.MaxDatagramPayload))
+				continue
+			}
+			fl, why := f.flow(sk, port, from)
+			if fl == nil {
+				f.drop(why, from, m.N, "")
+				continue
+			}
+			fl.last.Store(now)
+			ds = append(ds, tunnel.Datagram{Header: proto.DatagramHeader{Kind: proto.DatagramWireGuard, Flow: fl.id}, Payload: m.Buffers[0][:m.N]})
+			srcs = append(srcs, from)
 		}
-		f.ctr.packetsIn.Add(1)
-		f.ctr.bytesIn.Add(uint64(n))
+		f.toAgent(ds, srcs)
+	}
+}
+
+// toAgent sends a batch to the agent, counting what went and what did not.
+func (f *udpForwarder) toAgent(ds []tunnel.Datagram, srcs []netip.AddrPort) {
+	for len(ds) > 0 {
+		k, err := f.ts.SendDatagrams(ds)
+		for _, d := range ds[:k] {
+			f.ctr.packetsIn.Add(1)
+			f.ctr.bytesIn.Add(uint64(len(d.Payload)))
+		}
+		if err == nil {
+			return
+		}
+		if k >= len(ds) {
+			k = len(ds) - 1
+		}
+		reason, msg := udpDropTunnel, ""
+		if errors.Is(err, transport.ErrDatagramTooLarge) {
+			reason = udpDropTooBig
+			msg = "a UDP packet too large for the tunnel's path was dropped (the path between relay and agent carries less than the phone sends): set MTU 1280 in the phone's WireGuard config"
+		}
+		f.drop(reason, srcs[k], len(ds[k].Payload), msg)
+		ds, srcs = ds[k+1:], srcs[k+1:]
 	}
 }
 

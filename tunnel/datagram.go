@@ -74,6 +74,64 @@ func sendDatagram(conn transport.Conn, ctr *dgramCounters, h proto.DatagramHeade
 	return nil
 }
 
+// Datagram is one datagram of a batch (SendDatagrams).
+type Datagram struct {
+	Header  proto.DatagramHeader
+	Payload []byte
+}
+
+// dgBatches holds the framed copies of a batch.
+var dgBatches = sync.Pool{New: func() any { return new(dgBatch) }}
+
+type dgBatch struct {
+	store  []byte   // MaxDatagram bytes per datagram
+	frames [][]byte // the framed datagrams, in store
+}
+
+// sendDatagrams frames ds and hands them to conn in one call where it takes
+// batches (transport.BatchDatagrams), and returns how many were sent before the
+// first error. A payload above MaxDatagramPayload stops the batch there with an
+// error wrapping transport.ErrDatagramTooLarge.
+func sendDatagrams(conn transport.Conn, ctr *dgramCounters, ds []Datagram) (int, error) {
+	bc, ok := conn.(transport.BatchDatagrams)
+	if !ok || len(ds) == 1 {
+		for i, d := range ds {
+			if err := sendDatagram(conn, ctr, d.Header, d.Payload); err != nil {
+				return i, err
+			}
+		}
+		return len(ds), nil
+	}
+	b := dgBatches.Get().(*dgBatch)
+	defer dgBatches.Put(b)
+	need := len(ds) * transport.MaxDatagram
+	if cap(b.store) < need {
+		b.store = make([]byte, 0, need)
+	}
+	b.frames = b.frames[:0]
+	var err error
+	for i, d := range ds {
+		if len(d.Payload) > MaxDatagramPayload {
+			err = fmt.Errorf("tunnel: send datagram: payload of %d bytes (at most %d): %w", len(d.Payload), MaxDatagramPayload, transport.ErrDatagramTooLarge)
+			break
+		}
+		off := i * transport.MaxDatagram
+		f, ferr := proto.AppendDatagram(b.store[off:off:off+transport.MaxDatagram], d.Header, d.Payload)
+		if ferr != nil {
+			err = fmt.Errorf("tunnel: send datagram: %w", ferr)
+			break
+		}
+		b.frames = append(b.frames, f)
+	}
+	n, serr := bc.SendDatagrams(b.frames)
+	ctr.sent.Add(uint64(n))
+	clear(b.frames)
+	if serr != nil {
+		return n, fmt.Errorf("tunnel: send datagram: %w", connErrIfClosed(conn, serr))
+	}
+	return n, err
+}
+
 // connErrIfClosed is connErr, except that a datagram too large stays itself
 // (it is not the connection's fault).
 func connErrIfClosed(conn transport.Conn, err error) error {
@@ -132,6 +190,19 @@ func (c *Client) SendDatagram(h proto.DatagramHeader, payload []byte) error {
 	return sendDatagram(cn.conn, &c.dgrams, h, payload)
 }
 
+// SendDatagrams sends ds in order, as SendDatagram each but with as few system
+// calls as the transport allows, and returns how many were sent before the
+// first error.
+func (c *Client) SendDatagrams(ds []Datagram) (int, error) {
+	c.mu.Lock()
+	cn := c.cur
+	c.mu.Unlock()
+	if cn == nil {
+		return 0, ErrNotConnected
+	}
+	return sendDatagrams(cn.conn, &c.dgrams, ds)
+}
+
 // DatagramStats counts the datagrams of all sessions since New.
 func (c *Client) DatagramStats() DatagramStats { return c.dgrams.stats() }
 
@@ -146,6 +217,13 @@ func (c *Client) receiveDatagrams(ctx context.Context, cn *clientConn) {
 // transport.ErrDatagramTooLarge; a closed session, the reason it closed.
 func (ss *ServerSession) SendDatagram(h proto.DatagramHeader, payload []byte) error {
 	return sendDatagram(ss.conn, &ss.dgrams, h, payload)
+}
+
+// SendDatagrams sends ds to the agent in order, as SendDatagram each but with
+// as few system calls as the transport allows, and returns how many were sent
+// before the first error.
+func (ss *ServerSession) SendDatagrams(ds []Datagram) (int, error) {
+	return sendDatagrams(ss.conn, &ss.dgrams, ds)
 }
 
 // DatagramStats counts the session's datagrams.

@@ -109,6 +109,14 @@ func (b *bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if r == nil {
 		return net.ErrClosed
 	}
+	if br, ok := r.(batchRelay); ok && len(bufs) > 1 {
+		n, err := br.SendDatagrams(uint32(re), bufs)
+		b.d.ctr.relaySent.Add(uint64(n))
+		if err != nil {
+			b.d.ctr.relaySendErrors.Add(1)
+		}
+		return err
+	}
 	for _, pkt := range bufs {
 		if err := r.SendDatagram(uint32(re), pkt); err != nil {
 			b.d.ctr.relaySendErrors.Add(1)
@@ -117,6 +125,11 @@ func (b *bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		b.d.ctr.relaySent.Add(1)
 	}
 	return nil
+}
+
+// batchRelay is a Relay that sends a burst to one flow at once.
+type batchRelay interface {
+	SendDatagrams(flow uint32, pkts [][]byte) (int, error)
 }
 
 // receiveUDP wraps a UDP receiver: the relay's probes are answered on the

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/netip"
@@ -20,15 +19,15 @@ import (
 	"github.com/porthole-dev/porthole/agent/portmap"
 	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/test/fakerouter"
+	"github.com/porthole-dev/porthole/test/framework"
 )
 
 func freePort(t *testing.T) uint16 {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return uint16(ln.Addr().(*net.TCPAddr).Port)
+	// From below the ephemeral range: a port the kernel handed out (":0") was
+	// sometimes taken by another test's outgoing connection before the demo's
+	// relay bound it, and ffprobe then met that connection, not the relay
+	// ("An unexpected TLS packet was received", in CI).
+	return uint16(framework.Port(t, "tcp"))
 }
 
 // printed is what the demo printed.

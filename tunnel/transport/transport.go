@@ -70,6 +70,16 @@ type BareDatagrams interface {
 	EnableBareDatagrams()
 }
 
+// BatchDatagrams is implemented by connections that send several datagrams
+// with one system call (sendmmsg) when they can. A WireGuard burst through
+// the relay is dozens of packets at once; one syscall each was the largest
+// cost of forwarding them.
+type BatchDatagrams interface {
+	// SendDatagrams sends bufs in order, each as by SendDatagram, and returns
+	// how many were sent before the first error.
+	SendDatagrams(bufs [][]byte) (int, error)
+}
+
 // Stream is a bidirectional byte stream with TCP's half-close. It satisfies
 // the gateway's Conn (Read, Write, Close, CloseWrite).
 type Stream interface {

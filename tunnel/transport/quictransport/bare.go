@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/quic-go/quic-go"
+	"golang.org/x/net/ipv4"
 
 	"github.com/porthole-dev/porthole/tunnel/transport"
 )
@@ -68,6 +69,65 @@ func (c *Conn) sendBare(b []byte) error {
 		return fmt.Errorf("quictransport: send datagram: %w", err)
 	}
 	return nil
+}
+
+// SendDatagrams sends bufs in order: after EnableBareDatagrams as bare UDP
+// packets with as few system calls as the platform allows (sendmmsg on Linux),
+// before it one QUIC datagram each.
+func (c *Conn) SendDatagrams(bufs [][]byte) (int, error) {
+	w := c.batchWriter()
+	if !c.bareOn.Load() || w == nil {
+		for i, b := range bufs {
+			if err := c.SendDatagram(b); err != nil {
+				return i, err
+			}
+		}
+		return len(bufs), nil
+	}
+	msgs := bareMsgs.Get().(*[]ipv4.Message)
+	defer bareMsgs.Put(msgs)
+	sent := 0
+	for sent < len(bufs) {
+		chunk := bufs[sent:min(len(bufs), sent+len(*msgs))]
+		ms := (*msgs)[:0]
+		for _, b := range chunk {
+			if len(b) > transport.MaxDatagram {
+				break
+			}
+			ms = append(ms, ipv4.Message{Buffers: [][]byte{b}, Addr: c.qc.RemoteAddr()})
+		}
+		if len(ms) == 0 {
+			// The next one is too large: SendDatagram returns the error.
+			return sent, c.SendDatagram(bufs[sent])
+		}
+		if err := c.ctx.Err(); err != nil {
+			return sent, fmt.Errorf("quictransport: send datagram: %w", context.Cause(c.ctx))
+		}
+		n, err := w.WriteBatch(ms, 0)
+		sent += n
+		clear(ms) // no references kept in the pool
+		if err != nil {
+			if errors.Is(err, syscall.EMSGSIZE) {
+				err = fmt.Errorf("%w: %w", transport.ErrDatagramTooLarge, err)
+			}
+			return sent, fmt.Errorf("quictransport: send datagram: %w", err)
+		}
+	}
+	return sent, nil
+}
+
+// bareMsgs are SendDatagrams' message headers, up to 64 per system call.
+var bareMsgs = sync.Pool{New: func() any { m := make([]ipv4.Message, 0, 64); m = m[:64]; return &m }}
+
+// batchWriter returns a batch writer on the transport's socket, or nil when
+// that socket is not a *net.UDPConn.
+func (c *Conn) batchWriter() *ipv4.PacketConn {
+	c.batchOnce.Do(func() {
+		if uc, ok := c.tr.Conn.(*net.UDPConn); ok {
+			c.batchW = ipv4.NewPacketConn(uc)
+		}
+	})
+	return c.batchW
 }
 
 // receiveBare waits for the next datagram, bare or QUIC.
@@ -195,6 +255,18 @@ func (m *bareMux) deliver(b []byte, from net.Addr) {
 	if c != nil {
 		c.deliverBare(append([]byte(nil), b...))
 	}
+}
+
+// closeTransport closes tr and, at once, its mux's sibling socket: the port is
+// free again when it returns, as it was before steering.
+func closeTransport(tr *quic.Transport) error {
+	err := tr.Close()
+	if v, ok := muxes.Load(tr); ok {
+		if sib := v.(*bareMux).sib; sib != nil {
+			sib.Close()
+		}
+	}
+	return err
 }
 
 // run reads quic-go's non-QUIC queue until tr closes, then closes the sibling.

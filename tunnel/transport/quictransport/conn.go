@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"golang.org/x/net/ipv4"
 
 	"github.com/porthole-dev/porthole/tunnel/transport"
 )
@@ -22,11 +24,15 @@ type Conn struct {
 	bareOn      atomic.Bool              // EnableBareDatagrams has run
 	bareIn      atomic.Pointer[bareRecv] // set once, by EnableBareDatagrams
 	bareDropped atomic.Uint64
+
+	batchOnce sync.Once
+	batchW    *ipv4.PacketConn // SendDatagrams' writer on tr's socket; nil if it has none
 }
 
 var (
-	_ transport.Conn          = (*Conn)(nil)
-	_ transport.BareDatagrams = (*Conn)(nil)
+	_ transport.Conn           = (*Conn)(nil)
+	_ transport.BareDatagrams  = (*Conn)(nil)
+	_ transport.BatchDatagrams = (*Conn)(nil)
 )
 
 func newConn(qc *quic.Conn, tr *quic.Transport) *Conn {

@@ -126,7 +126,7 @@ func Dial(ctx context.Context, pc net.PacketConn, raddr *net.UDPAddr, tlsConf *t
 	if owned {
 		tr = &quic.Transport{Conn: pc}
 		release = func() {
-			tr.Close()
+			closeTransport(tr)
 			pc.Close()
 			forget(pc)
 		}
@@ -272,7 +272,7 @@ func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 func (l *Listener) Close() error {
 	l.closeOnce.Do(func() {
 		l.ln.Close()
-		l.closeErr = l.tr.Close()
+		l.closeErr = closeTransport(l.tr)
 		if l.ownedPC != nil {
 			if err := l.ownedPC.Close(); err != nil && l.closeErr == nil {
 				l.closeErr = err
@@ -325,7 +325,7 @@ func releaseShared(pc net.PacketConn) {
 	}
 	st.closing = make(chan struct{})
 	sharedMu.Unlock()
-	st.tr.Close()
+	closeTransport(st.tr)
 	sharedMu.Lock()
 	delete(shared, pc)
 	close(st.closing)
