@@ -17,6 +17,7 @@ import (
 	"github.com/porthole-dev/porthole/internal/admin"
 	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/relay"
+	"github.com/porthole-dev/porthole/test/framework"
 )
 
 // adminBodies fetches every admin endpoint through the handler and returns
@@ -58,14 +59,12 @@ func noSecrets(t *testing.T, bodies map[string]string, secrets ...string) {
 	}
 }
 
+// freePort returns a TCP port free on 127.0.0.1 now, from below the
+// ephemeral range: one the kernel handed out (":0") was at times taken by an
+// outgoing connection (another test's flood) before the relay bound it.
 func freePort(t *testing.T) uint16 {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return uint16(l.Addr().(*net.TCPAddr).Port)
+	return uint16(framework.Port(t, "tcp"))
 }
 
 // camera is a TCP echo server standing in for a camera on the LAN.

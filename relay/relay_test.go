@@ -18,17 +18,17 @@ import (
 
 	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/relay"
+	"github.com/porthole-dev/porthole/test/framework"
 	"github.com/porthole-dev/porthole/tunnel"
 	"github.com/porthole-dev/porthole/tunnel/transport"
 )
 
+// freePort returns a TCP port free on 127.0.0.1 now, from below the
+// ephemeral range: one the kernel handed out (":0") was at times taken by an
+// outgoing connection (another test's flood) before the relay bound it.
 func freePort(t *testing.T) uint16 {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return uint16(ln.Addr().(*net.TCPAddr).Port)
+	t.Helper()
+	return uint16(framework.Port(t, "tcp"))
 }
 
 func echoServer(t *testing.T) string {
