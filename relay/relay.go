@@ -151,6 +151,7 @@ func New(cfg Config) (*Server, error) {
 		if a.UDPPorts.Hi != 0 {
 			// Only then: the datagram reader is a goroutine per session.
 			tcfg.OnDatagram = s.onDatagram
+			tcfg.OnDatagramsFlush = s.onDatagramsFlush
 			tcfg.ProbeDialUDP = s.probeDialUDP
 			break
 		}

@@ -111,6 +111,22 @@ type udpForwarder struct {
 	nextID  uint32
 	closed  bool
 	sweeper bool // the sweeper runs
+
+	outMu sync.Mutex // guards out: the agent's burst to phones, sent by flushOut
+	out   udpOut
+}
+
+// udpOut is a burst of packets from the agent on their way to phones: copies,
+// since a datagram's payload lives only during fromAgent.
+type udpOut struct {
+	store []byte // udpReadBuf bytes per packet
+	pkts  []udpOutPkt
+	msgs  []ipv4.Message
+}
+
+type udpOutPkt struct {
+	fl *udpFlow
+	n  int
 }
 
 type udpKey struct {
@@ -122,6 +138,7 @@ type udpSock struct {
 	spec   proto.Service
 	policy gateway.Policy
 	pc     *net.UDPConn
+	bw     *ipv4.PacketConn // pc, for batched sends (sendmmsg)
 }
 
 // udpSource is the budget of one source address.
@@ -134,6 +151,7 @@ type udpFlow struct {
 	id       uint32
 	sock     *udpSock
 	addr     netip.AddrPort
+	uaddr    *net.UDPAddr  // addr, for batched sends
 	last     atomic.Int64  // unix nanos of the last packet either way
 	answered atomic.Bool   // the agent has sent to this flow
 	lim      *rate.Limiter // made when the agent first answers
@@ -194,7 +212,7 @@ func (f *udpForwarder) set(want map[uint16]proto.Service, policies map[uint16]ga
 			continue
 		}
 		quictransport.CheckBuffers(pc) // as large as allowed; smaller still works
-		sk := &udpSock{spec: want[port], policy: policies[port], pc: pc}
+		sk := &udpSock{spec: want[port], policy: policies[port], pc: pc, bw: ipv4.NewPacketConn(pc)}
 		f.socks[port] = sk
 		f.wg.Add(1)
 		go func() {
@@ -365,7 +383,7 @@ func (f *udpForwarder) flow(sk *udpSock, port uint16, from netip.AddrPort) (*udp
 			id++
 		}
 		f.nextID = id + 1
-		fl = &udpFlow{id: id, sock: sk, addr: from}
+		fl = &udpFlow{id: id, sock: sk, addr: from, uaddr: net.UDPAddrFromAddrPort(from)}
 		fl.last.Store(time.Now().UnixNano())
 		f.flows[id] = fl
 		f.byAddr[key] = fl
@@ -391,12 +409,60 @@ func (f *udpForwarder) fromAgent(h proto.DatagramHeader, payload []byte) {
 		f.fromAgentAnswered(fl)
 	}
 	fl.last.Store(time.Now().UnixNano())
-	if _, err := fl.sock.pc.WriteToUDPAddrPort(payload, fl.addr); err != nil {
-		f.drop(udpDropTunnel, fl.addr, len(payload), "")
-		return
+	f.outMu.Lock()
+	defer f.outMu.Unlock()
+	o := &f.out
+	i := len(o.pkts)
+	if o.store == nil {
+		o.store = make([]byte, udpReadBatch*udpReadBuf)
 	}
-	f.ctr.packetsOut.Add(1)
-	f.ctr.bytesOut.Add(uint64(len(payload)))
+	o.pkts = append(o.pkts, udpOutPkt{fl: fl, n: copy(o.store[i*udpReadBuf:(i+1)*udpReadBuf], payload)})
+	if len(o.pkts) == udpReadBatch {
+		f.flushOutLocked()
+	}
+}
+
+// flushOut sends the agent's burst to the phones: one system call per run of
+// packets for the same UDP port (sendmmsg), each to its own phone.
+func (f *udpForwarder) flushOut() {
+	f.outMu.Lock()
+	defer f.outMu.Unlock()
+	f.flushOutLocked()
+}
+
+func (f *udpForwarder) flushOutLocked() {
+	o := &f.out
+	for start := 0; start < len(o.pkts); {
+		sk := o.pkts[start].fl.sock
+		end := start + 1
+		for end < len(o.pkts) && o.pkts[end].fl.sock == sk {
+			end++
+		}
+		o.msgs = o.msgs[:0]
+		for i := start; i < end; i++ {
+			p := o.pkts[i]
+			o.msgs = append(o.msgs, ipv4.Message{Buffers: [][]byte{o.store[i*udpReadBuf : i*udpReadBuf+p.n]}, Addr: p.fl.uaddr})
+		}
+		for sent := 0; sent < len(o.msgs); {
+			n, err := sk.bw.WriteBatch(o.msgs[sent:], 0)
+			for _, p := range o.pkts[start+sent : start+sent+n] {
+				f.ctr.packetsOut.Add(1)
+				f.ctr.bytesOut.Add(uint64(p.n))
+			}
+			sent += n
+			if (err != nil || n == 0) && sent < len(o.msgs) {
+				// This packet failed (the phone's address unreachable, the
+				// socket closed): drop it and go on with the next.
+				p := o.pkts[start+sent]
+				f.drop(udpDropTunnel, p.fl.addr, p.n, "")
+				sent++
+			}
+		}
+		start = end
+	}
+	clear(o.msgs[:cap(o.msgs)])
+	clear(o.pkts)
+	o.pkts = o.pkts[:0]
 }
 
 // fromAgentAnswered gives fl, which the agent answered, its own rate.
@@ -488,5 +554,12 @@ func portsString(ports []uint16) string {
 func (s *Server) onDatagram(ts *tunnel.ServerSession, h proto.DatagramHeader, payload []byte) {
 	if v, ok := s.udp.Load(ts); ok {
 		v.(*udpForwarder).fromAgent(h, payload)
+	}
+}
+
+// onDatagramsFlush sends what onDatagram queued for the session's phones.
+func (s *Server) onDatagramsFlush(ts *tunnel.ServerSession) {
+	if v, ok := s.udp.Load(ts); ok {
+		v.(*udpForwarder).flushOut()
 	}
 }

@@ -141,21 +141,24 @@ func connErrIfClosed(conn transport.Conn, err error) error {
 	return connErr(conn, err)
 }
 
+// datagramBurst is how many waiting datagrams datagramLoop takes before it
+// calls flush.
+const datagramBurst = 64
+
 // datagramLoop reads conn's datagrams until ctx ends or conn closes, handing
 // each well-formed one within budget to handle. The payload passed to handle is
 // valid only during the call. Datagrams over budget are dropped before parsing;
-// malformed ones are counted and logged at most once a minute.
-func datagramLoop(ctx context.Context, conn transport.Conn, budget Budget, ctr *dgramCounters, log *slog.Logger, handle func(proto.DatagramHeader, []byte)) {
+// malformed ones are counted and logged at most once a minute. When the
+// transport can say whether more are waiting (transport.DatagramPoller), a
+// burst is handled before flush (if not nil) is called; otherwise flush follows
+// every datagram.
+func datagramLoop(ctx context.Context, conn transport.Conn, budget Budget, ctr *dgramCounters, log *slog.Logger, handle func(proto.DatagramHeader, []byte), flush func()) {
 	lim := budget.limiter()
 	var bad *logLimiter // made on the first malformed datagram: most sessions see none
-	for {
-		b, err := conn.ReceiveDatagram(ctx)
-		if err != nil {
-			return
-		}
+	one := func(b []byte) {
 		if !lim.Allow() {
 			ctr.dropped.Add(1)
-			continue
+			return
 		}
 		h, payload, err := proto.ParseDatagram(b)
 		if err != nil {
@@ -166,10 +169,28 @@ func datagramLoop(ctx context.Context, conn transport.Conn, budget Budget, ctr *
 			if ok, n := bad.allow(); ok {
 				log.Warn("malformed datagrams from the peer dropped", "err", err, "len", len(b), "dropped_since_last_log", n, "malformed_total", ctr.malformed.Load())
 			}
-			continue
+			return
 		}
 		ctr.received.Add(1)
 		handle(h, payload)
+	}
+	poll, _ := conn.(transport.DatagramPoller)
+	for {
+		b, err := conn.ReceiveDatagram(ctx)
+		if err != nil {
+			return
+		}
+		one(b)
+		for n := 1; poll != nil && n < datagramBurst; n++ {
+			b, ok := poll.TryReceiveDatagram()
+			if !ok {
+				break
+			}
+			one(b)
+		}
+		if flush != nil {
+			flush()
+		}
 	}
 }
 
@@ -208,7 +229,7 @@ func (c *Client) DatagramStats() DatagramStats { return c.dgrams.stats() }
 
 // receiveDatagrams runs Config.OnDatagram for the session's datagrams until ctx ends.
 func (c *Client) receiveDatagrams(ctx context.Context, cn *clientConn) {
-	datagramLoop(ctx, cn.conn, c.cfg.DatagramBudget, &c.dgrams, c.log, c.cfg.OnDatagram)
+	datagramLoop(ctx, cn.conn, c.cfg.DatagramBudget, &c.dgrams, c.log, c.cfg.OnDatagram, nil)
 }
 
 // SendDatagram sends one datagram to the agent. It never blocks: when the
@@ -246,5 +267,9 @@ func (ss *ServerSession) startDatagrams() (wait func()) {
 }
 
 func (ss *ServerSession) receiveDatagrams(h func(*ServerSession, proto.DatagramHeader, []byte)) {
-	datagramLoop(ss.conn.Context(), ss.conn, ss.srv.cfg.DatagramBudget, &ss.dgrams, ss.log, func(dh proto.DatagramHeader, p []byte) { h(ss, dh, p) })
+	var flush func()
+	if f := ss.srv.cfg.OnDatagramsFlush; f != nil {
+		flush = func() { f(ss) }
+	}
+	datagramLoop(ss.conn.Context(), ss.conn, ss.srv.cfg.DatagramBudget, &ss.dgrams, ss.log, func(dh proto.DatagramHeader, p []byte) { h(ss, dh, p) }, flush)
 }

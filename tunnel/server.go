@@ -114,6 +114,11 @@ type ServerConfig struct {
 	// not block: datagrams queue behind it and the session's end waits for it.
 	// Nil: datagrams are not read at all (no goroutine per session).
 	OnDatagram func(ss *ServerSession, h proto.DatagramHeader, payload []byte)
+	// OnDatagramsFlush, if set, is called in the same goroutine after a burst
+	// of OnDatagram calls, when no more datagrams are waiting (or after each
+	// one, on a transport that can't tell): a handler that batches its sends
+	// sends them then.
+	OnDatagramsFlush func(ss *ServerSession)
 	// DatagramBudget bounds the datagrams a session reads; over it they are
 	// dropped and counted, the session stays. Zero fields take DefaultDatagramBudget.
 	DatagramBudget Budget

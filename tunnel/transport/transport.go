@@ -80,6 +80,14 @@ type BatchDatagrams interface {
 	SendDatagrams(bufs [][]byte) (int, error)
 }
 
+// DatagramPoller is implemented by connections that can hand over a datagram
+// already waiting without blocking, so that a reader can take a burst and
+// forward it with one batched send.
+type DatagramPoller interface {
+	// TryReceiveDatagram returns a waiting datagram, or false at once.
+	TryReceiveDatagram() ([]byte, bool)
+}
+
 // Stream is a bidirectional byte stream with TCP's half-close. It satisfies
 // the gateway's Conn (Read, Write, Close, CloseWrite).
 type Stream interface {

@@ -152,6 +152,26 @@ func (c *Conn) receiveBare(ctx context.Context) ([]byte, error) {
 	}
 }
 
+// TryReceiveDatagram returns a datagram already waiting, bare or QUIC, or
+// false at once. Before EnableBareDatagrams it always says false.
+func (c *Conn) TryReceiveDatagram() ([]byte, bool) {
+	if !c.bareOn.Load() {
+		return nil, false
+	}
+	r := c.bareIn.Load()
+	select {
+	case b := <-r.in:
+		return b, true
+	default:
+	}
+	select {
+	case b, ok := <-r.quicIn:
+		return b, ok
+	default:
+		return nil, false
+	}
+}
+
 // pumpQUIC moves QUIC DATAGRAM frames (an older peer's, or sent before it
 // enabled bare datagrams) into r.quicIn until the connection ends. It starts
 // with the first ReceiveDatagram: a connection nobody reads costs no goroutine.

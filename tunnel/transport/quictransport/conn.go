@@ -33,6 +33,7 @@ var (
 	_ transport.Conn           = (*Conn)(nil)
 	_ transport.BareDatagrams  = (*Conn)(nil)
 	_ transport.BatchDatagrams = (*Conn)(nil)
+	_ transport.DatagramPoller = (*Conn)(nil)
 )
 
 func newConn(qc *quic.Conn, tr *quic.Transport) *Conn {
