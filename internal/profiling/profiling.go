@@ -3,7 +3,7 @@
 // porthole-agent and porthole-relay profile from start to a clean exit
 // (SIGTERM, SIGINT) and write DIR/PROGRAM-PID.pprof, for `go tool pprof`.
 // Without the variable nothing happens. The bench keeps profiles this way
-// (PORTHOLE_BENCH_LOGS); the README's "Measuring" section says how.
+// (PORTHOLE_BENCH_LOGS); the README's "Performance" section says how.
 package profiling
 
 import (

@@ -72,8 +72,10 @@ func (c *Conn) sendBare(b []byte) error {
 }
 
 // SendDatagrams sends bufs in order: after EnableBareDatagrams as bare UDP
-// packets with as few system calls as the platform allows (sendmmsg on Linux),
-// before it one QUIC datagram each.
+// packets with as few system calls as the platform allows, before it one
+// QUIC datagram each. On Linux a run of equal-sized datagrams (a WireGuard
+// bulk transfer is little else) goes to the kernel as one segmented write
+// (UDP GSO), and up to 64 writes in one sendmmsg.
 func (c *Conn) SendDatagrams(bufs [][]byte) (int, error) {
 	w := c.batchWriter()
 	if !c.bareOn.Load() || w == nil {
@@ -84,29 +86,30 @@ func (c *Conn) SendDatagrams(bufs [][]byte) (int, error) {
 		}
 		return len(bufs), nil
 	}
-	msgs := bareMsgs.Get().(*[]ipv4.Message)
-	defer bareMsgs.Put(msgs)
+	g := gsoBatches.Get().(*gsoBatch)
+	defer gsoBatches.Put(g)
 	sent := 0
 	for sent < len(bufs) {
-		chunk := bufs[sent:min(len(bufs), sent+len(*msgs))]
-		ms := (*msgs)[:0]
-		for _, b := range chunk {
-			if len(b) > transport.MaxDatagram {
-				break
-			}
-			ms = append(ms, ipv4.Message{Buffers: [][]byte{b}, Addr: c.qc.RemoteAddr()})
-		}
-		if len(ms) == 0 {
-			// The next one is too large: SendDatagram returns the error.
-			return sent, c.SendDatagram(bufs[sent])
+		if len(bufs[sent]) > transport.MaxDatagram {
+			return sent, c.SendDatagram(bufs[sent]) // says why
 		}
 		if err := c.ctx.Err(); err != nil {
 			return sent, fmt.Errorf("quictransport: send datagram: %w", context.Cause(c.ctx))
 		}
-		n, err := w.WriteBatch(ms, 0)
-		sent += n
-		clear(ms) // no references kept in the pool
+		gso := gsoSupported && !c.noGSO.Load()
+		g.pack(bufs[sent:], c.qc.RemoteAddr(), gso)
+		n, err := w.WriteBatch(g.msgs, 0)
+		for _, k := range g.counts[:n] {
+			sent += k
+		}
+		g.reset()
 		if err != nil {
+			if gso && n == 0 && !errors.Is(err, syscall.EMSGSIZE) {
+				// No segmentation on this path (EIO without checksum
+				// offload, EINVAL on an old kernel): plain writes from now on.
+				c.noGSO.Store(true)
+				continue
+			}
 			if errors.Is(err, syscall.EMSGSIZE) {
 				err = fmt.Errorf("%w: %w", transport.ErrDatagramTooLarge, err)
 			}
@@ -116,8 +119,64 @@ func (c *Conn) SendDatagrams(bufs [][]byte) (int, error) {
 	return sent, nil
 }
 
-// bareMsgs are SendDatagrams' message headers, up to 64 per system call.
-var bareMsgs = sync.Pool{New: func() any { m := make([]ipv4.Message, 0, 64); m = m[:64]; return &m }}
+// gsoBatch is SendDatagrams' scratch: up to gsoMaxMsgs messages, runs of
+// equal-sized datagrams copied together into store.
+type gsoBatch struct {
+	store  []byte
+	msgs   []ipv4.Message
+	counts []int // datagrams per message
+}
+
+const (
+	gsoMaxMsgs = 64
+	gsoMaxSegs = 64       // the kernel's UDP_MAX_SEGMENTS
+	gsoMaxRun  = 60 << 10 // bytes per segmented write, below the 64 KiB datagram limit
+	gsoStore   = 256 << 10
+)
+
+var gsoBatches = sync.Pool{New: func() any {
+	return &gsoBatch{store: make([]byte, 0, gsoStore), msgs: make([]ipv4.Message, 0, gsoMaxMsgs), counts: make([]int, 0, gsoMaxMsgs)}
+}}
+
+// pack fills g.msgs from the front of bufs (each at most MaxDatagram; it
+// stops at a larger one).
+func (g *gsoBatch) pack(bufs [][]byte, to net.Addr, gso bool) {
+	i := 0
+	for i < len(bufs) && len(g.msgs) < gsoMaxMsgs && len(bufs[i]) <= transport.MaxDatagram {
+		size := len(bufs[i])
+		j := i + 1
+		if gso {
+			for j < len(bufs) && j-i < gsoMaxSegs && len(bufs[j]) == size && (j-i+1)*size <= gsoMaxRun {
+				j++
+			}
+			// One shorter datagram may end a run.
+			if j < len(bufs) && j-i < gsoMaxSegs && len(bufs[j]) < size && len(bufs[j]) > 0 && (j-i)*size+len(bufs[j]) <= gsoMaxRun {
+				j++
+			}
+		}
+		if j-i == 1 {
+			g.msgs = append(g.msgs, ipv4.Message{Buffers: [][]byte{bufs[i]}, Addr: to})
+			g.counts = append(g.counts, 1)
+			i = j
+			continue
+		}
+		start := len(g.store)
+		if start+gsoMaxRun > cap(g.store) {
+			break // send what is packed; the rest goes next round
+		}
+		for _, b := range bufs[i:j] {
+			g.store = append(g.store, b...)
+		}
+		g.msgs = append(g.msgs, ipv4.Message{Buffers: [][]byte{g.store[start:]}, OOB: gsoOOB(size), Addr: to})
+		g.counts = append(g.counts, j-i)
+		i = j
+	}
+}
+
+func (g *gsoBatch) reset() {
+	clear(g.msgs)
+	g.msgs, g.counts, g.store = g.msgs[:0], g.counts[:0], g.store[:0]
+}
 
 // batchWriter returns a batch writer on the transport's socket, or nil when
 // that socket is not a *net.UDPConn.

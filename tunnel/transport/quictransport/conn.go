@@ -25,6 +25,7 @@ type Conn struct {
 	bareIn      atomic.Pointer[bareRecv] // set once, by EnableBareDatagrams
 	bareDropped atomic.Uint64
 
+	noGSO     atomic.Bool // a segmented write failed: SendDatagrams writes packets one by one
 	batchOnce sync.Once
 	batchW    *ipv4.PacketConn // SendDatagrams' writer on tr's socket; nil if it has none
 }
