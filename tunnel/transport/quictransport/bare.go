@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/quic-go/quic-go"
 	"golang.org/x/net/ipv4"
@@ -47,10 +48,34 @@ func (c *Conn) EnableBareDatagrams() {
 	if !c.bareIn.CompareAndSwap(nil, r) {
 		return
 	}
-	m, k := muxFor(c.tr), peerKey(c.qc.RemoteAddr())
-	m.add(k, c)
-	context.AfterFunc(c.ctx, func() { m.remove(k, c) })
+	m := muxFor(c.tr)
+	c.bareMux = m
+	c.rekeyBare()
+	context.AfterFunc(c.ctx, func() {
+		c.bareKeyMu.Lock()
+		m.remove(c.bareKey, c)
+		c.bareKeyMu.Unlock()
+	})
 	c.bareOn.Store(true)
+}
+
+// rekeyBare files c in its mux under the peer's current address. QUIC
+// follows a peer whose NAT mapping changed; bare datagrams follow it here,
+// on the next send to it (a WireGuard keepalive at the latest).
+func (c *Conn) rekeyBare() {
+	k := peerKey(c.qc.RemoteAddr())
+	c.bareKeyMu.Lock()
+	defer c.bareKeyMu.Unlock()
+	if c.bareKey == k && c.bareKeySet {
+		return
+	}
+	if c.bareKeySet {
+		c.bareMux.remove(c.bareKey, c)
+	}
+	if c.ctx.Err() == nil {
+		c.bareMux.add(k, c)
+	}
+	c.bareKey, c.bareKeySet = k, true
 }
 
 // BareDropped counts the peer's bare datagrams dropped because
@@ -62,6 +87,7 @@ func (c *Conn) sendBare(b []byte) error {
 	if err := c.ctx.Err(); err != nil {
 		return fmt.Errorf("quictransport: send datagram: %w", context.Cause(c.ctx))
 	}
+	c.rekeyBare()
 	if _, err := c.tr.WriteTo(b, c.qc.RemoteAddr()); err != nil {
 		if errors.Is(err, syscall.EMSGSIZE) {
 			err = fmt.Errorf("%w: %w", transport.ErrDatagramTooLarge, err)
@@ -86,6 +112,7 @@ func (c *Conn) SendDatagrams(bufs [][]byte) (int, error) {
 		}
 		return len(bufs), nil
 	}
+	c.rekeyBare()
 	g := gsoBatches.Get().(*gsoBatch)
 	defer gsoBatches.Put(g)
 	sent := 0
@@ -279,11 +306,14 @@ func muxFor(tr *quic.Transport) *bareMux {
 	if m, ok := muxes.Load(tr); ok {
 		return m.(*bareMux)
 	}
-	m := &bareMux{tr: tr, conns: map[netip.AddrPort]*Conn{}}
+	m := &bareMux{tr: tr, conns: map[netip.AddrPort]*Conn{}, sib: sibling(tr.Conn)}
 	if v, loaded := muxes.LoadOrStore(tr, m); loaded {
+		if m.sib != nil {
+			m.sib.Close() // lost the race: the kernel moves the winner's sibling into its slot
+		}
 		return v.(*bareMux)
 	}
-	if m.sib = sibling(tr.Conn); m.sib != nil {
+	if m.sib != nil {
 		go m.readSibling()
 	}
 	// quic-go drops non-QUIC packets until the first ReadNonQUICPacket; make
@@ -367,9 +397,16 @@ func (m *bareMux) run() {
 	}
 }
 
-// readSibling reads the sibling socket in batches until run closes it.
+// readSibling reads the sibling socket in batches until run closes it. Any
+// other error is passed over: stopping would lose every bare datagram after it.
 func (m *bareMux) readSibling() {
 	r := newBatchReader(m.sib, 32)
-	for r.read(m.deliver) == nil {
+	for {
+		if err := r.read(m.deliver); err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			time.Sleep(time.Millisecond) // not a busy loop if the error repeats
+		}
 	}
 }

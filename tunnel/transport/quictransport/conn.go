@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,8 +22,13 @@ type Conn struct {
 	tr  *quic.Transport // qc's: bare datagrams go through its socket
 	ctx context.Context // done with qc; its cause mapped to the seam's errors
 
-	bareOn      atomic.Bool              // EnableBareDatagrams has run
-	bareIn      atomic.Pointer[bareRecv] // set once, by EnableBareDatagrams
+	bareOn  atomic.Bool              // EnableBareDatagrams has run
+	bareIn  atomic.Pointer[bareRecv] // set once, by EnableBareDatagrams
+	bareMux *bareMux                 // set by EnableBareDatagrams before bareOn
+
+	bareKeyMu   sync.Mutex     // guards the two below
+	bareKey     netip.AddrPort // the peer's address c is filed under in bareMux
+	bareKeySet  bool
 	bareDropped atomic.Uint64
 
 	noGSO     atomic.Bool // a segmented write failed: SendDatagrams writes packets one by one
