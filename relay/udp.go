@@ -112,8 +112,10 @@ type udpForwarder struct {
 	closed  bool
 	sweeper bool // the sweeper runs
 
-	outMu sync.Mutex // guards out: the agent's burst to phones, sent by flushOut
-	out   udpOut
+	// out is the agent's burst to phones, sent by flushOut. Only the
+	// session's one datagram goroutine (fromAgent, then flushOut) touches it:
+	// no lock, and none held across the sends.
+	out udpOut
 }
 
 // udpOut is a burst of packets from the agent on their way to phones: copies,
@@ -409,8 +411,6 @@ func (f *udpForwarder) fromAgent(h proto.DatagramHeader, payload []byte) {
 		f.fromAgentAnswered(fl)
 	}
 	fl.last.Store(time.Now().UnixNano())
-	f.outMu.Lock()
-	defer f.outMu.Unlock()
 	o := &f.out
 	i := len(o.pkts)
 	if o.store == nil {
@@ -418,19 +418,13 @@ func (f *udpForwarder) fromAgent(h proto.DatagramHeader, payload []byte) {
 	}
 	o.pkts = append(o.pkts, udpOutPkt{fl: fl, n: copy(o.store[i*udpReadBuf:(i+1)*udpReadBuf], payload)})
 	if len(o.pkts) == udpReadBatch {
-		f.flushOutLocked()
+		f.flushOut()
 	}
 }
 
 // flushOut sends the agent's burst to the phones: one system call per run of
 // packets for the same UDP port (sendmmsg), each to its own phone.
 func (f *udpForwarder) flushOut() {
-	f.outMu.Lock()
-	defer f.outMu.Unlock()
-	f.flushOutLocked()
-}
-
-func (f *udpForwarder) flushOutLocked() {
 	o := &f.out
 	for start := 0; start < len(o.pkts); {
 		sk := o.pkts[start].fl.sock

@@ -15,9 +15,10 @@ import (
 
 // DefaultDatagramBudget is what one session may receive of datagrams before the
 // excess is dropped: 100,000 a second (about 1 Gbit/s of 1280-byte WireGuard
-// packets; at 20,000 the relay path stopped at 210 Mbit/s) with bursts of 2,000. Over it datagrams are dropped and counted, not
-// the session closed: a UDP flood from the internet is normal and must not cost
-// the agent its tunnel, only its CPU must be bounded.
+// packets; at 20,000 the relay path stopped at 210 Mbit/s) with bursts of
+// 2,000. Over it datagrams are dropped and counted, not the session closed: a
+// UDP flood from the internet is normal and must not cost the agent its
+// tunnel, only its CPU must be bounded.
 var DefaultDatagramBudget = Budget{Every: 10 * time.Microsecond, Burst: 2000}
 
 // MaxDatagramPayload is the largest payload SendDatagram takes: the transports'
