@@ -63,15 +63,29 @@ func NewNetstack(addrs []netip.Addr, mtu int) (*Netstack, error) {
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 		HandleLocal:        true,
 	})
-	// SACK only; gVisor's other TCP defaults measured best here
-	// (BenchmarkThroughput, 2 cores): turning RACK off and letting the
-	// buffers grow to 8 MiB, as tailscale's netstack does, halved the
-	// throughput (a larger window overflows the queues to WireGuard: more
-	// drops and recoveries).
+	// SACK on; gVisor's buffer defaults measured best here
+	// (BenchmarkThroughput, 2 cores): letting the buffers grow to 8 MiB, as
+	// tailscale's netstack does, halved the throughput (a larger window
+	// overflows the queues to WireGuard: more drops and recoveries).
 	sack := tcpip.TCPSACKEnabled(true)
 	if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("tcp SACK: %v", err)
+	}
+	// RACK loss detection off: gVisor's sender (this version and the newest,
+	// 2026-09) counts segments that RACK has marked lost as still in
+	// flight. When the tail of a flight is lost during a recovery (the
+	// phone's UDP buffer overflowing twice in one burst does it), the
+	// window stays full, and the hole is repaired two segments per
+	// retransmission timeout: the bench saw camera -> phone transfers fall
+	// from 300-500 to 1-5 Mbit/s for seconds in about one run in seven;
+	// TestStackRecoversFromBurstLoss took 82 timeouts and 16 s for 169
+	// lost segments. Without RACK (RFC 6675 SACK recovery, and go-back-N
+	// after a timeout) the same loss costs one timeout and 0.35 s.
+	rec := tcpip.TCPRecovery(0)
+	if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, &rec); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("tcp recovery: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t := &Netstack{ep: channel.New(nicQueueLen, uint32(mtu), ""), stack: s, events: make(chan tun.Event, 1), mtu: mtu, ctx: ctx, cancel: cancel}
@@ -188,4 +202,29 @@ func fullAddr(ap netip.AddrPort) (tcpip.FullAddress, tcpip.NetworkProtocolNumber
 		pn = ipv6.ProtocolNumber
 	}
 	return tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFromSlice(ap.Addr().AsSlice()), Port: ap.Port()}, pn
+}
+
+// StackStats are the userspace stack's TCP counters, the first place to look
+// when a connection inside the tunnel is slow: retransmissions and timeouts
+// say packets were lost between the stack and the phone (or before
+// WireGuard, QueueDrops: the stack sent faster than WireGuard took them).
+type StackStats struct {
+	TCPSegmentsSent uint64 `json:"tcp_segments_sent"`
+	TCPRetransmits  uint64 `json:"tcp_retransmits"`
+	TCPTimeouts     uint64 `json:"tcp_timeouts"` // the retransmission timer fired
+	TCPFastRecovery uint64 `json:"tcp_fast_recovery"`
+	TCPSACKRecovery uint64 `json:"tcp_sack_recovery"`
+	TCPTLPRecovery  uint64 `json:"tcp_tlp_recovery"`
+	TCPSendErrors   uint64 `json:"tcp_send_errors"`
+	QueueDrops      uint64 `json:"queue_drops"`
+}
+
+// Stats reads the stack's counters.
+func (t *Netstack) Stats() StackStats {
+	s := t.stack.Stats()
+	return StackStats{
+		TCPSegmentsSent: s.TCP.SegmentsSent.Value(), TCPRetransmits: s.TCP.Retransmits.Value(), TCPTimeouts: s.TCP.Timeouts.Value(),
+		TCPFastRecovery: s.TCP.FastRecovery.Value(), TCPSACKRecovery: s.TCP.SACKRecovery.Value(), TCPTLPRecovery: s.TCP.TLPRecovery.Value(),
+		TCPSendErrors: s.TCP.SegmentSendErrors.Value(), QueueDrops: s.NICs.TxPacketsDroppedNoBufferSpace.Value(),
+	}
 }

@@ -384,8 +384,10 @@ type Stats struct {
 	Probes uint64 `json:"probes"`
 	// Refused are connections inside the tunnel refused (peer gone, or not
 	// among the viewers of a LAN address).
-	Refused uint64       `json:"refused"`
-	Peers   []PeerStatus `json:"peers"`
+	Refused uint64 `json:"refused"`
+	// Stack are the userspace stack's TCP counters.
+	Stack StackStats   `json:"stack"`
+	Peers []PeerStatus `json:"peers"`
 }
 
 // Stats returns the counters and each peer's state, in the order of the peers.
@@ -393,7 +395,8 @@ func (d *Device) Stats() Stats {
 	s := Stats{Port: d.port, DirectReceived: d.ctr.directReceived.Load(), DirectSent: d.ctr.directSent.Load(),
 		RelayReceived: d.ctr.relayReceived.Load(), RelaySent: d.ctr.relaySent.Load(),
 		RelayDropped: d.ctr.relayDropped.Load(), RelaySendErrors: d.ctr.relaySendErrors.Load(),
-		Garbage: d.ctr.garbage.Load(), Oversize: d.ctr.oversize.Load(), HandshakesDropped: d.ctr.handshakesDropped.Load(), Probes: d.ctr.probes.Load(), Refused: d.ctr.refused.Load()}
+		Garbage: d.ctr.garbage.Load(), Oversize: d.ctr.oversize.Load(), HandshakesDropped: d.ctr.handshakesDropped.Load(), Probes: d.ctr.probes.Load(), Refused: d.ctr.refused.Load(),
+		Stack: d.tnet.Stats()}
 	live := d.ipcPeers()
 	d.mu.Lock()
 	defer d.mu.Unlock()

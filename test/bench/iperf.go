@@ -49,6 +49,8 @@ type iperfResult struct {
 	bytes int64   // received by the receiving end
 	gbps  float64 // received bits per second / 1e9
 	secs  float64
+	// perSec is each interval's Mbit/s (iperf3's default of one a second).
+	perSec []float64
 }
 
 // iperfRun runs one iperf3 client test against addr (the server directly, or
@@ -88,8 +90,13 @@ func iperfOnce(ctx context.Context, prefix []string, bin, addr string, secs floa
 	argv := append(append(append([]string{}, prefix...), bin), args...)
 	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).Output()
 	var doc struct {
-		Error string `json:"error"`
-		End   struct {
+		Error     string `json:"error"`
+		Intervals []struct {
+			Sum struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum"`
+		} `json:"intervals"`
+		End struct {
 			SumReceived struct {
 				Bytes         int64   `json:"bytes"`
 				BitsPerSecond float64 `json:"bits_per_second"`
@@ -114,7 +121,21 @@ func iperfOnce(ctx context.Context, prefix []string, bin, addr string, secs floa
 		return iperfResult{}, fmt.Errorf("bench: iperf3: %w", err)
 	}
 	r := doc.End.SumReceived
-	return iperfResult{bytes: r.Bytes, gbps: r.BitsPerSecond / 1e9, secs: r.Seconds}, nil
+	res := iperfResult{bytes: r.Bytes, gbps: r.BitsPerSecond / 1e9, secs: r.Seconds}
+	for _, iv := range doc.Intervals {
+		res.perSec = append(res.perSec, iv.Sum.BitsPerSecond/1e6)
+	}
+	return res, nil
+}
+
+// timeline is a run's Mbit/s a second, for a figure's note: a stall shows.
+func timeline(mbps []float64) string {
+	var b strings.Builder
+	b.WriteString("Mbit/s each second:")
+	for _, v := range mbps {
+		fmt.Fprintf(&b, " %.0f", v)
+	}
+	return b.String()
 }
 
 func truncate(s string, n int) string {

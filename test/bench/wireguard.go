@@ -4,9 +4,12 @@ import (
 	"bufio"
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -139,15 +142,17 @@ func WireGuard(ctx context.Context, bins Bins, s WireGuardScale) []Figure {
 		figs = append(figs, f)
 		downName := strings.Replace(names[p.name], "phone -> camera", "camera -> phone", 1)
 		r0, a0, _ = st.cpu()
+		s0 := st.stack(ctx)
 		res, err = bulk(ctx, ph.dialer(st.ports[2]), s.Seconds, false)
 		r1, a1, _ = st.cpu()
+		s1 := st.stack(ctx)
 		if err != nil {
 			figs = append(figs, errorFigure(downName, err))
 		} else {
 			gb = float64(res.bytes) / 1e9
 			figs = append(figs, Figure{Name: downName, Value: res.mbps(), Unit: "Mbit/s", Direct: directDown.mbps(), Ratio: res.mbps() / directDown.mbps(),
-				Note: fmt.Sprintf("%d MiB in %.1fs from a source process; CPU per GB: agent %.2f s, relay %.2f s (zero on the direct path); direct = plain TCP from the same source",
-					res.bytes>>20, res.elapsed.Seconds(), (a1-a0).Seconds()/gb, (r1-r0).Seconds()/gb)})
+				Note: fmt.Sprintf("%d MiB in %.1fs from a source process; CPU per GB: agent %.2f s, relay %.2f s (zero on the direct path); direct = plain TCP from the same source; %s; %s",
+					res.bytes>>20, res.elapsed.Seconds(), (a1-a0).Seconds()/gb, (r1-r0).Seconds()/gb, timeline(res.perSec), stackDelta(s0, s1))})
 		}
 		c, err := ph.dialer(st.ports[1])(ctx)
 		var rtts []time.Duration
@@ -184,6 +189,7 @@ func tcpDialer(addr string) func(context.Context) (net.Conn, error) {
 type bulkResult struct {
 	bytes   int64
 	elapsed time.Duration
+	perSec  []float64 // Mbit/s moved in each whole second
 }
 
 func (r bulkResult) mbps() float64 { return float64(r.bytes) * 8 / r.elapsed.Seconds() / 1e6 }
@@ -204,10 +210,15 @@ func bulk(ctx context.Context, dial func(context.Context) (net.Conn, error), sec
 		move, what = c.Write, "send"
 	}
 	buf := make([]byte, 64<<10)
-	var n int64
+	var n, mark int64
+	var perSec []float64
 	start := time.Now()
-	end := start.Add(time.Duration(seconds * float64(time.Second)))
-	for time.Now().Before(end) {
+	end, next := start.Add(time.Duration(seconds*float64(time.Second))), start.Add(time.Second)
+	for now := start; now.Before(end); now = time.Now() {
+		if !now.Before(next) {
+			perSec = append(perSec, float64(n-mark)*8/1e6)
+			mark, next = n, next.Add(time.Second)
+		}
 		k, err := move(buf)
 		n += int64(k)
 		if err != nil {
@@ -215,7 +226,7 @@ func bulk(ctx context.Context, dial func(context.Context) (net.Conn, error), sec
 		}
 	}
 	if !up {
-		return bulkResult{bytes: n, elapsed: time.Since(start)}, nil
+		return bulkResult{bytes: n, elapsed: time.Since(start), perSec: perSec}, nil
 	}
 	cw, ok := c.(interface{ CloseWrite() error })
 	if !ok {
@@ -232,7 +243,7 @@ func bulk(ctx context.Context, dial func(context.Context) (net.Conn, error), sec
 	if got, _, _ := strings.Cut(line, " "); got != strconv.FormatInt(n, 10) {
 		return bulkResult{}, fmt.Errorf("sink read %s bytes, %d sent", got, n)
 	}
-	return bulkResult{bytes: n, elapsed: el}, nil
+	return bulkResult{bytes: n, elapsed: el, perSec: perSec}, nil
 }
 
 // wgStack is a relay (in a namespace of its own when root) and an agent with
@@ -249,6 +260,7 @@ type wgStack struct {
 	noNetns      error          // why the relay shares the host (no real phone then)
 	relayNS      string         // the relay's network namespace
 	iperfAddr    string         // the iperf3 server behind the agent
+	admin        string         // the agent's admin endpoint
 	cleanup      []func()
 	invites      []phoneInvite
 }
@@ -293,6 +305,11 @@ func startWGStack(ctx context.Context, bins Bins, sinkAddr, echoAddr, sourceAddr
 		st.cleanup = append(st.cleanup, cleanup)
 		st.relayNS, relayHost, prefix = ns, nsIP, []string{"ip", "netns", "exec", ns}
 	}
+	aport, err := framework.FreePort("tcp")
+	if err != nil {
+		return fail(err)
+	}
+	st.admin = framework.Addr(aport)
 	tok := config.NewToken()
 	lo, hi := slices.Min(st.ports[:]), slices.Max(st.ports[:])
 	rc := framework.RelayConfig{Listen: net.JoinHostPort(relayHost, strconv.Itoa(rport)), ViewerBind: relayHost, StateDir: filepath.Join(dir, "relay-state"),
@@ -304,7 +321,7 @@ func startWGStack(ctx context.Context, bins Bins, sinkAddr, echoAddr, sourceAddr
 	ac := framework.AgentConfig{Name: "home", StateDir: filepath.Join(dir, "agent-state"), Relay: rc.Listen, Token: tok,
 		Services: []framework.Service{{Name: "cam", Target: sinkAddr, Port: st.ports[0]}, {Name: "echo", Target: echoAddr, Port: st.ports[1]},
 			{Name: "source", Target: sourceAddr, Port: st.ports[2]}, {Name: "iperf3", Target: iperfAddr, Port: st.ports[3]}},
-		Extra: "viewers:\n  alice: {password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g\"}\n" +
+		Extra: "admin: " + st.admin + "\nviewers:\n  alice: {password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g\"}\n" +
 			fmt.Sprintf("wireguard:\n  port: %d\n  listen_port: %d\n  address: %s\n  endpoint: 127.0.0.1:%d\n", wgPort, listenPort, wgTunnel, wgPort)}
 	if st.agentCfg, err = framework.WriteFile(dir, "agent.yaml", ac.YAML()); err != nil {
 		return fail(err)
@@ -375,6 +392,37 @@ func (st *wgStack) cpu() (relay, agent time.Duration, err error) {
 	r, err1 := st.relay.CPUTime()
 	a, err2 := st.agent.CPUTime()
 	return r, a, errors.Join(err1, err2)
+}
+
+// stack reads the agent's userspace TCP counters (status.json); zero if it
+// cannot.
+func (st *wgStack) stack(ctx context.Context) wg.StackStats {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var doc struct {
+		WireGuard struct {
+			Stack wg.StackStats `json:"stack"`
+		} `json:"wireguard"`
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+st.admin+"/status.json", nil)
+	if err != nil {
+		return wg.StackStats{}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return wg.StackStats{}
+	}
+	defer resp.Body.Close()
+	json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&doc)
+	return doc.WireGuard.Stack
+}
+
+// stackDelta says what the agent's stack counted between a and b, for a
+// figure's note.
+func stackDelta(a, b wg.StackStats) string {
+	return fmt.Sprintf("agent TCP: %d segments sent, %d retransmitted, %d timeouts, %d fast / %d SACK / %d TLP recoveries, %d queue drops",
+		b.TCPSegmentsSent-a.TCPSegmentsSent, b.TCPRetransmits-a.TCPRetransmits, b.TCPTimeouts-a.TCPTimeouts,
+		b.TCPFastRecovery-a.TCPFastRecovery, b.TCPSACKRecovery-a.TCPSACKRecovery, b.TCPTLPRecovery-a.TCPTLPRecovery, b.QueueDrops-a.QueueDrops)
 }
 
 func (st *wgStack) close() {
@@ -616,8 +664,10 @@ func (st *wgStack) kernelPhone(ctx context.Context, s WireGuardScale, i int) []F
 			}
 			r0, a0, _ := st.cpu()
 			w0, _ := wgp.CPUTime()
+			s0 := st.stack(ctx)
 			res, err := iperfRunIn(ctx, inNS, st.bins.Iperf3, target, s.Seconds, 1, reverse)
 			r1, a1, _ := st.cpu()
+			s1 := st.stack(ctx)
 			w1, _ := wgp.CPUTime()
 			if err != nil {
 				figs = append(figs, errorFigure(fname, err))
@@ -629,8 +679,8 @@ func (st *wgStack) kernelPhone(ctx context.Context, s WireGuardScale, i int) []F
 				cpu += fmt.Sprintf(", relay %.2f s", (r1-r0).Seconds()/gb)
 			}
 			f := Figure{Name: fname, Value: res.gbps * 1000, Unit: "Mbit/s", Direct: baseline[d], Ratio: res.gbps * 1000 / baseline[d],
-				Note: fmt.Sprintf("%d MiB in %.1fs; CPU per GB: %s, the phone's wireguard-go %.2f s; iperf3 client in the phone's namespace, server on loopback behind the agent; direct = plain iperf3 to the same server",
-					res.bytes>>20, res.secs, cpu, (w1-w0).Seconds()/gb)}
+				Note: fmt.Sprintf("%d MiB in %.1fs; CPU per GB: %s, the phone's wireguard-go %.2f s; iperf3 client in the phone's namespace, server on loopback behind the agent; direct = plain iperf3 to the same server; %s; %s",
+					res.bytes>>20, res.secs, cpu, (w1-w0).Seconds()/gb, timeline(res.perSec), stackDelta(s0, s1))}
 			if !reverse {
 				f.Target, f.Pass = ">= 300 Mbit/s", f.Value >= 300
 				if p.path == "direct" {
