@@ -542,6 +542,11 @@ func printWireGuard(w io.Writer, st *WireGuardStatus, now time.Time) {
 		fmt.Fprintf(w, "    dropped: %d garbage, %d oversize, %d relay queue full, %d relay send errors, %d handshakes (flood)\n",
 			st.Garbage, st.Oversize, st.RelayDropped, st.RelaySendErrors, st.HandshakesDropped)
 	}
+	if k := st.Stack; k.TCPSegmentsSent > 0 {
+		// a phone's connections inside the tunnel: many timeouts beside
+		// few segments mean a lossy path to that phone
+		fmt.Fprintf(w, "    tcp:     %d segments sent, %d retransmitted, %d timeouts\n", k.TCPSegmentsSent, k.TCPRetransmits, k.TCPTimeouts)
+	}
 	for _, p := range st.Peers {
 		hs := "no handshake yet"
 		if !p.LastHandshake.IsZero() {

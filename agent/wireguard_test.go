@@ -159,17 +159,17 @@ func TestWireGuardFromConfig(t *testing.T) {
 }
 
 // TestPrintStatusWireGuard: status shows the WireGuard port, the relay's
-// refusal of it and each phone.
+// refusal of it, the tunnel's TCP counters and each phone.
 func TestPrintStatusWireGuard(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	st := Status{Name: "home", WireGuard: &WireGuardStatus{
-		Stats: wg.Stats{Port: 51820, RelayReceived: 7, Garbage: 2, Peers: []wg.PeerStatus{
+		Stats: wg.Stats{Port: 51820, RelayReceived: 7, Garbage: 2, Stack: wg.StackStats{TCPSegmentsSent: 900, TCPRetransmits: 40, TCPTimeouts: 3}, Peers: []wg.PeerStatus{
 			{Name: "pixel", Viewer: "alice", Address: "10.77.0.2", LastHandshake: now.Add(-time.Minute), Path: "relay", RxBytes: 10, TxBytes: 20}}},
 		Relay: "refused", RelayReason: "udp port 51820 outside the agent's udp_ports"}}
 	var b strings.Builder
 	PrintStatus(&b, st, now)
 	for _, want := range []string{"wireguard: UDP port 51820, 1 phones", "relay:   refused: udp port 51820 outside the agent's udp_ports",
-		"2 garbage", "pixel (alice, 10.77.0.2): handshake 1m0s ago, via relay, 10 bytes in / 20 out"} {
+		"2 garbage", "tcp:     900 segments sent, 40 retransmitted, 3 timeouts", "pixel (alice, 10.77.0.2): handshake 1m0s ago, via relay, 10 bytes in / 20 out"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("status lacks %q:\n%s", want, b.String())
 		}
