@@ -294,9 +294,15 @@ type bareMux struct {
 	tr  *quic.Transport
 	sib *net.UDPConn // nil without steering
 
-	mu    sync.Mutex // guards conns
-	conns map[netip.AddrPort]*Conn
+	mu       sync.Mutex // guards the fields below
+	conns    map[netip.AddrPort]*Conn
+	rescanAt time.Time // the last rescan
 }
+
+// rescanEvery bounds how often a packet from an unknown address makes the mux
+// look for a connection whose peer moved: a stranger's flood costs at most
+// this many scans a second.
+const rescanEvery = 100 * time.Millisecond
 
 var muxes sync.Map // *quic.Transport -> *bareMux
 
@@ -358,12 +364,43 @@ func (m *bareMux) deliver(b []byte, from net.Addr) {
 	if len(b) > transport.MaxDatagram {
 		return
 	}
+	k := peerKey(from)
 	m.mu.Lock()
-	c := m.conns[peerKey(from)]
+	c := m.conns[k]
 	m.mu.Unlock()
+	if c == nil && m.rescan() {
+		m.mu.Lock()
+		c = m.conns[k]
+		m.mu.Unlock()
+	}
 	if c != nil {
 		c.deliverBare(append([]byte(nil), b...))
 	}
+}
+
+// rescan re-files every connection under its peer's current address, at most
+// once per rescanEvery; it says whether it did. A peer whose NAT mapping
+// moved is known to QUIC at its new address (it follows the peer's QUIC
+// packets), but the mux would learn it only on the next send to the peer:
+// until then the peer's bare datagrams, a phone's WireGuard packets, would
+// be dropped as a stranger's.
+func (m *bareMux) rescan() bool {
+	now := time.Now()
+	m.mu.Lock()
+	if now.Sub(m.rescanAt) < rescanEvery {
+		m.mu.Unlock()
+		return false
+	}
+	m.rescanAt = now
+	conns := make([]*Conn, 0, len(m.conns))
+	for _, c := range m.conns {
+		conns = append(conns, c)
+	}
+	m.mu.Unlock()
+	for _, c := range conns {
+		c.rekeyBare()
+	}
+	return true
 }
 
 // closeTransport closes tr and, at once, its mux's sibling socket: the port is
