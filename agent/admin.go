@@ -198,7 +198,7 @@ var (
 	descWGBytes    = prometheus.NewDesc("porthole_agent_wireguard_peer_bytes_total", "WireGuard bytes per peer: rx from the phone, tx to it.", []string{"peer", "viewer", "direction"}, nil)
 	descWGShake    = prometheus.NewDesc("porthole_agent_wireguard_peer_last_handshake_timestamp_seconds", "When the peer last completed a handshake (0: never).", []string{"peer", "viewer"}, nil)
 	descWGPath     = prometheus.NewDesc("porthole_agent_wireguard_peer_path", "1 for the path the peer's last packet came by (direct, relay).", []string{"peer", "viewer", "path"}, nil)
-	descWGDropped  = prometheus.NewDesc("porthole_agent_wireguard_dropped_total", "WireGuard packets dropped, by reason (garbage, oversize, relay_queue_full, handshake_flood).", []string{"reason"}, nil)
+	descWGDropped  = prometheus.NewDesc("porthole_agent_wireguard_dropped_total", "WireGuard packets dropped, by reason (garbage, oversize, relay_queue_full, handshake_flood, tunnel).", []string{"reason"}, nil)
 	descWGTCP      = prometheus.NewDesc("porthole_agent_wireguard_tcp_total", "The agent's userspace TCP inside the tunnel: segments sent, segments retransmitted, retransmission timeouts (kind sent, retransmitted, timeouts).", []string{"kind"}, nil)
 	agentMetrics   = []*prometheus.Desc{descWGPeers, descWGBytes, descWGShake, descWGPath, descWGDropped, descWGTCP, descTunnelUp, descTransport, descReconnects, descStreams, descPath, descServices, descAccepted,
 		descCameraUp, descActive, descTotal, descDenied, descRefused, descPathActive, descPathBytes, descBytes, descDNSUpdates, descDNSError, descMappings, descLastPass,
@@ -241,6 +241,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descWGDropped, float64(w.Oversize), "oversize")
 		counter(descWGDropped, float64(w.RelayDropped), "relay_queue_full")
 		counter(descWGDropped, float64(w.HandshakesDropped), "handshake_flood")
+		counter(descWGDropped, float64(w.TunnelDropped), "tunnel")
 		counter(descWGTCP, float64(w.Stack.TCPSegmentsSent), "sent")
 		counter(descWGTCP, float64(w.Stack.TCPRetransmits), "retransmitted")
 		counter(descWGTCP, float64(w.Stack.TCPTimeouts), "timeouts")

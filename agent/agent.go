@@ -168,6 +168,11 @@ type WireGuardStatus struct {
 	// the port is outside the agent's udp_ports); empty without a relay.
 	Relay       string `json:"relay,omitempty"`
 	RelayReason string `json:"relay_reason,omitempty"`
+	// TunnelDropped are the relay's packets from phones dropped by the
+	// tunnel before the device saw them: over the session's datagram
+	// budget, or because the agent's reader fell behind (the current
+	// session's). Zero without a relay.
+	TunnelDropped uint64 `json:"tunnel_dropped,omitempty"`
 }
 
 // CertStatus is the certificate of the agent's TLS services.
@@ -436,6 +441,8 @@ func (a *Agent) Status() Status {
 		st.WireGuard = &WireGuardStatus{Stats: d.Stats()}
 		if a.tun != nil && a.cfg.WireGuardPort != 0 {
 			st.WireGuard.Relay, st.WireGuard.RelayReason = relayState(ts, WireGuardService)
+			ds := a.tun.DatagramStats()
+			st.WireGuard.TunnelDropped = ds.Dropped + ds.QueueDropped
 		}
 	}
 	if a.pm != nil {

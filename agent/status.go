@@ -538,9 +538,9 @@ func printWireGuard(w io.Writer, st *WireGuardStatus, now time.Time) {
 		fmt.Fprintf(w, "    relay:   %s\n", line)
 	}
 	fmt.Fprintf(w, "    packets: direct %d in / %d out, relay %d in / %d out\n", st.DirectReceived, st.DirectSent, st.RelayReceived, st.RelaySent)
-	if drops := st.Garbage + st.Oversize + st.RelayDropped + st.RelaySendErrors + st.HandshakesDropped; drops > 0 {
-		fmt.Fprintf(w, "    dropped: %d garbage, %d oversize, %d relay queue full, %d relay send errors, %d handshakes (flood)\n",
-			st.Garbage, st.Oversize, st.RelayDropped, st.RelaySendErrors, st.HandshakesDropped)
+	if drops := st.Garbage + st.Oversize + st.RelayDropped + st.RelaySendErrors + st.HandshakesDropped + st.TunnelDropped; drops > 0 {
+		fmt.Fprintf(w, "    dropped: %d garbage, %d oversize, %d relay queue full, %d in the tunnel, %d relay send errors, %d handshakes (flood)\n",
+			st.Garbage, st.Oversize, st.RelayDropped, st.TunnelDropped, st.RelaySendErrors, st.HandshakesDropped)
 	}
 	if k := st.Stack; k.TCPSegmentsSent > 0 {
 		// a phone's connections inside the tunnel: many timeouts beside

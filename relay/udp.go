@@ -56,12 +56,18 @@ const (
 	udpDropRate              = "rate"
 	udpDropUnknownFlow       = "unknown_flow"
 	udpDropTunnel            = "tunnel"
+	udpDropAgentBudget       = "agent_budget"
+	udpDropAgentQueue        = "agent_queue"
 	udpMinSweep              = 10 * time.Millisecond
 	udpMaxSweep              = 10 * time.Second
 )
 
 // udpDropReasons are the reasons packets are dropped, as metrics labels.
-var udpDropReasons = [...]string{udpDropNotAllowed, udpDropTooBig, udpDropFlowLimit, udpDropNewFlowRate, udpDropRate, udpDropUnknownFlow, udpDropTunnel}
+// The last two are the agent's packets to phones, counted by the tunnel: over
+// the session's datagram budget, or dropped unread because the relay fell
+// behind.
+var udpDropReasons = [...]string{udpDropNotAllowed, udpDropTooBig, udpDropFlowLimit, udpDropNewFlowRate, udpDropRate, udpDropUnknownFlow, udpDropTunnel,
+	udpDropAgentBudget, udpDropAgentQueue}
 
 // udpLimits are the forwarder's bounds, from Config with defaults filled in.
 type udpLimits struct {
@@ -517,8 +523,19 @@ func (f *udpForwarder) status() *UDPStatus {
 	st := &UDPStatus{FlowsTotal: f.ctr.flowsTotal.Load(),
 		PacketsIn: f.ctr.packetsIn.Load(), PacketsOut: f.ctr.packetsOut.Load(),
 		BytesIn: f.ctr.bytesIn.Load(), BytesOut: f.ctr.bytesOut.Load()}
+	var ds tunnel.DatagramStats
+	if f.ts != nil {
+		ds = f.ts.DatagramStats()
+	}
 	for i, r := range udpDropReasons {
-		if n := f.ctr.dropped[i].Load(); n > 0 {
+		n := f.ctr.dropped[i].Load()
+		switch r {
+		case udpDropAgentBudget:
+			n = ds.Dropped
+		case udpDropAgentQueue:
+			n = ds.QueueDropped
+		}
+		if n > 0 {
 			if st.Dropped == nil {
 				st.Dropped = map[string]uint64{}
 			}

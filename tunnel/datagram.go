@@ -31,6 +31,10 @@ type DatagramStats struct {
 	Sent      uint64 // given to the transport (which may still drop them, as UDP would)
 	Dropped   uint64 // received over the budget, not parsed
 	Malformed uint64 // received but not a datagram this version understands
+	// QueueDropped were dropped by the transport before they were read:
+	// the reader fell behind (transport.DatagramDropCounter). On the
+	// client, the current session's.
+	QueueDropped uint64
 }
 
 // dgramCounters are the atomic counters behind DatagramStats.
@@ -226,7 +230,23 @@ func (c *Client) SendDatagrams(ds []Datagram) (int, error) {
 }
 
 // DatagramStats counts the datagrams of all sessions since New.
-func (c *Client) DatagramStats() DatagramStats { return c.dgrams.stats() }
+func (c *Client) DatagramStats() DatagramStats {
+	st := c.dgrams.stats()
+	c.mu.Lock()
+	cn := c.cur
+	c.mu.Unlock()
+	if cn != nil {
+		st.QueueDropped = queueDropped(cn.conn)
+	}
+	return st
+}
+
+func queueDropped(conn transport.Conn) uint64 {
+	if d, ok := conn.(transport.DatagramDropCounter); ok {
+		return d.DatagramsDropped()
+	}
+	return 0
+}
 
 // receiveDatagrams runs Config.OnDatagram for the session's datagrams until ctx ends.
 func (c *Client) receiveDatagrams(ctx context.Context, cn *clientConn) {
@@ -249,7 +269,11 @@ func (ss *ServerSession) SendDatagrams(ds []Datagram) (int, error) {
 }
 
 // DatagramStats counts the session's datagrams.
-func (ss *ServerSession) DatagramStats() DatagramStats { return ss.dgrams.stats() }
+func (ss *ServerSession) DatagramStats() DatagramStats {
+	st := ss.dgrams.stats()
+	st.QueueDropped = queueDropped(ss.conn)
+	return st
+}
 
 // startDatagrams starts the session's datagram reader when ServerConfig.OnDatagram
 // is set (none otherwise: idle agents must stay cheap) and returns a function

@@ -80,6 +80,14 @@ type BatchDatagrams interface {
 	SendDatagrams(bufs [][]byte) (int, error)
 }
 
+// DatagramDropCounter is implemented by connections that queue the peer's
+// datagrams for ReceiveDatagram and drop them when it falls behind, as a full
+// UDP socket buffer would.
+type DatagramDropCounter interface {
+	// DatagramsDropped counts the datagrams dropped so.
+	DatagramsDropped() uint64
+}
+
 // DatagramPoller is implemented by connections that can hand over a datagram
 // already waiting without blocking, so that a reader can take a burst and
 // forward it with one batched send.

@@ -78,9 +78,9 @@ func (c *Conn) rekeyBare() {
 	c.bareKey, c.bareKeySet = k, true
 }
 
-// BareDropped counts the peer's bare datagrams dropped because
-// ReceiveDatagram did not keep up.
-func (c *Conn) BareDropped() uint64 { return c.bareDropped.Load() }
+// DatagramsDropped counts the peer's bare datagrams dropped because
+// ReceiveDatagram did not keep up (transport.DatagramDropCounter).
+func (c *Conn) DatagramsDropped() uint64 { return c.bareDropped.Load() }
 
 // sendBare writes b as one UDP packet to the peer.
 func (c *Conn) sendBare(b []byte) error {

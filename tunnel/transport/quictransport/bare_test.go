@@ -129,3 +129,22 @@ func TestBareReceiverTakesQUICDatagrams(t *testing.T) {
 		t.Errorf("ReceiveDatagram after the peer closed: %v (ctx %v)", err, ctx.Err())
 	}
 }
+
+// TestBareDatagramsDroppedCounted: a reader that falls behind loses the
+// peer's bare datagrams beyond the queue, and they are counted
+// (transport.DatagramDropCounter), as a full socket buffer's would be.
+func TestBareDatagramsDroppedCounted(t *testing.T) {
+	client, server, _ := barePair(t)
+	server.EnableBareDatagrams()
+	client.EnableBareDatagrams()
+	var _ transport.DatagramDropCounter = server
+	for range 2000 {
+		if err := client.SendDatagram([]byte("\x11unread")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	framework.Eventually(t, 10*time.Second, func() bool { return server.DatagramsDropped() > 0 }, "no drop counted for 2000 unread datagrams")
+	if got := receive(t, server); got != "\x11unread" {
+		t.Errorf("server got %q", got)
+	}
+}
