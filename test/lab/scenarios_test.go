@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porthole-dev/porthole/agent/path"
 	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/test/fakedyndns"
 	"github.com/porthole-dev/porthole/test/lab"
@@ -494,7 +495,9 @@ func routerReboot(t *testing.T, proto string, protocols []string) {
 	}
 	// While the mapping was gone the home address reached nothing: DNS must
 	// have gone to the relay unless the mapping was back before the relay's
-	// next re-verification (every 30 s) could notice.
+	// next re-verification could fail: agent/path promises "within
+	// ReverifyAfter plus one probe of the failure" (30 s and the relay's 5 s
+	// probe timeout; a probe under way when the mapping returns succeeds).
 	relayed := false
 	for _, r := range s.dns.Requests()[before:] {
 		relayed = relayed || r.MyIP == lab.WANAddr
@@ -502,7 +505,7 @@ func routerReboot(t *testing.T, proto string, protocols []string) {
 	switch {
 	case relayed:
 		t.Logf("%s: DNS went to the relay %.1fs after the reboot", proto, toRelay.Seconds())
-	case remapped > 30*time.Second:
+	case remapped > path.DefaultReverifyAfter+relayProbeTimeout:
 		t.Errorf("%s: DNS never went to the relay while the mapping was gone for %.1fs; updates: %+v", proto, remapped.Seconds(), s.dns.Requests()[before:])
 	default:
 		t.Logf("%s: mapped again before DNS had to move", proto)
@@ -526,6 +529,10 @@ func routerReboot(t *testing.T, proto string, protocols []string) {
 	s.waitDNS(ctx, scHome)
 	s.waitStatus(ctx, "path:     direct", "protocol "+proto)
 }
+
+// relayProbeTimeout is the relay's default bound on one reachability probe
+// (relay.Config.ProbeTimeout).
+const relayProbeTimeout = 5 * time.Second
 
 // Scenario 6b: the router's firewall is reloaded and our rules are gone,
 // while miniupnpd runs on (its NAT-PMP/PCP epoch shows nothing). The agent's
