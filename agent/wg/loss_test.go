@@ -1,7 +1,9 @@
 package wg
 
 import (
+	"bytes"
 	"io"
+	"math/rand/v2"
 	"net/netip"
 	"sync"
 	"testing"
@@ -141,4 +143,62 @@ func TestStackRecoversFromBurstLoss(t *testing.T) {
 	if st.TCPTimeouts > 3 {
 		t.Errorf("%d segments lost in two bursts took %d retransmission timeouts to repair (%d segments retransmitted)", lost, st.TCPTimeouts, st.TCPRetransmits)
 	}
+}
+
+// TestStackCoalescedDataIntact: what Write coalesces (GRO over WireGuard's
+// batches) arrives byte for byte, both ways, beside a second connection.
+func TestStackCoalescedDataIntact(t *testing.T) {
+	agentIP := netip.MustParseAddr("10.77.0.1")
+	agent, err := NewNetstack([]netip.Addr{agentIP}, MTU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	phone, err := NewNetstack([]netip.Addr{aliceIP}, MTU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lossyLink(t, agent, phone, nil, nil)
+	ln, err := agent.ListenTCPAddrPort(netip.AddrPortFrom(agentIP, 9000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }() // echo
+		}
+	}()
+	const size = 4 << 20
+	data := make([]byte, size)
+	rand.NewChaCha8([32]byte{1}).Read(data)
+	ctx := ctxFor(t, failBound)
+	var wg sync.WaitGroup
+	for i := range 2 {
+		c, err := phone.DialContextTCPAddrPort(ctx, netip.AddrPortFrom(agentIP, 9000))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(failBound))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			go c.Write(data)
+			got := make([]byte, size)
+			if _, err := io.ReadFull(c, got); err != nil {
+				t.Errorf("connection %d: %v", i, err)
+				return
+			}
+			if !bytes.Equal(got, data) {
+				t.Errorf("connection %d: the echo differs from what was sent", i)
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("the agent's stack took %d IP packets for the phone's %d TCP segments (GRO)",
+		agent.stack.Stats().IP.PacketsReceived.Value(), phone.Stats().TCPSegmentsSent)
 }
