@@ -44,6 +44,25 @@ func lossyLink(t *testing.T, a, b *Netstack, drop, dropBack func(pkt []byte) boo
 	t.Cleanup(func() { a.Close(); b.Close(); wg.Wait() })
 }
 
+// stackAgentIP is the agent's address in the stack tests.
+var stackAgentIP = netip.MustParseAddr("10.77.0.1")
+
+// linkedStacks makes an agent's and a phone's stack joined by lossyLink.
+func linkedStacks(t *testing.T, drop, dropBack func(pkt []byte) bool) (agent, phone *Netstack) {
+	t.Helper()
+	agent, err := NewNetstack([]netip.Addr{stackAgentIP}, MTU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	phone, err = NewNetstack([]netip.Addr{aliceIP}, MTU)
+	if err != nil {
+		agent.Close()
+		t.Fatal(err)
+	}
+	lossyLink(t, agent, phone, drop, dropBack)
+	return agent, phone
+}
+
 // TestStackRecoversFromBurstLoss: the bench's camera -> phone transfers
 // through WireGuard sometimes fell from hundreds of Mbit/s to 1-5 for
 // seconds. Captures showed why: the phone's UDP buffer overflowed twice in
@@ -56,15 +75,6 @@ func lossyLink(t *testing.T, a, b *Netstack, drop, dropBack func(pkt []byte) boo
 // pass); the transfer must then finish without a string of timeouts (one
 // is expected: nothing after the tail tells the sender it was lost).
 func TestStackRecoversFromBurstLoss(t *testing.T) {
-	agentIP := netip.MustParseAddr("10.77.0.1")
-	agent, err := NewNetstack([]netip.Addr{agentIP}, MTU)
-	if err != nil {
-		t.Fatal(err)
-	}
-	phone, err := NewNetstack([]netip.Addr{aliceIP}, MTU)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const first, hole, stretch, tailFor = 400, 11, 100, 30 * time.Millisecond
 	var (
 		mu               sync.Mutex
@@ -72,7 +82,7 @@ func TestStackRecoversFromBurstLoss(t *testing.T) {
 		highest          uint32 // the end of the highest data segment seen
 		tailFrom         time.Time
 	)
-	lossyLink(t, agent, phone, func(pkt []byte) bool {
+	agent, phone := linkedStacks(t, func(pkt []byte) bool {
 		ip := header.IPv4(pkt)
 		if ip.TransportProtocol() != header.TCPProtocolNumber {
 			return false
@@ -106,7 +116,7 @@ func TestStackRecoversFromBurstLoss(t *testing.T) {
 		}
 		return drop
 	}, nil)
-	ln, err := agent.ListenTCPAddrPort(netip.AddrPortFrom(agentIP, 9000))
+	ln, err := agent.ListenTCPAddrPort(netip.AddrPortFrom(stackAgentIP, 9000))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +131,7 @@ func TestStackRecoversFromBurstLoss(t *testing.T) {
 		io.CopyN(c, zeros{}, size)
 	}()
 	ctx := ctxFor(t, failBound)
-	c, err := phone.DialContextTCPAddrPort(ctx, netip.AddrPortFrom(agentIP, 9000))
+	c, err := phone.DialContextTCPAddrPort(ctx, netip.AddrPortFrom(stackAgentIP, 9000))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,17 +158,8 @@ func TestStackRecoversFromBurstLoss(t *testing.T) {
 // TestStackCoalescedDataIntact: what Write coalesces (GRO over WireGuard's
 // batches) arrives byte for byte, both ways, beside a second connection.
 func TestStackCoalescedDataIntact(t *testing.T) {
-	agentIP := netip.MustParseAddr("10.77.0.1")
-	agent, err := NewNetstack([]netip.Addr{agentIP}, MTU)
-	if err != nil {
-		t.Fatal(err)
-	}
-	phone, err := NewNetstack([]netip.Addr{aliceIP}, MTU)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lossyLink(t, agent, phone, nil, nil)
-	ln, err := agent.ListenTCPAddrPort(netip.AddrPortFrom(agentIP, 9000))
+	agent, phone := linkedStacks(t, nil, nil)
+	ln, err := agent.ListenTCPAddrPort(netip.AddrPortFrom(stackAgentIP, 9000))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +179,7 @@ func TestStackCoalescedDataIntact(t *testing.T) {
 	ctx := ctxFor(t, failBound)
 	var wg sync.WaitGroup
 	for i := range 2 {
-		c, err := phone.DialContextTCPAddrPort(ctx, netip.AddrPortFrom(agentIP, 9000))
+		c, err := phone.DialContextTCPAddrPort(ctx, netip.AddrPortFrom(stackAgentIP, 9000))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -187,11 +188,15 @@ func TestStackCoalescedDataIntact(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			go c.Write(data)
+			wrote := make(chan error, 1)
+			go func() { _, err := c.Write(data); wrote <- err }()
 			got := make([]byte, size)
 			if _, err := io.ReadFull(c, got); err != nil {
 				t.Errorf("connection %d: %v", i, err)
 				return
+			}
+			if err := <-wrote; err != nil {
+				t.Errorf("connection %d: write: %v", i, err)
 			}
 			if !bytes.Equal(got, data) {
 				t.Errorf("connection %d: the echo differs from what was sent", i)
