@@ -34,8 +34,8 @@ func FreePort(network string) (int, error) {
 	for range 1000 {
 		p := lo + mrand.IntN(hi-lo+1)
 		key := network + "/" + strconv.Itoa(p)
-		if ports.used[key] {
-			continue
+		if ports.used[key] || network == "both" && (ports.used["tcp/"+strconv.Itoa(p)] || ports.used["udp/"+strconv.Itoa(p)]) {
+			continue // "both" also takes the number's tcp and udp ports
 		}
 		addr := "127.0.0.1:" + strconv.Itoa(p)
 		switch network {
