@@ -538,3 +538,9 @@ func answers(viewer string) bool {
 func viewerSource(i, perSource int) *net.TCPAddr {
 	return &net.TCPAddr{IP: net.IPv4(127, 0, byte(1+i/perSource/250), byte(1+i/perSource%250))}
 }
+
+// StartBackend runs the framework's backend in mode as a process of its own
+// and returns it with its address (for tools such as rttprobe).
+func StartBackend(ctx context.Context, bins Bins, mode string, args ...string) (*framework.Process, string, error) {
+	return startBackendProcess(ctx, bins, mode, args...)
+}

@@ -42,6 +42,7 @@ import (
 	"github.com/porthole-dev/porthole/internal/admin"
 	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/internal/gateway/access"
+	"github.com/porthole-dev/porthole/internal/procs"
 	"github.com/porthole-dev/porthole/internal/profiling"
 )
 
@@ -53,11 +54,17 @@ const defaultConfig = "/etc/porthole/agent.yaml"
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	stopProfile := profiling.Start()
+	startScheduler = func(ctx context.Context, log *slog.Logger) { procs.Run(ctx, procs.Config{Logger: log}) }
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	stopProfile()
 	os.Exit(code)
 }
+
+// startScheduler sizes the scheduler to the daemon's load (package procs)
+// while the agent runs; main sets it, tests that call run leave their process
+// alone.
+var startScheduler func(ctx context.Context, log *slog.Logger)
 
 // run is the whole program, testable: it runs until ctx ends and returns the
 // exit code.
@@ -156,6 +163,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				log.Warn("admin endpoint stopped", "err", err)
 			}
 		})
+	}
+	if startScheduler != nil {
+		wg.Go(func() { startScheduler(ctx, log) })
 	}
 	err = a.Run(ctx)
 	if adm != nil {

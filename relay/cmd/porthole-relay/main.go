@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/porthole-dev/porthole/internal/config"
+	"github.com/porthole-dev/porthole/internal/procs"
 	"github.com/porthole-dev/porthole/internal/profiling"
 	"github.com/porthole-dev/porthole/relay"
 )
@@ -79,6 +80,7 @@ func main() {
 		os.Exit(1)
 	}
 	stopProfile := profiling.Start()
+	go procs.Run(ctx, procs.Config{Logger: log})
 	err = srv.Run(ctx)
 	stopProfile()
 	if err != nil {

@@ -1,0 +1,81 @@
+// Command rttprobe starts the bench's relay, agent and echo backend (separate
+// processes, as make bench runs them) and runs 64-byte ping-pongs, first
+// straight to the echo backend and then through relay and agent. It prints
+// the three pids first, so that the daemons can be traced while a known load
+// runs (perf stat -p, perf record -g -p), and the p50 and p90 of each leg:
+//
+//	go run ./test/bench/cmd/rttprobe -transport quic -n 60000
+//	PORTHOLE_BENCH_BINS=DIR go run ./test/bench/cmd/rttprobe   # another build, or a wrapper setting GOMAXPROCS
+//
+// -gap pauses between round trips (an idle machine between pings).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/porthole-dev/porthole/test/bench"
+	"github.com/porthole-dev/porthole/test/framework"
+)
+
+func main() {
+	tr := flag.String("transport", "quic", "")
+	n := flag.Int("n", 20000, "round trips")
+	gap := flag.Duration("gap", 0, "pause between round trips")
+	wait := flag.Duration("wait", 0, "pause before starting")
+	flag.Parse()
+	ctx := context.Background()
+	bins, err := bench.BuildBins()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	defer framework.Default.Remove()
+	echo, echoAddr, err := bench.StartBackend(ctx, bins, "echo")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	defer echo.Kill()
+	st, err := bench.StartStack(ctx, bench.StackConfig{Bins: bins, Target: echoAddr, Transport: *tr})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	defer st.Close()
+	fmt.Printf("relay %d agent %d echo %d\n", st.Relay.Pid(), st.Agent.Pid(), echo.Pid())
+	time.Sleep(*wait)
+	for _, addr := range []string{echoAddr, st.ViewerAddr} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		msg, got := make([]byte, 64), make([]byte, 64)
+		var rtts []time.Duration
+		for i := 0; i < *n; i++ {
+			s := time.Now()
+			if _, err := c.Write(msg); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
+			if _, err := io.ReadFull(c, got); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
+			rtts = append(rtts, time.Since(s))
+			if *gap > 0 {
+				time.Sleep(*gap)
+			}
+		}
+		c.Close()
+		sort.Slice(rtts, func(i, j int) bool { return rtts[i] < rtts[j] })
+		fmt.Printf("%s p50 %v p90 %v\n", addr, rtts[len(rtts)/2], rtts[len(rtts)*9/10])
+	}
+}
