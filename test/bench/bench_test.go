@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"math"
 	"net"
 	"strings"
@@ -116,7 +117,7 @@ func mustBins(b *testing.B) Bins {
 func BenchmarkIperf3(b *testing.B) {
 	bs := mustBins(b)
 	for range b.N {
-		check(b, Throughput(context.Background(), bs, Smoke.IperfSeconds, Smoke.Parallels, Smoke.Reverses)...)
+		check(b, Throughput(context.Background(), bs, Smoke.IperfSeconds, Smoke.ThroughputRounds, Smoke.Parallels, Smoke.Reverses)...)
 	}
 }
 
@@ -207,5 +208,31 @@ func BenchmarkWireGuard(b *testing.B) {
 				b.ReportMetric(f.Value, "Mbit/s-"+path+"-"+dir)
 			}
 		}
+	}
+}
+
+func TestMedianRuns(t *testing.T) {
+	fig := func(name string, v float64, note string) Figure {
+		return Figure{Name: name, Value: v, Note: note}
+	}
+	runs := [][]Figure{
+		{fig("a", 1.3, "first"), fig("b", 9, "")},
+		{fig("a", 2.1, "second"), errorFigure("b", errors.New("boom"))},
+		{fig("a", 1.6, "third"), fig("b", 7, "")},
+	}
+	got := medianRuns(runs)
+	if len(got) != 2 || got[0].Name != "a" || got[1].Name != "b" {
+		t.Fatalf("names %v, want a, b in their order", got)
+	}
+	if got[0].Value != 1.6 || !strings.Contains(got[0].Note, "median of 3 runs (1.30, 2.10, 1.60)") || !strings.HasSuffix(got[0].Note, "third") {
+		t.Errorf("a: %v %q, want the median run 1.6 with every run in its note", got[0].Value, got[0].Note)
+	}
+	// a failed round counts only in the note; of two values the lower is the median
+	if got[1].Value != 7 || !strings.Contains(got[1].Note, "error") {
+		t.Errorf("b: %v %q, want 7 and the failed round named", got[1].Value, got[1].Note)
+	}
+	one := [][]Figure{{fig("a", 1, "only")}}
+	if got := medianRuns(one); got[0].Note != "only" {
+		t.Errorf("one round: note %q, want it unchanged", got[0].Note)
 	}
 }

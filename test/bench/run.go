@@ -17,6 +17,10 @@ type Scale struct {
 	IperfSeconds float64
 	Parallels    []int
 	Reverses     []bool
+	// ThroughputRounds is how many times the throughput step measures each
+	// transport, each time on a fresh relay and agent; it reports each
+	// figure's median (see medianRuns).
+	ThroughputRounds int
 	// Pings is the number of ping-pong round trips per path.
 	Pings int
 	// Agents is the number of idle agents for the memory figure.
@@ -55,7 +59,7 @@ var Steps = []string{"throughput", "latency", "viewers", "memory", "idle-viewers
 
 // Full is the scale of `make bench`, the figures of the issue.
 var Full = Scale{
-	IperfSeconds: 5, Parallels: []int{1, 4}, Reverses: []bool{true, false},
+	IperfSeconds: 5, Parallels: []int{1, 4}, Reverses: []bool{true, false}, ThroughputRounds: 3,
 	Pings: 20000, Agents: 200, IdleViewers: 2000, Viewers: 200, ViewerTime: 10 * time.Second,
 	Restarts: 5, RestartJitter: 2 * time.Second, AgentKills: 3, AgentKillLimit: 40 * time.Second,
 	UDPBuffers: true, Settle: 3 * time.Second,
@@ -68,7 +72,7 @@ var Full = Scale{
 
 // Smoke is small enough for CI; its numbers only show that everything runs.
 var Smoke = Scale{
-	IperfSeconds: 1, Parallels: []int{1}, Reverses: []bool{true},
+	IperfSeconds: 1, Parallels: []int{1}, Reverses: []bool{true}, ThroughputRounds: 1,
 	Pings: 200, Agents: 5, IdleViewers: 50, Viewers: 10, ViewerTime: time.Second,
 	Restarts: 1, AgentKills: 1, AgentKillLimit: 6 * time.Second, Settle: 200 * time.Millisecond,
 	Floods: FloodScale{Window: 500 * time.Millisecond, IdleConns: 200, Handshakes: 50},
@@ -104,7 +108,9 @@ func Run(ctx context.Context, s Scale, w, progress io.Writer) error {
 		figs = append(figs, f()...)
 		fmt.Fprintf(progress, "  done in %.1fs\n", time.Since(start).Seconds())
 	}
-	step("throughput", func() []Figure { return Throughput(ctx, bins, s.IperfSeconds, s.Parallels, s.Reverses) })
+	step("throughput", func() []Figure {
+		return Throughput(ctx, bins, s.IperfSeconds, s.ThroughputRounds, s.Parallels, s.Reverses)
+	})
 	step("latency", func() []Figure { return Latency(ctx, bins, s.Pings) })
 	step("viewers", func() []Figure { return []Figure{Viewers(ctx, bins, s.Viewers, s.ViewerTime)} })
 	step("memory", func() []Figure { return MemoryPerAgent(ctx, bins, s.Agents, s.Settle) })

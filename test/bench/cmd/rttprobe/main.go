@@ -17,6 +17,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"sort"
 	"time"
 
@@ -24,11 +25,34 @@ import (
 	"github.com/porthole-dev/porthole/test/framework"
 )
 
+// startBackend runs the bench's echo backend, or iperf3 -s on a free port.
+func startBackend(ctx context.Context, bins bench.Bins, mode string, args []string) (*framework.Process, string, error) {
+	if mode != "iperf3" {
+		return bench.StartBackend(ctx, bins, mode)
+	}
+	port, err := framework.FreePort("tcp")
+	if err != nil {
+		return nil, "", err
+	}
+	p, err := framework.Start(framework.Spec{Name: "iperf3", Path: "iperf3", Args: []string{"-s", "-B", "127.0.0.1", "-p", fmt.Sprint(port)}})
+	if err != nil {
+		return nil, "", err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := p.WaitListening(wctx, "tcp", port); err != nil {
+		p.Kill()
+		return nil, "", err
+	}
+	return p, framework.Addr(port), nil
+}
+
 func main() {
 	tr := flag.String("transport", "quic", "")
 	n := flag.Int("n", 20000, "round trips")
 	gap := flag.Duration("gap", 0, "pause between round trips")
 	wait := flag.Duration("wait", 0, "pause before starting")
+	iperf := flag.Int("iperf", 0, "instead of ping-pongs, run iperf3 -R (camera->viewer) through relay and agent for this many seconds")
 	flag.Parse()
 	ctx := context.Background()
 	bins, err := bench.BuildBins()
@@ -37,7 +61,11 @@ func main() {
 		os.Exit(1)
 	}
 	defer framework.Default.Remove()
-	echo, echoAddr, err := bench.StartBackend(ctx, bins, "echo")
+	mode, args := "echo", []string(nil)
+	if *iperf > 0 {
+		mode, args = "iperf3", []string{"-s"}
+	}
+	echo, echoAddr, err := startBackend(ctx, bins, mode, args)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -51,6 +79,16 @@ func main() {
 	defer st.Close()
 	fmt.Printf("relay %d agent %d echo %d\n", st.Relay.Pid(), st.Agent.Pid(), echo.Pid())
 	time.Sleep(*wait)
+	if *iperf > 0 {
+		_, port, _ := net.SplitHostPort(st.ViewerAddr)
+		out, err := exec.CommandContext(ctx, "iperf3", "-c", "127.0.0.1", "-p", port, "-R", "-t", fmt.Sprint(*iperf)).CombinedOutput()
+		fmt.Printf("%s", out)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
 	for _, addr := range []string{echoAddr, st.ViewerAddr} {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
