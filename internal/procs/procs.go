@@ -6,13 +6,15 @@
 // (socket reader, tunnel stream, QUIC's send loop, the other socket). With one
 // P each hand-off runs the next goroutine on the same thread; with more, the
 // runtime wakes another thread for it, and on a small VM every such wake-up is
-// a context switch. make bench measured, both daemons on 1 P against Go's
-// default on 2 cores: one QUIC stream 1.44 -> 1.71 Gbit/s camera->viewer and
-// 1.36 -> 1.67 viewer->camera, 13-23% less CPU per GB, round trips 8-14%
+// a context switch. make bench's benchab measured, Go's default on 2 cores
+// against this, interleaved: one QUIC stream 1.31 -> 2.01 Gbit/s
+// camera->viewer and 1.52 -> 1.84 viewer->camera, 18-25% less CPU per GB,
+// added round trips 290 -> 218 µs (QUIC) and 297 -> 207 µs (TCP): 25-30%
 // shorter. One P also caps a busy relay at one core, so Run watches how the
 // daemon does and gives it all cores when one is not enough: when the process
-// used nearly a whole core over a second and goroutines waited for it (the
-// runtime's scheduling latencies), and back to one after a quiet spell.
+// used half a core or more over a second and over 5% of its goroutines waited
+// over 1 ms for the P (the runtime's scheduling latencies), and back to one
+// after 10 s in a row under a quarter of a core.
 //
 // A GOMAXPROCS in the environment is the operator's choice: Run then does
 // nothing.
@@ -154,7 +156,7 @@ func run(ctx context.Context, cfg Config, measure func() sample) {
 func round2(f float64) float64 { return float64(int(f*100+0.5)) / 100 }
 
 // meter reads the process's CPU time and the runtime's scheduling latencies
-// and turns their growth since the last read into a Sample.
+// and turns their growth since the last read into a sample.
 type meter struct {
 	at      time.Time
 	cpu     time.Duration
