@@ -216,20 +216,24 @@ func TestMedianRuns(t *testing.T) {
 		return Figure{Name: name, Value: v, Note: note}
 	}
 	runs := [][]Figure{
-		{fig("a", 1.3, "first"), fig("b", 9, "")},
-		{fig("a", 2.1, "second"), errorFigure("b", errors.New("boom"))},
+		{fig("a", 1.3, "first"), fig("b", 9, ""), fig("c", 2, "")},
+		{fig("a", 2.1, "second"), errorFigure("b", errors.New("boom")), fig("c", 1, "")},
 		{fig("a", 1.6, "third"), fig("b", 7, "")},
 	}
 	got := medianRuns(runs)
-	if len(got) != 2 || got[0].Name != "a" || got[1].Name != "b" {
-		t.Fatalf("names %v, want a, b in their order", got)
+	if len(got) != 3 || got[0].Name != "a" || got[1].Name != "b" || got[2].Name != "c" {
+		t.Fatalf("names %v, want a, b, c in their order", got)
 	}
 	if got[0].Value != 1.6 || !strings.Contains(got[0].Note, "median of 3 runs (1.30, 2.10, 1.60)") || !strings.HasSuffix(got[0].Note, "third") {
 		t.Errorf("a: %v %q, want the median run 1.6 with every run in its note", got[0].Value, got[0].Note)
 	}
-	// a failed round counts only in the note; of two values the lower is the median
-	if got[1].Value != 7 || !strings.Contains(got[1].Note, "error") {
-		t.Errorf("b: %v %q, want 7 and the failed round named", got[1].Value, got[1].Note)
+	// a failed round is the figure, not hidden by the others
+	if !math.IsNaN(got[1].Value) || got[1].Target != "runs" || !strings.Contains(got[1].Note, "3 runs (9.00, error, 7.00)") || !strings.Contains(got[1].Note, "boom") {
+		t.Errorf("b: %v %q %q, want the failed round with every run in its note", got[1].Value, got[1].Target, got[1].Note)
+	}
+	// of two values the lower is the median
+	if got[2].Value != 1 {
+		t.Errorf("c: %v, want 1", got[2].Value)
 	}
 	one := [][]Figure{{fig("a", 1, "only")}}
 	if got := medianRuns(one); got[0].Note != "only" {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"os/exec"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -219,8 +220,8 @@ func Throughput(ctx context.Context, bins Bins, secs float64, rounds int, parall
 
 // medianRuns merges rounds of the same figures into one figure per name: the
 // round with the median value (the lower one of an even count), its note
-// listing every round's value in order. Rounds that failed count only in the
-// note, unless all did.
+// listing every round's value in order. A round that failed makes the figure
+// that failure: a bench must not hide one run in three going wrong.
 func medianRuns(runs [][]Figure) []Figure {
 	if len(runs) == 1 {
 		return runs[0]
@@ -238,23 +239,28 @@ func medianRuns(runs [][]Figure) []Figure {
 	var out []Figure
 	for _, name := range order {
 		fs := byName[name]
-		var ok []Figure
-		var vals []string
-		for _, f := range fs {
+		vals := make([]string, len(fs))
+		var failed *Figure
+		for i, f := range fs {
+			vals[i] = fmtNum(f.Value)
 			if math.IsNaN(f.Value) {
-				vals = append(vals, "error")
-				continue
+				vals[i] = "error"
+				if failed == nil {
+					failed = &fs[i]
+				}
 			}
-			ok = append(ok, f)
-			vals = append(vals, fmtNum(f.Value))
 		}
-		if len(ok) == 0 {
-			out = append(out, fs[0])
+		runsNote := fmt.Sprintf("%d runs (%s), each on a fresh relay and agent", len(fs), strings.Join(vals, ", "))
+		if failed != nil {
+			f := *failed
+			f.Note = runsNote + "; " + f.Note
+			out = append(out, f)
 			continue
 		}
-		sort.SliceStable(ok, func(i, j int) bool { return ok[i].Value < ok[j].Value })
-		m := ok[(len(ok)-1)/2]
-		m.Note = fmt.Sprintf("median of %d runs (%s), each on a fresh relay and agent; this one: %s", len(fs), strings.Join(vals, ", "), m.Note)
+		sorted := slices.Clone(fs)
+		sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Value < sorted[j].Value })
+		m := sorted[(len(sorted)-1)/2]
+		m.Note = "median of " + runsNote + "; this one: " + m.Note
 		out = append(out, m)
 	}
 	return out
