@@ -54,7 +54,8 @@ type Config struct {
 	Heartbeat time.Duration
 	// ShutdownTimeout is how long open viewer connections may finish on shutdown. Zero means 5s.
 	ShutdownTimeout time.Duration
-	// ProbeTimeout bounds one reachability probe. Zero means 5s.
+	// ProbeTimeout bounds one reachability probe. Zero means
+	// tunnel.DefaultProbeTimeout.
 	ProbeTimeout time.Duration
 	// ProbeDial dials a probe target ("tcp", or "udp" for a WireGuard port);
 	// nil uses net.Dialer.

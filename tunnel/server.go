@@ -65,6 +65,10 @@ func (b *Budgets) fill() {
 	}
 }
 
+// DefaultProbeTimeout bounds one reachability probe when
+// ServerConfig.ProbeTimeout is zero.
+const DefaultProbeTimeout = 5 * time.Second
+
 // ServerConfig configures a Server, the relay's half of the protocol.
 type ServerConfig struct {
 	// Token returns the named agent's token; ok is false for an unknown name. Required.
@@ -103,7 +107,8 @@ type ServerConfig struct {
 	// RetryAbove: RequireRetry reports true while more than this many connections
 	// are authenticating. Zero means MaxUnauthenticated/4.
 	RetryAbove int
-	// ProbeTimeout bounds one reachability probe. Zero means 5s.
+	// ProbeTimeout bounds one reachability probe. Zero means
+	// DefaultProbeTimeout.
 	ProbeTimeout time.Duration
 	// MaxProbes caps a session's probes in flight (besides one per service). Zero means 4.
 	MaxProbes int
@@ -166,7 +171,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cfg.RetryAbove = cfg.MaxUnauthenticated / 4
 	}
 	if cfg.ProbeTimeout == 0 {
-		cfg.ProbeTimeout = 5 * time.Second
+		cfg.ProbeTimeout = DefaultProbeTimeout
 	}
 	if cfg.MaxProbes == 0 {
 		cfg.MaxProbes = 4

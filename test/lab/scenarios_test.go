@@ -29,6 +29,7 @@ import (
 	"github.com/porthole-dev/porthole/internal/config"
 	"github.com/porthole-dev/porthole/test/fakedyndns"
 	"github.com/porthole-dev/porthole/test/lab"
+	"github.com/porthole-dev/porthole/tunnel"
 )
 
 const (
@@ -505,7 +506,7 @@ func routerReboot(t *testing.T, proto string, protocols []string) {
 	switch {
 	case relayed:
 		t.Logf("%s: DNS went to the relay %.1fs after the reboot", proto, toRelay.Seconds())
-	case remapped > path.DefaultReverifyAfter+relayProbeTimeout:
+	case remapped > path.DefaultReverifyAfter+tunnel.DefaultProbeTimeout:
 		t.Errorf("%s: DNS never went to the relay while the mapping was gone for %.1fs; updates: %+v", proto, remapped.Seconds(), s.dns.Requests()[before:])
 	default:
 		t.Logf("%s: mapped again before DNS had to move", proto)
@@ -529,10 +530,6 @@ func routerReboot(t *testing.T, proto string, protocols []string) {
 	s.waitDNS(ctx, scHome)
 	s.waitStatus(ctx, "path:     direct", "protocol "+proto)
 }
-
-// relayProbeTimeout is the relay's default bound on one reachability probe
-// (relay.Config.ProbeTimeout).
-const relayProbeTimeout = 5 * time.Second
 
 // Scenario 6b: the router's firewall is reloaded and our rules are gone,
 // while miniupnpd runs on (its NAT-PMP/PCP epoch shows nothing). The agent's

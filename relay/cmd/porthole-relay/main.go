@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 
 	"github.com/porthole-dev/porthole/internal/config"
@@ -80,8 +81,11 @@ func main() {
 		os.Exit(1)
 	}
 	stopProfile := profiling.Start()
-	go procs.Run(ctx, procs.Config{Logger: log})
+	var wg sync.WaitGroup
+	wg.Go(func() { procs.Run(ctx, procs.Config{Logger: log}) })
 	err = srv.Run(ctx)
+	stop()
+	wg.Wait()
 	stopProfile()
 	if err != nil {
 		log.Error("relay failed", "err", err)

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -392,10 +394,7 @@ func (m *bareMux) rescan() bool {
 		return false
 	}
 	m.rescanAt = now
-	conns := make([]*Conn, 0, len(m.conns))
-	for _, c := range m.conns {
-		conns = append(conns, c)
-	}
+	conns := slices.Collect(maps.Values(m.conns))
 	m.mu.Unlock()
 	for _, c := range conns {
 		c.rekeyBare()
