@@ -117,14 +117,14 @@ func mustBins(b *testing.B) Bins {
 func BenchmarkIperf3(b *testing.B) {
 	bs := mustBins(b)
 	for range b.N {
-		check(b, Throughput(context.Background(), bs, Smoke.IperfSeconds, Smoke.ThroughputRounds, Smoke.Parallels, Smoke.Reverses)...)
+		check(b, Throughput(context.Background(), bs, Smoke.IperfSeconds, Smoke.ThroughputRounds, Smoke.Parallels, Smoke.Reverses, Smoke.FRP)...)
 	}
 }
 
 func BenchmarkLatency(b *testing.B) {
 	bs := mustBins(b)
 	for range b.N {
-		figs := Latency(context.Background(), bs, Smoke.Pings)
+		figs := Latency(context.Background(), bs, Smoke.Pings, Smoke.FRP)
 		check(b, figs...)
 		b.ReportMetric(figs[0].Value, "added-p50-µs")
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -44,14 +45,22 @@ func startBackendProcess(ctx context.Context, bins Bins, mode string, args ...st
 
 // Latency measures 64-byte ping-pong round trips from this process to an echo
 // process, directly and through a relay and an agent (separate processes), per
-// transport, and reports the added p50 and p99.
-func Latency(ctx context.Context, bins Bins, n int) []Figure {
+// transport, and reports the added p50 and p99. With withFRP, frp over the
+// same transport is measured the same way right after, and its figure is what
+// Porthole's is compared with.
+func Latency(ctx context.Context, bins Bins, n int, withFRP bool) []Figure {
 	echoP, echoAddr, err := startEchoProcess(ctx, bins)
 	if err != nil {
 		return []Figure{errorFigure("added RTT", err)}
 	}
 	defer echoP.Kill()
 	var figs []Figure
+	fb, frpErr := frpBins{}, errNoFRP
+	if withFRP {
+		if fb, frpErr = buildFRP(); frpErr != nil {
+			figs = append(figs, frpMissing("added RTT, frp", frpErr))
+		}
+	}
 	for _, tr := range bins.Transports {
 		names := []string{"added RTT p50, " + strings.ToUpper(tr) + ", 64 B ping-pong", "added RTT p99, " + strings.ToUpper(tr) + ", 64 B ping-pong"}
 		st, err := StartStack(ctx, StackConfig{Bins: bins, Target: echoAddr, Transport: tr})
@@ -59,27 +68,25 @@ func Latency(ctx context.Context, bins Bins, n int) []Figure {
 			figs = append(figs, errorFigure(names[0], err))
 			continue
 		}
-		// alternate halves so that both paths see the same machine load
-		var direct, through []time.Duration
 		var rc, ac procCounters
-		for range 2 {
-			d, err := pingPong(ctx, echoAddr, n/2)
-			if err == nil {
-				var t []time.Duration
-				r0, a0 := readCounters(st.Relay.Pid()), readCounters(st.Agent.Pid())
-				t, err = pingPong(ctx, st.ViewerAddr, n/2)
-				rc, ac = rc.add(readCounters(st.Relay.Pid()).sub(r0)), ac.add(readCounters(st.Agent.Pid()).sub(a0))
-				through = append(through, t...)
-			}
-			if err != nil {
-				figs = append(figs, errorFigure(names[0], err))
-				break
-			}
-			direct = append(direct, d...)
-		}
+		direct, through, err := rttHalves(ctx, echoAddr, st.ViewerAddr, n, func(measure func() error) error {
+			r0, a0 := readCounters(st.Relay.Pid()), readCounters(st.Agent.Pid())
+			err := measure()
+			rc, ac = rc.add(readCounters(st.Relay.Pid()).sub(r0)), ac.add(readCounters(st.Agent.Pid()).sub(a0))
+			return err
+		})
 		st.Close()
-		if len(through) == 0 || len(direct) == 0 {
+		if err != nil {
+			figs = append(figs, errorFigure(names[0], err))
 			continue
+		}
+		var frpFigs []Figure
+		frpAdded := math.NaN()
+		if frpErr == nil {
+			frpFigs = frpLatency(ctx, fb, echoAddr, tr, n)
+			if len(frpFigs) > 0 {
+				frpAdded = frpFigs[0].Value
+			}
 		}
 		for i, p := range []float64{50, 99} {
 			d, t := percentile(direct, p), percentile(through, p)
@@ -88,18 +95,62 @@ func Latency(ctx context.Context, bins Bins, n int) []Figure {
 				Note: fmt.Sprintf("through %.0f µs vs direct RTT; %d samples each; relay, agent and echo are separate processes; per round trip: relay %s, agent %s",
 					micros(t), len(through), rc.per(float64(len(through))), ac.per(float64(len(through)))),
 			}
-			frp := frpQUICRTT
+			issueFRP := frpQUICRTT
 			if tr == "tcp" {
-				frp = frpTCPRTT
+				issueFRP = frpTCPRTT
 			}
 			if p == 50 {
 				f.Target, f.Pass = "< 150 µs added", t-d < 150*time.Microsecond
-				f.Compare = fmt.Sprintf("frp %s %.0f µs", map[bool]string{true: "TCP", false: "QUIC"}[tr == "tcp"], frp)
+				f.Compare = fmt.Sprintf("%s %.0f µs (issue)", frpLabel(tr), issueFRP)
+				if !math.IsNaN(frpAdded) {
+					f.Compare = fmt.Sprintf("%s %.0f µs here, %.0f (issue)", frpLabel(tr), frpAdded, issueFRP)
+				}
 			}
 			figs = append(figs, f)
 		}
+		figs = append(figs, frpFigs...)
 	}
 	return figs
+}
+
+// rttHalves runs n ping-pongs directly to echoAddr and n through viewerAddr,
+// in alternating halves so that both paths see the same machine load; around
+// each half through viewerAddr it calls wrap.
+func rttHalves(ctx context.Context, echoAddr, viewerAddr string, n int, wrap func(measure func() error) error) (direct, through []time.Duration, err error) {
+	for range 2 {
+		d, err := pingPong(ctx, echoAddr, n/2)
+		if err != nil {
+			return nil, nil, err
+		}
+		direct = append(direct, d...)
+		err = wrap(func() error {
+			t, err := pingPong(ctx, viewerAddr, n/2)
+			through = append(through, t...)
+			return err
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	return direct, through, nil
+}
+
+// frpLatency is Latency's p50 figure for frp over transport.
+func frpLatency(ctx context.Context, fb frpBins, echoAddr, transport string, n int) []Figure {
+	name := fmt.Sprintf("added RTT p50, %s, 64 B ping-pong", frpLabel(transport))
+	st, err := startFRP(ctx, fb, echoAddr, transport)
+	if err != nil {
+		return []Figure{errorFigure(name, err)}
+	}
+	defer st.Close()
+	direct, through, err := rttHalves(ctx, echoAddr, st.ViewerAddr, n, func(measure func() error) error { return measure() })
+	if err != nil {
+		return []Figure{errorFigure(name, err)}
+	}
+	d, t := percentile(direct, 50), percentile(through, 50)
+	return []Figure{{Name: name, Value: micros(t - d), Unit: "µs", Direct: micros(d), Ratio: float64(t) / float64(d),
+		Note: fmt.Sprintf("frp v0.65.0 beside Porthole, same run; through %.0f µs, p99 added %.0f µs; %d samples each; frps, frpc and echo are separate processes",
+			micros(t), micros(percentile(through, 99)-percentile(direct, 99)), len(through))}}
 }
 
 // gogcSettings are the relay's GC settings measured for memory and (QUIC, one

@@ -49,7 +49,7 @@ type Figure struct {
 	Pass bool
 	// Note adds detail (spread, sample count, what the direct figure is).
 	Note string
-	// Compare is the same figure of frp from the issue, empty when none.
+	// Compare is the same figure of frp (this run's and the issue's), empty when none.
 	Compare string
 	// Skipped says the figure could not be measured here (a missing tool, not
 	// root); it is neither PASS nor FAIL.
@@ -75,7 +75,7 @@ func fmtNum(v float64) string {
 // WriteTable prints figures as an aligned table.
 func WriteTable(w io.Writer, figs []Figure) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "FIGURE\tVALUE\tDIRECT\tRATIO\tTARGET\tRESULT\tFRP (ISSUE #7)\tNOTE")
+	fmt.Fprintln(tw, "FIGURE\tVALUE\tDIRECT\tRATIO\tTARGET\tRESULT\tFRP\tNOTE")
 	for _, f := range figs {
 		result := "-"
 		switch {

@@ -50,6 +50,9 @@ type Scale struct {
 	RTSP RTSPScale
 	// WireGuard sizes the "wireguard" step.
 	WireGuard WireGuardScale
+	// FRP measures frp (built from test/bench/frp) beside Porthole in the
+	// throughput and latency steps, and judges Porthole's targets against it.
+	FRP bool
 	// Only, if set, names the steps to run (see Steps); empty runs all.
 	Only []string
 }
@@ -62,7 +65,7 @@ var Full = Scale{
 	IperfSeconds: 5, Parallels: []int{1, 4}, Reverses: []bool{true, false}, ThroughputRounds: 3,
 	Pings: 20000, Agents: 200, IdleViewers: 2000, Viewers: 200, ViewerTime: 10 * time.Second,
 	Restarts: 5, RestartJitter: 2 * time.Second, AgentKills: 3, AgentKillLimit: 40 * time.Second,
-	UDPBuffers: true, Settle: 3 * time.Second,
+	UDPBuffers: true, Settle: 3 * time.Second, FRP: true,
 	Floods: FloodScale{Window: 5 * time.Second, IdleConns: 4000, Handshakes: 1000},
 	HTTPS: HTTPSScale{FirstFrames: 50, Viewers: 100, ViewerTime: 10 * time.Second, FPS: 10, DownloadMiB: 128, Downloads: 6,
 		StormAttempts: 1000, StormParallel: 50},
@@ -109,9 +112,9 @@ func Run(ctx context.Context, s Scale, w, progress io.Writer) error {
 		fmt.Fprintf(progress, "  done in %.1fs\n", time.Since(start).Seconds())
 	}
 	step("throughput", func() []Figure {
-		return Throughput(ctx, bins, s.IperfSeconds, s.ThroughputRounds, s.Parallels, s.Reverses)
+		return Throughput(ctx, bins, s.IperfSeconds, s.ThroughputRounds, s.Parallels, s.Reverses, s.FRP)
 	})
-	step("latency", func() []Figure { return Latency(ctx, bins, s.Pings) })
+	step("latency", func() []Figure { return Latency(ctx, bins, s.Pings, s.FRP) })
 	step("viewers", func() []Figure { return []Figure{Viewers(ctx, bins, s.Viewers, s.ViewerTime)} })
 	step("memory", func() []Figure { return MemoryPerAgent(ctx, bins, s.Agents, s.Settle) })
 	step("idle-viewers", func() []Figure { return IdleViewers(ctx, bins, s.IdleViewers, s.Settle) })
@@ -131,7 +134,7 @@ func Run(ctx context.Context, s Scale, w, progress io.Writer) error {
 	if err := WriteTable(w, figs); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "\nfrp (issue #7, same kind of 2-core machine, another run): default TCP+TLS+yamux %.2f Gbit/s, QUIC %.2f Gbit/s, added RTT p50 %.0f µs (TCP) / %.0f µs (QUIC); Porthole before issue #7 %.2f Gbit/s; direct there %.1f Gbit/s.\n",
+	fmt.Fprintf(w, "\nfrp as issue #7 measured it (same kind of 2-core machine, another run; the rows above labelled frp are this run's): default TCP+TLS+yamux %.2f Gbit/s, QUIC %.2f Gbit/s, added RTT p50 %.0f µs (TCP) / %.0f µs (QUIC); Porthole before issue #7 %.2f Gbit/s; direct there %.1f Gbit/s.\n",
 		frpTCPGbps, frpQUICGbps, frpTCPRTT, frpQUICRTT, issueOldGbps, issueDirect)
 	return nil
 }

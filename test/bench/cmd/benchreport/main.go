@@ -27,6 +27,7 @@ import (
 func main() {
 	smoke := flag.Bool("smoke", false, "run at smoke scale (numbers are not meaningful)")
 	quiet := flag.Bool("q", false, "no progress lines on stderr")
+	frp := flag.Bool("frp", true, "measure frp (test/bench/frp) beside Porthole in the throughput and latency steps; at smoke scale only with -frp explicitly")
 	only := flag.String("only", "", "comma-separated steps to run ("+strings.Join(bench.Steps, ",")+"); empty runs all")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -35,6 +36,11 @@ func main() {
 	if *smoke {
 		s = bench.Smoke
 	}
+	flag.Visit(func(f *flag.Flag) {
+		if f.Name == "frp" {
+			s.FRP = *frp
+		}
+	})
 	if *only != "" {
 		s.Only = strings.Split(*only, ",")
 		for _, o := range s.Only {
