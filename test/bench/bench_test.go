@@ -124,7 +124,7 @@ func BenchmarkIperf3(b *testing.B) {
 func BenchmarkLatency(b *testing.B) {
 	bs := mustBins(b)
 	for range b.N {
-		figs := Latency(context.Background(), bs, Smoke.Pings, Smoke.FRP)
+		figs := Latency(context.Background(), bs, Smoke.Pings, Smoke.LatencyRounds, Smoke.FRP)
 		check(b, figs...)
 		b.ReportMetric(figs[0].Value, "added-p50-µs")
 	}

@@ -45,10 +45,12 @@ func startBackendProcess(ctx context.Context, bins Bins, mode string, args ...st
 
 // Latency measures 64-byte ping-pong round trips from this process to an echo
 // process, directly and through a relay and an agent (separate processes), per
-// transport, and reports the added p50 and p99. With withFRP, frp over the
-// same transport is measured the same way right after, and its figure is what
-// Porthole's is compared with.
-func Latency(ctx context.Context, bins Bins, n int, withFRP bool) []Figure {
+// transport, and reports the added p50 and p99. Like throughput, each figure
+// is the median of rounds runs, each on a fresh relay and agent: where the
+// processes land on the cores moves a run's p50 by tens of µs. With withFRP,
+// frp over the same transport is measured the same way after each of
+// Porthole's runs, and its median is what Porthole's is compared with.
+func Latency(ctx context.Context, bins Bins, n, rounds int, withFRP bool) []Figure {
 	echoP, echoAddr, err := startEchoProcess(ctx, bins)
 	if err != nil {
 		return []Figure{errorFigure("added RTT", err)}
@@ -62,53 +64,66 @@ func Latency(ctx context.Context, bins Bins, n int, withFRP bool) []Figure {
 		}
 	}
 	for _, tr := range bins.Transports {
-		names := []string{"added RTT p50, " + strings.ToUpper(tr) + ", 64 B ping-pong", "added RTT p99, " + strings.ToUpper(tr) + ", 64 B ping-pong"}
-		st, err := StartStack(ctx, StackConfig{Bins: bins, Target: echoAddr, Transport: tr})
-		if err != nil {
-			figs = append(figs, errorFigure(names[0], err))
-			continue
-		}
-		var rc, ac procCounters
-		direct, through, err := rttHalves(ctx, echoAddr, st.ViewerAddr, n, func(measure func() error) error {
-			r0, a0 := readCounters(st.Relay.Pid()), readCounters(st.Agent.Pid())
-			err := measure()
-			rc, ac = rc.add(readCounters(st.Relay.Pid()).sub(r0)), ac.add(readCounters(st.Agent.Pid()).sub(a0))
-			return err
-		})
-		st.Close()
-		if err != nil {
-			figs = append(figs, errorFigure(names[0], err))
-			continue
-		}
-		var frpFigs []Figure
-		frpAdded := math.NaN()
-		if frpErr == nil {
-			frpFigs = frpLatency(ctx, fb, echoAddr, tr, n)
-			if len(frpFigs) > 0 {
-				frpAdded = frpFigs[0].Value
+		var runs, frpRuns [][]Figure
+		for range max(rounds, 1) {
+			runs = append(runs, latencyFor(ctx, bins, echoAddr, tr, n))
+			if frpErr == nil {
+				frpRuns = append(frpRuns, frpLatency(ctx, fb, echoAddr, tr, n))
 			}
 		}
-		for i, p := range []float64{50, 99} {
-			d, t := percentile(direct, p), percentile(through, p)
-			f := Figure{
-				Name: names[i], Value: micros(t - d), Unit: "µs", Direct: micros(d), Ratio: float64(t) / float64(d),
-				Note: fmt.Sprintf("through %.0f µs vs direct RTT; %d samples each; relay, agent and echo are separate processes; per round trip: relay %s, agent %s",
-					micros(t), len(through), rc.per(float64(len(through))), ac.per(float64(len(through)))),
-			}
-			issueFRP := frpQUICRTT
-			if tr == "tcp" {
-				issueFRP = frpTCPRTT
-			}
-			if p == 50 {
-				f.Target, f.Pass = "< 150 µs added", t-d < 150*time.Microsecond
-				f.Compare = fmt.Sprintf("%s %.0f µs (issue)", frpLabel(tr), issueFRP)
-				if !math.IsNaN(frpAdded) {
-					f.Compare = fmt.Sprintf("%s %.0f µs here, %.0f (issue)", frpLabel(tr), frpAdded, issueFRP)
-				}
-			}
-			figs = append(figs, f)
+		ours := medianRuns(runs)
+		var theirs []Figure
+		if len(frpRuns) > 0 {
+			theirs = medianRuns(frpRuns)
 		}
-		figs = append(figs, frpFigs...)
+		issueFRP := frpQUICRTT
+		if tr == "tcp" {
+			issueFRP = frpTCPRTT
+		}
+		for i := range ours {
+			if ours[i].Target == "" {
+				continue
+			}
+			ours[i].Compare = fmt.Sprintf("%s %.0f µs (issue)", frpLabel(tr), issueFRP)
+			if len(theirs) > 0 && !math.IsNaN(theirs[0].Value) {
+				ours[i].Compare = fmt.Sprintf("%s %.0f µs here, %.0f (issue)", frpLabel(tr), theirs[0].Value, issueFRP)
+			}
+		}
+		figs = append(append(figs, ours...), theirs...)
+	}
+	return figs
+}
+
+// latencyFor is one run of Latency's figures for transport on a fresh stack.
+func latencyFor(ctx context.Context, bins Bins, echoAddr, tr string, n int) []Figure {
+	names := []string{"added RTT p50, " + strings.ToUpper(tr) + ", 64 B ping-pong", "added RTT p99, " + strings.ToUpper(tr) + ", 64 B ping-pong"}
+	st, err := StartStack(ctx, StackConfig{Bins: bins, Target: echoAddr, Transport: tr})
+	if err != nil {
+		return []Figure{errorFigure(names[0], err)}
+	}
+	defer st.Close()
+	var rc, ac procCounters
+	direct, through, err := rttHalves(ctx, echoAddr, st.ViewerAddr, n, func(measure func() error) error {
+		r0, a0 := readCounters(st.Relay.Pid()), readCounters(st.Agent.Pid())
+		err := measure()
+		rc, ac = rc.add(readCounters(st.Relay.Pid()).sub(r0)), ac.add(readCounters(st.Agent.Pid()).sub(a0))
+		return err
+	})
+	if err != nil {
+		return []Figure{errorFigure(names[0], err)}
+	}
+	var figs []Figure
+	for i, p := range []float64{50, 99} {
+		d, t := percentile(direct, p), percentile(through, p)
+		f := Figure{
+			Name: names[i], Value: micros(t - d), Unit: "µs", Direct: micros(d), Ratio: float64(t) / float64(d),
+			Note: fmt.Sprintf("through %.0f µs vs direct RTT; %d samples each; relay, agent and echo are separate processes; per round trip: relay %s, agent %s",
+				micros(t), len(through), rc.per(float64(len(through))), ac.per(float64(len(through)))),
+		}
+		if p == 50 {
+			f.Target, f.Pass = "< 150 µs added", t-d < 150*time.Microsecond
+		}
+		figs = append(figs, f)
 	}
 	return figs
 }

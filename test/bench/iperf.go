@@ -313,7 +313,7 @@ func medianRuns(runs [][]Figure) []Figure {
 				}
 			}
 		}
-		runsNote := fmt.Sprintf("%d runs (%s), each on a fresh relay and agent", len(fs), strings.Join(vals, ", "))
+		runsNote := fmt.Sprintf("%d runs (%s), each on freshly started daemons", len(fs), strings.Join(vals, ", "))
 		if failed != nil {
 			f := *failed
 			f.Note = runsNote + "; " + f.Note

@@ -21,8 +21,11 @@ type Scale struct {
 	// transport, each time on a fresh relay and agent; it reports each
 	// figure's median (see medianRuns).
 	ThroughputRounds int
-	// Pings is the number of ping-pong round trips per path.
-	Pings int
+	// Pings is the number of ping-pong round trips per path; LatencyRounds
+	// how many times the latency step measures each transport, each time on
+	// a fresh relay and agent, reporting each figure's median.
+	Pings         int
+	LatencyRounds int
 	// Agents is the number of idle agents for the memory figure.
 	Agents int
 	// IdleViewers is the number of idle viewer connections for the memory figure.
@@ -63,7 +66,7 @@ var Steps = []string{"throughput", "latency", "viewers", "memory", "idle-viewers
 // Full is the scale of `make bench`, the figures of the issue.
 var Full = Scale{
 	IperfSeconds: 5, Parallels: []int{1, 4}, Reverses: []bool{true, false}, ThroughputRounds: 3,
-	Pings: 20000, Agents: 200, IdleViewers: 2000, Viewers: 200, ViewerTime: 10 * time.Second,
+	Pings: 20000, LatencyRounds: 3, Agents: 200, IdleViewers: 2000, Viewers: 200, ViewerTime: 10 * time.Second,
 	Restarts: 5, RestartJitter: 2 * time.Second, AgentKills: 3, AgentKillLimit: 40 * time.Second,
 	UDPBuffers: true, Settle: 3 * time.Second, FRP: true,
 	Floods: FloodScale{Window: 5 * time.Second, IdleConns: 4000, Handshakes: 1000},
@@ -76,7 +79,7 @@ var Full = Scale{
 // Smoke is small enough for CI; its numbers only show that everything runs.
 var Smoke = Scale{
 	IperfSeconds: 1, Parallels: []int{1}, Reverses: []bool{true}, ThroughputRounds: 1,
-	Pings: 200, Agents: 5, IdleViewers: 50, Viewers: 10, ViewerTime: time.Second,
+	Pings: 200, LatencyRounds: 1, Agents: 5, IdleViewers: 50, Viewers: 10, ViewerTime: time.Second,
 	Restarts: 1, AgentKills: 1, AgentKillLimit: 6 * time.Second, Settle: 200 * time.Millisecond,
 	Floods: FloodScale{Window: 500 * time.Millisecond, IdleConns: 200, Handshakes: 50},
 	HTTPS: HTTPSScale{FirstFrames: 3, Viewers: 3, ViewerTime: time.Second, FPS: 10, DownloadMiB: 4, Downloads: 1,
@@ -114,7 +117,7 @@ func Run(ctx context.Context, s Scale, w, progress io.Writer) error {
 	step("throughput", func() []Figure {
 		return Throughput(ctx, bins, s.IperfSeconds, s.ThroughputRounds, s.Parallels, s.Reverses, s.FRP)
 	})
-	step("latency", func() []Figure { return Latency(ctx, bins, s.Pings, s.FRP) })
+	step("latency", func() []Figure { return Latency(ctx, bins, s.Pings, s.LatencyRounds, s.FRP) })
 	step("viewers", func() []Figure { return []Figure{Viewers(ctx, bins, s.Viewers, s.ViewerTime)} })
 	step("memory", func() []Figure { return MemoryPerAgent(ctx, bins, s.Agents, s.Settle) })
 	step("idle-viewers", func() []Figure { return IdleViewers(ctx, bins, s.IdleViewers, s.Settle) })
