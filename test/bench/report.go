@@ -12,8 +12,9 @@
 // one camera, a 1 Mbit/s viewer among fast ones; datacost.go: the bytes a
 // phone moves at each preset of the phone page).
 // Every figure is printed beside a direct baseline measured
-// in the same run where one applies, with its target and frp's figure from
-// issue #7; nothing here asserts on numbers. `go run
+// in the same run where one applies, with its target and frp's figures (frp
+// measured in the same run, frp.go, and frp's figure from issue #7); nothing
+// here asserts on numbers. `go run
 // ./test/bench/cmd/benchreport` prints the full table; the Benchmark functions
 // run the same code at smoke scale. To profile the data path, give the
 // real binaries a profile (PORTHOLE_BENCH_BINS, cmd/benchab) or run
