@@ -34,26 +34,55 @@ type frpBins struct{ frps, frpc string }
 // errNoFRP means frp is left out of this run.
 var errNoFRP = errors.New("frp left out (PORTHOLE_BENCH_FRP=off)")
 
-// buildFRP builds frps and frpc once per process.
-var buildFRP = sync.OnceValues(func() (frpBins, error) {
-	switch dir := os.Getenv("PORTHOLE_BENCH_FRP"); dir {
+// frpBuild is buildFRP's result, kept for the process's runs.
+var frpBuild struct {
+	mu   sync.Mutex
+	done bool
+	bins frpBins
+	err  error
+	dir  string // the build's directory, removed by removeFRP
+}
+
+// buildFRP builds frps and frpc once per process (until removeFRP).
+func buildFRP() (frpBins, error) {
+	frpBuild.mu.Lock()
+	defer frpBuild.mu.Unlock()
+	if !frpBuild.done {
+		frpBuild.bins, frpBuild.dir, frpBuild.err = buildFRPOnce()
+		frpBuild.done = true
+	}
+	return frpBuild.bins, frpBuild.err
+}
+
+// removeFRP deletes the binaries buildFRP built; the next buildFRP builds again.
+func removeFRP() {
+	frpBuild.mu.Lock()
+	defer frpBuild.mu.Unlock()
+	if frpBuild.dir != "" {
+		os.RemoveAll(frpBuild.dir)
+	}
+	frpBuild.done, frpBuild.bins, frpBuild.err, frpBuild.dir = false, frpBins{}, nil, ""
+}
+
+func buildFRPOnce() (bins frpBins, dir string, err error) {
+	switch env := os.Getenv("PORTHOLE_BENCH_FRP"); env {
 	case "off":
-		return frpBins{}, errNoFRP
+		return frpBins{}, "", errNoFRP
 	case "":
 	default:
-		return frpBins{frps: filepath.Join(dir, "frps"), frpc: filepath.Join(dir, "frpc")}, nil
+		return frpBins{frps: filepath.Join(env, "frps"), frpc: filepath.Join(env, "frpc")}, "", nil
 	}
 	goBin, err := framework.GoTool()
 	if err != nil {
-		return frpBins{}, err
+		return frpBins{}, "", err
 	}
 	root := framework.ModuleRoot()
 	if root == "" {
-		return frpBins{}, framework.ErrNoModule
+		return frpBins{}, "", framework.ErrNoModule
 	}
 	out, err := os.MkdirTemp("", "porthole-bench-frp-")
 	if err != nil {
-		return frpBins{}, err
+		return frpBins{}, "", err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -61,10 +90,10 @@ var buildFRP = sync.OnceValues(func() (frpBins, error) {
 	cmd.Dir = filepath.Join(root, "test", "bench", "frp")
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		os.RemoveAll(out)
-		return frpBins{}, fmt.Errorf("bench: building frp (test/bench/frp; needs the Go module proxy once): %w\n%s", err, truncate(string(msg), 2000))
+		return frpBins{}, "", fmt.Errorf("bench: building frp (test/bench/frp; needs the Go module proxy once): %w\n%s", err, truncate(string(msg), 2000))
 	}
-	return frpBins{frps: filepath.Join(out, "frps"), frpc: filepath.Join(out, "frpc")}, nil
-})
+	return frpBins{frps: filepath.Join(out, "frps"), frpc: filepath.Join(out, "frpc")}, out, nil
+}
 
 // frpStack is frps and frpc with one TCP proxy: ViewerAddr on frps forwards
 // to the target through frpc.

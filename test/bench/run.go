@@ -100,6 +100,7 @@ func Run(ctx context.Context, s Scale, w, progress io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}
+	defer removeFRP()
 	if bins.Iperf3 == "" {
 		fmt.Fprintf(progress, "\n*** %v ***\n\n", ErrNoIperf3)
 	}
