@@ -56,13 +56,7 @@ func Latency(ctx context.Context, bins Bins, n, rounds int, withFRP bool) []Figu
 		return []Figure{errorFigure("added RTT", err)}
 	}
 	defer echoP.Kill()
-	var figs []Figure
-	fb, frpErr := frpBins{}, errNoFRP
-	if withFRP {
-		if fb, frpErr = buildFRP(); frpErr != nil {
-			figs = append(figs, frpMissing("added RTT, frp", frpErr))
-		}
-	}
+	fb, figs, frpErr := frpFor(withFRP, "added RTT")
 	for _, tr := range bins.Transports {
 		var runs, frpRuns [][]Figure
 		for range max(rounds, 1) {
@@ -72,10 +66,7 @@ func Latency(ctx context.Context, bins Bins, n, rounds int, withFRP bool) []Figu
 			}
 		}
 		ours := medianRuns(runs)
-		var theirs []Figure
-		if len(frpRuns) > 0 {
-			theirs = medianRuns(frpRuns)
-		}
+		theirs := medianRuns(frpRuns) // none without frp
 		issueFRP := frpQUICRTT
 		if tr == "tcp" {
 			issueFRP = frpTCPRTT

@@ -95,6 +95,19 @@ func buildFRPOnce() (bins frpBins, dir string, err error) {
 	return frpBins{frps: filepath.Join(out, "frps"), frpc: filepath.Join(out, "frpc")}, out, nil
 }
 
+// frpFor is frp's binaries when withFRP, with the line that says why frp is
+// missing from step's figures when it could not be built (none when left out).
+func frpFor(withFRP bool, step string) (frpBins, []Figure, error) {
+	if !withFRP {
+		return frpBins{}, nil, errNoFRP
+	}
+	fb, err := buildFRP()
+	if err != nil {
+		return fb, []Figure{frpMissing(step+", frp", err)}, err
+	}
+	return fb, nil, nil
+}
+
 // frpStack is frps and frpc with one TCP proxy: ViewerAddr on frps forwards
 // to the target through frpc.
 type frpStack struct {

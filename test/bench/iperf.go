@@ -246,13 +246,7 @@ func Throughput(ctx context.Context, bins Bins, secs float64, rounds int, parall
 		return []Figure{errorFigure("throughput (iperf3)", err)}
 	}
 	defer srv.close()
-	var figs []Figure
-	fb, frpErr := frpBins{}, errNoFRP
-	if withFRP {
-		if fb, frpErr = buildFRP(); frpErr != nil {
-			figs = append(figs, frpMissing("throughput, frp", frpErr))
-		}
-	}
+	fb, figs, frpErr := frpFor(withFRP, "throughput")
 	for _, tr := range bins.Transports {
 		var runs, frpRuns [][]Figure
 		for range max(rounds, 1) {
@@ -262,10 +256,7 @@ func Throughput(ctx context.Context, bins Bins, secs float64, rounds int, parall
 			}
 		}
 		ours := medianRuns(runs)
-		var theirs []Figure
-		if len(frpRuns) > 0 {
-			theirs = medianRuns(frpRuns)
-		}
+		theirs := medianRuns(frpRuns) // none without frp
 		setThroughputTargets(ours, theirs, tr)
 		figs = append(append(figs, ours...), theirs...)
 	}
