@@ -47,9 +47,12 @@ func startBackendProcess(ctx context.Context, bins Bins, mode string, args ...st
 // process, directly and through a relay and an agent (separate processes), per
 // transport, and reports the added p50 and p99. Like throughput, each figure
 // is the median of rounds runs, each on a fresh relay and agent: where the
-// processes land on the cores moves a run's p50 by tens of µs. With withFRP,
-// frp over the same transport is measured the same way after each of
-// Porthole's runs, and its median is what Porthole's is compared with.
+// processes land on the cores moves a run's p50 by tens of µs. After each of
+// Porthole's runs the smallest relay and agent on the transport's library
+// alone (cmd/floor) is measured the same way: the report says how much of the
+// added round trip is the library's. With withFRP, frp over the same
+// transport is measured too, and its median is what Porthole's is compared
+// with.
 func Latency(ctx context.Context, bins Bins, n, rounds int, withFRP bool) []Figure {
 	echoP, echoAddr, err := startEchoProcess(ctx, bins)
 	if err != nil {
@@ -58,14 +61,19 @@ func Latency(ctx context.Context, bins Bins, n, rounds int, withFRP bool) []Figu
 	defer echoP.Kill()
 	fb, figs, frpErr := frpFor(withFRP, "added RTT")
 	for _, tr := range bins.Transports {
-		var runs, frpRuns [][]Figure
+		var runs, floorRuns, frpRuns [][]Figure
 		for range max(rounds, 1) {
 			runs = append(runs, latencyFor(ctx, bins, echoAddr, tr, n))
+			floorRuns = append(floorRuns, floorLatency(ctx, bins, echoAddr, tr, n))
 			if frpErr == nil {
 				frpRuns = append(frpRuns, frpLatency(ctx, fb, echoAddr, tr, n))
 			}
 		}
 		ours := medianRuns(runs)
+		floor := medianRuns(floorRuns)
+		if len(ours) > 0 && len(floor) > 0 && !math.IsNaN(ours[0].Value) && !math.IsNaN(floor[0].Value) {
+			floor[0].Note += fmt.Sprintf("; Porthole's added p50 minus this: %+.0f µs", ours[0].Value-floor[0].Value)
+		}
 		theirs := medianRuns(frpRuns) // none without frp
 		issueFRP := frpQUICRTT
 		if tr == "tcp" {
@@ -80,7 +88,7 @@ func Latency(ctx context.Context, bins Bins, n, rounds int, withFRP bool) []Figu
 				ours[i].Compare = fmt.Sprintf("%s %.0f µs here, %.0f (issue)", frpLabel(tr), theirs[0].Value, issueFRP)
 			}
 		}
-		figs = append(append(figs, ours...), theirs...)
+		figs = append(append(append(figs, ours...), floor...), theirs...)
 	}
 	return figs
 }

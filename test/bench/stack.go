@@ -18,6 +18,9 @@ import (
 // Bins are the programs a run starts as separate processes.
 type Bins struct {
 	Relay, Agent, Backend string
+	// Floor is cmd/floor, the smallest relay and agent on the tunnel
+	// libraries alone.
+	Floor string
 	// Iperf3 is the iperf3 command, empty when it is not installed.
 	Iperf3 string
 	// Transports are the agent's relay transports to measure: "quic" always,
@@ -41,6 +44,9 @@ func BuildBins() (Bins, error) {
 		return b, err
 	}
 	if b.Backend, err = framework.Build(framework.BackendPkg); err != nil {
+		return b, err
+	}
+	if b.Floor, err = framework.Build(FloorPkg); err != nil {
 		return b, err
 	}
 	if dir := os.Getenv("PORTHOLE_BENCH_BINS"); dir != "" {
