@@ -211,7 +211,7 @@ func (g *gsoBatch) reset() {
 // that socket is not a *net.UDPConn.
 func (c *Conn) batchWriter() *ipv4.PacketConn {
 	c.batchOnce.Do(func() {
-		if uc, ok := c.tr.Conn.(*net.UDPConn); ok {
+		if uc, ok := udpConn(c.tr.Conn).(*net.UDPConn); ok {
 			c.batchW = ipv4.NewPacketConn(uc)
 		}
 	})
@@ -314,7 +314,7 @@ func muxFor(tr *quic.Transport) *bareMux {
 	if m, ok := muxes.Load(tr); ok {
 		return m.(*bareMux)
 	}
-	m := &bareMux{tr: tr, conns: map[netip.AddrPort]*Conn{}, sib: sibling(tr.Conn)}
+	m := &bareMux{tr: tr, conns: map[netip.AddrPort]*Conn{}, sib: sibling(udpConn(tr.Conn))}
 	if v, loaded := muxes.LoadOrStore(tr, m); loaded {
 		if m.sib != nil {
 			m.sib.Close() // lost the race: the kernel moves the winner's sibling into its slot
@@ -420,7 +420,7 @@ func closeTransport(tr *quic.Transport) error {
 func (m *bareMux) run() {
 	defer func() {
 		muxes.Delete(m.tr)
-		forget(m.tr.Conn)
+		forget(udpConn(m.tr.Conn))
 		if m.sib != nil {
 			m.sib.Close()
 		}

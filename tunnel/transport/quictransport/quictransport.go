@@ -124,7 +124,7 @@ func Dial(ctx context.Context, pc net.PacketConn, raddr *net.UDPAddr, tlsConf *t
 	var tr *quic.Transport
 	var release func()
 	if owned {
-		tr = &quic.Transport{Conn: pc}
+		tr = &quic.Transport{Conn: withGRO(pc)}
 		release = func() {
 			closeTransport(tr)
 			pc.Close()
@@ -211,7 +211,7 @@ func Listen(cfg ListenConfig) (transport.Listener, error) {
 	}
 	noteBuffers(pc)
 	l.tr = &quic.Transport{
-		Conn:              pc,
+		Conn:              withGRO(pc),
 		StatelessResetKey: cfg.StatelessResetKey,
 		VerifySourceAddress: func(net.Addr) bool {
 			if cfg.RetryAbove > 0 && l.pending.Load() > int64(cfg.RetryAbove) {
@@ -306,7 +306,7 @@ func acquireShared(pc net.PacketConn) *quic.Transport {
 			continue
 		}
 		if st == nil {
-			st = &sharedTransport{tr: &quic.Transport{Conn: pc}}
+			st = &sharedTransport{tr: &quic.Transport{Conn: withGRO(pc)}}
 			shared[pc] = st
 		}
 		st.refs++

@@ -55,6 +55,10 @@ func main() {
 	target := flag.String("target", "", "agent: the TCP address each stream is connected to")
 	rounds := flag.Int("rounds", 5, "compare: rounds")
 	n := flag.Int("n", 10000, "compare: round trips per sample")
+	flag.Usage = func() {
+		fmt.Fprintf(os.Stderr, "usage: floor -role relay|agent|compare [flags] [variants]\n")
+		flag.PrintDefaults()
+	}
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("floor: ")
@@ -209,12 +213,5 @@ func compare(variants []string, rounds, n int) {
 		xs := added[v]
 		sort.Float64s(xs)
 		fmt.Printf("%-13s median of %d: %.0f µs (%.0f .. %.0f)\n", v, len(xs), xs[len(xs)/2], xs[0], xs[len(xs)-1])
-	}
-}
-
-func init() {
-	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: floor -role relay|agent|compare [flags] [variants]\n")
-		flag.PrintDefaults()
 	}
 }
